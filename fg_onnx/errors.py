@@ -1,0 +1,50 @@
+"""Exceptions raised by fg-onnx.
+
+Every error a user can cause derives from :class:`FgOnnxError`; its message is one line that says
+what is wrong and, where possible, what to do about it. The CLI prints it and exits non-zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class FgOnnxError(Exception):
+    """Base class of all user-facing fg-onnx errors."""
+
+
+class ModelLoadError(FgOnnxError):
+    """The model file cannot be read or is not a valid ONNX model."""
+
+
+class UnsupportedModelError(FgOnnxError):
+    """The model is valid ONNX but uses something fg-onnx cannot differentiate or explain."""
+
+
+class UnsupportedOpsError(UnsupportedModelError):
+    """Some nodes on the gradient path have no VJP rule."""
+
+    def __init__(self, missing: Iterable[tuple[str, str, str, int]]) -> None:
+        """Builds the message from ``(domain, op_type, node_name, opset)`` entries."""
+        self.missing = sorted(set(missing))
+        by_type: dict[str, list[str]] = {}
+        for domain, op_type, node_name, opset in self.missing:
+            key = f"{domain + '::' if domain else ''}{op_type} (opset {opset})"
+            by_type.setdefault(key, []).append(node_name or "<unnamed>")
+        parts = []
+        for key, nodes in sorted(by_type.items()):
+            shown = ", ".join(nodes[:3]) + (f", +{len(nodes) - 3} more" if len(nodes) > 3 else "")
+            parts.append(f"{key} at node {shown}")
+        super().__init__(
+            f"no gradient rule for {len(by_type)} op type(s) on the gradient path: "
+            + "; ".join(parts)
+            + " (see docs/supported_ops.md)"
+        )
+
+
+class GraphBuildError(FgOnnxError):
+    """A gradient rule could not be applied to a node (for example an unknown dynamic shape)."""
+
+
+class OutputExistsError(FgOnnxError):
+    """Refusing to overwrite an existing file."""

@@ -1,0 +1,222 @@
+"""Numerical checks of gradient graphs: the adjoint (dot-product) test against finite differences.
+
+``check_vjp`` compares ⟨u, VJP(v)⟩ with ⟨JVP(u), v⟩, the JVP taken by central differences in
+float64 (onnxruntime when it has float64 kernels for every op, else the onnx reference
+evaluator), and checks that the float32 gradient graph gives the same VJP on onnxruntime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+from onnx.reference.ops.op_conv_transpose import ConvTranspose as _RefConvTranspose
+
+from fg_onnx.grad import GRAD_PREFIX, SEED_INPUT, gradient_model
+from fg_onnx.graph.info import GraphInfo
+
+Feeds = dict[str, np.ndarray]
+Runner = Callable[[Feeds], list[np.ndarray]]
+
+
+@dataclass
+class VJPCheck:
+    """Outcome of :func:`check_vjp`."""
+
+    lhs: float
+    """⟨u, VJP(v)⟩ from the float64 gradient graph."""
+    rhs: float
+    """⟨JVP(u), v⟩ by central differences in float64."""
+    float32_error: float
+    """Max relative difference between the onnxruntime float32 VJP and the float64 one."""
+
+    @property
+    def adjoint_error(self) -> float:
+        """Relative mismatch of the two inner products."""
+        return abs(self.lhs - self.rhs) / max(abs(self.lhs), abs(self.rhs), 1e-12)
+
+
+def to_float64(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` computing in float64 (initializers, constants, casts, types)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    graph = copy.graph
+    for i, init in enumerate(graph.initializer):
+        if init.data_type == TensorProto.FLOAT:
+            array = numpy_helper.to_array(init).astype(np.float64)
+            graph.initializer[i].CopyFrom(numpy_helper.from_array(array, init.name))
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT:
+            value.type.tensor_type.elem_type = TensorProto.DOUBLE
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.name == "to" and attr.i == TensorProto.FLOAT:
+                attr.i = TensorProto.DOUBLE
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
+                array = numpy_helper.to_array(attr.t).astype(np.float64)
+                attr.t.CopyFrom(numpy_helper.from_array(array, attr.t.name))
+            if attr.name == "value_float":
+                # value_float is float32 by definition; a float64 tensor keeps the precision.
+                tensor = numpy_helper.from_array(np.array(attr.f, dtype=np.float64))
+                node.attribute.remove(attr)
+                node.attribute.append(helper.make_attribute("value", tensor))
+    del graph.value_info[:]
+    return copy
+
+
+class ConvTranspose(_RefConvTranspose):  # type: ignore[misc]
+    """The reference ConvTranspose slices grouped weights by output channels; W's first axis
+    holds input channels, so groups are split here and run one by one."""
+
+    op_domain = ""
+
+    def _run(self, X: np.ndarray, W: np.ndarray, B: np.ndarray | None = None,
+             **attrs: Any) -> tuple[np.ndarray]:
+        group = int(attrs.get("group") or 1)
+        if group == 1:
+            return super()._run(X, W, B, **attrs)  # type: ignore[no-any-return]
+        attrs = {**attrs, "group": 1}
+        parts = [
+            super(ConvTranspose, self)._run(x, w, None, **attrs)[0]
+            for x, w in zip(np.split(X, group, axis=1), np.split(W, group, axis=0), strict=True)
+        ]
+        out = np.concatenate(parts, axis=1)
+        if B is not None:
+            out = out + B.reshape((1, -1) + (1,) * (out.ndim - 2))
+        return (out.astype(X.dtype),)
+
+
+def reference_evaluator(model: onnx.ModelProto) -> ReferenceEvaluator:
+    """The onnx reference evaluator with fg-onnx's corrections to its op bodies."""
+    return ReferenceEvaluator(model, new_ops=[ConvTranspose])
+
+
+def make_runner(model: onnx.ModelProto) -> Runner:
+    """Runs ``model`` on onnxruntime (all optimisations off), or on the reference evaluator
+    when onnxruntime has no kernel for some op and type."""
+    names = [o.name for o in model.graph.output]
+    try:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.log_severity_level = 3
+        session = ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception:
+        evaluator = reference_evaluator(model)
+        return lambda feeds: [np.asarray(v) for v in evaluator.run(names, feeds)]
+
+    def run(feeds: Feeds) -> list[np.ndarray]:
+        try:
+            return [np.asarray(v) for v in session.run(names, feeds)]
+        except Exception:
+            evaluator = reference_evaluator(model)
+            return [np.asarray(v) for v in evaluator.run(names, feeds)]
+
+    return run
+
+
+def _dot(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:
+    return float(sum(np.vdot(a[k].astype(np.float64), b[k].astype(np.float64)) for k in a))
+
+
+def check_vjp(
+    model: onnx.ModelProto,
+    inputs: Mapping[str, np.ndarray],
+    wrt: Sequence[str] | None = None,
+    output: str | None = None,
+    eps: float = 1e-6,
+    seed: int = 0,
+) -> VJPCheck:
+    """Runs the adjoint test of the gradient of ``output`` w.r.t. ``wrt`` at ``inputs``.
+
+    Args:
+        model: a float32 model.
+        inputs: values for every graph input (float ones are perturbed when in ``wrt``).
+        wrt: the graph inputs to differentiate (default: every float input).
+        output: the differentiated output (default: the first).
+        eps: central-difference step, in float64.
+        seed: seed of the random directions ``u`` and cotangent ``v``.
+    """
+    info = GraphInfo(model)
+    output = output or info.graph_outputs[0]
+    wrt = list(wrt) if wrt is not None else [n for n in info.graph_inputs if info.is_float(n)]
+    rng = np.random.default_rng(seed)
+    x64 = {k: (v.astype(np.float64) if v.dtype == np.float32 else v) for k, v in inputs.items()}
+    forward64 = make_runner(to_float64(_only_output(model, output)))
+    y = forward64(x64)[0]
+    u = {k: rng.standard_normal(np.shape(inputs[k])) for k in wrt}
+    v = rng.standard_normal(y.shape)
+    plus = forward64({**x64, **{k: x64[k] + eps * u[k] for k in wrt}})[0]
+    minus = forward64({**x64, **{k: x64[k] - eps * u[k] for k in wrt}})[0]
+    rhs = float(np.vdot((plus - minus) / (2 * eps), v))
+    grad_model = gradient_model(_only_output(model, output), output, wrt)
+    grads64 = _run_grads(make_runner(to_float64(grad_model)), x64, v, wrt)
+    grads32 = _run_grads(
+        make_runner(grad_model),
+        {k: (val.astype(np.float32) if val.dtype == np.float64 else val) for k, val in x64.items()},
+        v.astype(np.float32), wrt,
+    )
+    scale = max(max(float(np.abs(g).max(initial=0.0)) for g in grads64.values()), 1e-12)
+    float32_error = max(float(np.abs(grads32[k] - grads64[k]).max(initial=0.0)) for k in wrt)
+    return VJPCheck(lhs=_dot(u, grads64), rhs=rhs, float32_error=float32_error / scale)
+
+
+def _only_output(model: onnx.ModelProto, output: str) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    kept = [o for o in copy.graph.output if o.name == output]
+    del copy.graph.output[:]
+    copy.graph.output.extend(kept)
+    return copy
+
+
+def _run_grads(run: Runner, feeds: Feeds, seed_value: np.ndarray,
+               wrt: Sequence[str]) -> dict[str, np.ndarray]:
+    values = run({**feeds, SEED_INPUT: seed_value})
+    return dict(zip(wrt, values[1:], strict=True))
+
+
+def single_node_model(
+    op_type: str,
+    inputs: Sequence[tuple[str, np.ndarray | Any]],
+    outputs: int = 1,
+    opset: int = 17,
+    **attrs: Any,
+) -> tuple[onnx.ModelProto, Feeds]:
+    """A model of one node for rule tests.
+
+    ``inputs`` are ``(name, value)`` pairs: names starting with ``w:`` become initializers
+    (constants), others graph inputs fed with ``value``; an empty name is an omitted input.
+    Returns the model and the feeds for its graph inputs.
+    """
+    graph_inputs, initializers, feeds, names = [], [], {}, []
+    for name, value in inputs:
+        if not name:
+            names.append("")
+            continue
+        array = np.asarray(value)
+        if name.startswith("w:"):
+            clean = name[2:]
+            initializers.append(numpy_helper.from_array(array, clean))
+            names.append(clean)
+        else:
+            elem = helper.np_dtype_to_tensor_dtype(array.dtype)
+            graph_inputs.append(helper.make_tensor_value_info(name, elem, list(array.shape)))
+            feeds[name] = array
+            names.append(name)
+    out_names = [f"y{i}" for i in range(outputs)]
+    node = helper.make_node(op_type, names, out_names, name=f"{op_type.lower()}_node", **attrs)
+    graph = helper.make_graph(
+        [node], "single", graph_inputs,
+        [helper.make_empty_tensor_value_info(n) for n in out_names], initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model = onnx.shape_inference.infer_shapes(model)
+    return model, feeds

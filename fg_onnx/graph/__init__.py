@@ -1,0 +1,1 @@
+"""Loading, normalising and inspecting ONNX graphs, and building new nodes into them."""

@@ -1,0 +1,114 @@
+"""Appending new nodes and constants to a graph with unique names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from fg_onnx.graph.info import GraphInfo
+
+AttrValue = Any
+
+
+class GraphBuilder:
+    """Collects the nodes and initializers a pass adds, then merges them into a model.
+
+    Ops are created by calling the op type as a method: ``b.Mul(x, y)`` returns the output
+    name, ``b.op("Split", x, s, outputs=2, axis=1)`` returns a list of names.
+    """
+
+    def __init__(self, info: GraphInfo, prefix: str = "fg") -> None:
+        """Starts an empty batch of additions to the graph that ``info`` describes."""
+        self.info = info
+        self.prefix = prefix
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._taken: set[str] = set(info.producer) | set(info.initializers)
+        self._taken |= {v.name for v in info.graph.input} | {n.name for n in info.graph.node}
+        self._counter = 0
+        self._const_cache: dict[tuple[str, tuple[int, ...], bytes], str] = {}
+
+    def fresh(self, hint: str) -> str:
+        """Returns a name that no tensor or node of the graph uses yet."""
+        while True:
+            self._counter += 1
+            name = f"{self.prefix}/{hint}_{self._counter}"
+            if name not in self._taken:
+                self._taken.add(name)
+                return name
+
+    def reserve(self, name: str) -> str:
+        """Claims an exact name (for public outputs); fails if the graph already uses it."""
+        if name in self._taken:
+            raise ValueError(f"the model already has a tensor named {name!r}")
+        self._taken.add(name)
+        return name
+
+    def op_multi(
+        self,
+        op_type: str,
+        *inputs: str | None,
+        outputs: int | Sequence[str] = 1,
+        domain: str = "",
+        **attrs: AttrValue,
+    ) -> list[str]:
+        """Adds one node and returns its output names (fresh ones unless given)."""
+        if isinstance(outputs, int):
+            out_names = [self.fresh(op_type.lower()) for _ in range(outputs)]
+        else:
+            out_names = list(outputs)
+        clean_attrs = {k: v for k, v in attrs.items() if v is not None}
+        node = helper.make_node(
+            op_type,
+            ["" if name is None else name for name in inputs],
+            out_names,
+            name=self.fresh(op_type),
+            domain=domain,
+            **clean_attrs,
+        )
+        self.nodes.append(node)
+        return out_names
+
+    def op(self, op_type: str, *inputs: str | None, **attrs: AttrValue) -> str:
+        """Adds a single-output node and returns the output name."""
+        return self.op_multi(op_type, *inputs, outputs=1, **attrs)[0]
+
+    def __getattr__(self, op_type: str) -> Callable[..., str]:
+        if not op_type[:1].isupper():
+            raise AttributeError(op_type)
+        return lambda *inputs, **attrs: self.op(op_type, *inputs, **attrs)
+
+    def const(self, value: np.ndarray | float | int | Sequence[Any], dtype: Any = None,
+              hint: str = "const") -> str:
+        """Adds (or reuses) an initializer holding ``value``."""
+        array = np.asarray(value, dtype=dtype)
+        key = (array.dtype.str, array.shape, array.tobytes()) if array.size <= 64 else None
+        if key is not None and key in self._const_cache:
+            return self._const_cache[key]
+        name = self.fresh(hint)
+        self.initializers.append(numpy_helper.from_array(array, name))
+        if key is not None:
+            self._const_cache[key] = name
+        return name
+
+    def ints(self, values: Iterable[int] | int) -> str:
+        """A 1-D int64 constant (axes, shapes, pads)."""
+        flat = [values] if isinstance(values, int) else list(values)
+        return self.const(np.array(flat, dtype=np.int64), hint="ints")
+
+    def scalar(self, value: float, elem_type: int) -> str:
+        """A 0-D constant of the given ONNX element type."""
+        np_type = helper.tensor_dtype_to_np_dtype(elem_type)
+        return self.const(np.array(value, dtype=np_type), hint="scalar")
+
+    def apply_to(self, model: onnx.ModelProto) -> None:
+        """Appends everything collected to ``model``'s graph (in place)."""
+        model.graph.node.extend(self.nodes)
+        model.graph.initializer.extend(self.initializers)
+        self.nodes = []
+        self.initializers = []
+        self._const_cache = {}

@@ -1,0 +1,161 @@
+"""Read-only facts about a graph: shapes, element types, constants, producers and consumers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+Dim = int | str | None
+Shape = tuple[Dim, ...]
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def opset_of(model: onnx.ModelProto, domain: str = "") -> int:
+    """Returns the model's opset version for a domain ("" and "ai.onnx" are the same)."""
+    wanted = DEFAULT_DOMAINS if domain in DEFAULT_DOMAINS else (domain,)
+    for entry in model.opset_import:
+        if entry.domain in wanted:
+            return int(entry.version)
+    return 0
+
+
+def _shape_of(type_proto: onnx.TypeProto) -> Shape | None:
+    if not type_proto.HasField("tensor_type") or not type_proto.tensor_type.HasField("shape"):
+        return None
+    dims: list[Dim] = []
+    for dim in type_proto.tensor_type.shape.dim:
+        if dim.HasField("dim_value"):
+            dims.append(int(dim.dim_value))
+        elif dim.HasField("dim_param"):
+            dims.append(dim.dim_param)
+        else:
+            dims.append(None)
+    return tuple(dims)
+
+
+class GraphInfo:
+    """Indexes a (shape-inferred) model so rules can ask about any tensor by name."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        """Indexes ``model``; it must not change while this object is in use."""
+        self.model = model
+        self.graph = model.graph
+        self.opset = opset_of(model)
+        self._types: dict[str, onnx.TypeProto] = {}
+        for value in [*self.graph.input, *self.graph.value_info, *self.graph.output]:
+            self._types[value.name] = value.type
+        self.initializers: dict[str, TensorProto] = {t.name: t for t in self.graph.initializer}
+        self._constant_nodes: dict[str, onnx.NodeProto] = {}
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in self.graph.node:
+            for name in node.output:
+                if name:
+                    self.producer[name] = node
+            for name in node.input:
+                if name:
+                    self.consumers.setdefault(name, []).append(node)
+            if node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS:
+                self._constant_nodes[node.output[0]] = node
+        self._const_cache: dict[str, np.ndarray] = {}
+
+    @cached_property
+    def graph_inputs(self) -> list[str]:
+        """Names of real graph inputs (initializers listed as inputs excluded)."""
+        return [v.name for v in self.graph.input if v.name not in self.initializers]
+
+    @cached_property
+    def graph_outputs(self) -> list[str]:
+        """Names of graph outputs."""
+        return [v.name for v in self.graph.output]
+
+    def add_type(self, name: str, elem_type: int, shape: Sequence[Dim] | None) -> None:
+        """Records the type of a tensor created after indexing (for example by a rule)."""
+        type_proto = onnx.helper.make_tensor_type_proto(
+            elem_type, None if shape is None else list(shape)
+        )
+        self._types[name] = type_proto
+
+    def elem_type(self, name: str) -> int:
+        """TensorProto element type of a tensor, 0 when unknown."""
+        if name in self.initializers:
+            return int(self.initializers[name].data_type)
+        if name in self._constant_nodes:
+            value = self.const(name)
+            return 0 if value is None else _np_to_onnx(value.dtype)
+        type_proto = self._types.get(name)
+        if type_proto is None or not type_proto.HasField("tensor_type"):
+            return 0
+        return int(type_proto.tensor_type.elem_type)
+
+    def is_float(self, name: str) -> bool:
+        """Whether the tensor has a floating-point element type (differentiable)."""
+        return self.elem_type(name) in FLOAT_TYPES
+
+    def shape(self, name: str) -> Shape | None:
+        """Shape with ints for known dims, strings for symbolic ones, None for unknown ones."""
+        if name in self.initializers:
+            return tuple(int(d) for d in self.initializers[name].dims)
+        if name in self._constant_nodes:
+            value = self.const(name)
+            return None if value is None else tuple(int(d) for d in value.shape)
+        type_proto = self._types.get(name)
+        return None if type_proto is None else _shape_of(type_proto)
+
+    def rank(self, name: str) -> int | None:
+        """Rank of the tensor, None when unknown."""
+        shape = self.shape(name)
+        return None if shape is None else len(shape)
+
+    def static_shape(self, name: str) -> tuple[int, ...] | None:
+        """Shape when every dim is a known integer, else None."""
+        shape = self.shape(name)
+        if shape is None or not all(isinstance(d, int) for d in shape):
+            return None
+        return tuple(int(d) for d in shape)  # type: ignore[arg-type]
+
+    def is_const(self, name: str) -> bool:
+        """Whether the tensor is an initializer or a Constant node's output."""
+        return name in self.initializers or name in self._constant_nodes
+
+    def const(self, name: str) -> np.ndarray | None:
+        """Value of an initializer or Constant node output, None for computed tensors."""
+        if name in self._const_cache:
+            return self._const_cache[name]
+        value: np.ndarray | None = None
+        if name in self.initializers:
+            value = numpy_helper.to_array(self.initializers[name])
+        elif name in self._constant_nodes:
+            value = _constant_value(self._constant_nodes[name])
+        if value is not None:
+            self._const_cache[name] = value
+        return value
+
+
+FLOAT_TYPES = frozenset(
+    {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+)
+
+
+def _np_to_onnx(dtype: np.dtype) -> int:
+    return int(onnx.helper.np_dtype_to_tensor_dtype(dtype))
+
+
+def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for attr in node.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        if attr.name == "value_float":
+            return np.array(attr.f, dtype=np.float32)
+        if attr.name == "value_floats":
+            return np.array(list(attr.floats), dtype=np.float32)
+        if attr.name == "value_int":
+            return np.array(attr.i, dtype=np.int64)
+        if attr.name == "value_ints":
+            return np.array(list(attr.ints), dtype=np.int64)
+    return None

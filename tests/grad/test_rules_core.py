@@ -1,0 +1,78 @@
+"""Adjoint tests of the core rules: arithmetic, Relu, Conv, Gemm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import assert_vjp, randn
+
+RNG = np.random.default_rng(1234)
+
+
+def r(*shape: int) -> np.ndarray:
+    return randn(RNG, *shape)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "attrs"),
+    [
+        ([("x", r(2, 4, 7, 6)), ("w:W", r(6, 2, 3, 3)), ("w:B", r(6))],
+         {"strides": [2, 2], "pads": [1, 0, 1, 1], "group": 2}),
+        ([("x", r(2, 4, 7, 6)), ("w:W", r(6, 4, 1, 1))], {"strides": [2, 2]}),
+        ([("x", r(1, 3, 9, 9)), ("w:W", r(5, 3, 3, 3))],
+         {"strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+        ([("x", r(1, 3, 9, 8)), ("w:W", r(5, 3, 2, 3))],
+         {"strides": [2, 3], "auto_pad": "SAME_LOWER"}),
+        ([("x", r(1, 3, 11, 10)), ("w:W", r(5, 3, 3, 3))],
+         {"dilations": [2, 2], "pads": [2, 1, 1, 2]}),
+        ([("x", r(1, 4, 8, 8)), ("w:W", r(4, 1, 3, 3))],
+         {"group": 4, "pads": [1, 1, 1, 1], "strides": [2, 2]}),
+        ([("x", r(2, 3, 10)), ("w:W", r(4, 3, 3))], {"strides": [3], "auto_pad": "VALID"}),
+        ([("x", r(1, 2, 5, 4, 4)), ("w:W", r(3, 2, 2, 2, 2))], {"strides": [2, 1, 2]}),
+    ],
+    ids=["grouped", "1x1-stride2", "same-upper", "same-lower", "dilated", "depthwise", "1d",
+         "3d"],
+)
+def test_conv(inputs: list, attrs: dict) -> None:
+    assert_vjp("Conv", inputs, **attrs)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "attrs"),
+    [
+        ([("a", r(3, 4)), ("b", r(5, 4)), ("w:c", r(5))],
+         {"transB": 1, "alpha": 0.5, "beta": 2.0}),
+        ([("a", r(4, 3)), ("b", r(4, 5)), ("c", r(1, 5))], {"transA": 1}),
+        ([("a", r(4, 3)), ("b", r(5, 4))], {"transA": 1, "transB": 1}),
+        ([("a", r(2, 3)), ("b", r(3, 4)), ("c", r(2, 4))], {"beta": 0.3}),
+    ],
+)
+def test_gemm(inputs: list, attrs: dict) -> None:
+    assert_vjp("Gemm", inputs, **attrs)
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div"])
+@pytest.mark.parametrize(
+    ("a_shape", "b_shape"),
+    [((2, 3, 4), (2, 3, 4)), ((2, 3, 4), (3, 1)), ((4,), (2, 3, 4)), ((1, 3, 1), (2, 1, 5)),
+     ((2, 3, 4), ())],
+)
+def test_binary_broadcast(op: str, a_shape: tuple, b_shape: tuple) -> None:
+    b = r(*b_shape)
+    if op == "Div":
+        b = np.abs(b) + 0.5
+    assert_vjp(op, [("a", r(*a_shape)), ("b", b)])
+
+
+def test_binary_with_constant_operand() -> None:
+    assert_vjp("Mul", [("a", r(2, 3, 4)), ("w:b", r(3, 1))])
+    assert_vjp("Div", [("w:a", r(3, 1)), ("b", np.abs(r(2, 3, 4)) + 0.5)])
+
+
+def test_sum_and_neg() -> None:
+    assert_vjp("Sum", [("a", r(2, 3)), ("b", r(3)), ("c", r(1, 3))])
+    assert_vjp("Neg", [("a", r(2, 3))])
+
+
+def test_relu() -> None:
+    assert_vjp("Relu", [("a", randn(RNG, 3, 5, away_from=0.0))])
