@@ -48,3 +48,7 @@ class GraphBuildError(FgOnnxError):
 
 class OutputExistsError(FgOnnxError):
     """Refusing to overwrite an existing file."""
+
+
+class ImageError(FgOnnxError):
+    """An image file is missing, unreadable, corrupt, unsupported or too large."""

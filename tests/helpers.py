@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
-from fg_onnx.grad.check import check_vjp, single_node_model
+from fg_onnx.grad import SEED_INPUT, gradient_model
+from fg_onnx.grad.check import check_vjp, reference_evaluator, single_node_model
 
 ADJOINT_TOL = 1e-6
 FLOAT32_TOL = 1e-4
@@ -43,3 +45,50 @@ def randn(rng: np.random.Generator, *shape: int, away_from: float | None = None,
         close = np.abs(values - away_from) < margin
         values[close] = away_from + np.where(values[close] >= away_from, margin, -margin) * 2
     return values
+
+
+def assert_runs_on_onnxruntime(
+    op_type: str, inputs: list[tuple[str, Any]], *, outputs: int = 1, opset: int = 17,
+    **attrs: Any,
+) -> None:
+    """The float32 gradient graph of one node loads and runs on onnxruntime's CPU provider
+    (no silent fallback) and agrees with the reference evaluator."""
+    model, feeds = single_node_model(op_type, inputs, outputs=outputs, opset=opset, **attrs)
+    model.ir_version = min(model.ir_version, 10)  # newer IR versions than onnxruntime reads
+    grad_model = gradient_model(model)
+    seed_shape = reference_evaluator(model).run(["y0"], feeds)[0].shape
+    feeds = {**feeds, SEED_INPUT: np.random.default_rng(0).standard_normal(seed_shape)
+             .astype(np.float32)}
+    names = [o.name for o in grad_model.graph.output]
+    session = ort.InferenceSession(grad_model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    got = session.run(names, feeds)
+    want = reference_evaluator(grad_model).run(names, feeds)
+    for name, a, b in zip(names, got, want, strict=True):
+        scale = max(float(np.abs(b).max(initial=0.0)), 1e-12)
+        assert float(np.abs(a - b).max(initial=0.0)) / scale < FLOAT32_TOL, name
+
+
+def assert_linear_vjp_on_onnxruntime(
+    op_type: str, inputs: list[tuple[str, Any]], *, opset: int = 17, tol: float = 1e-5,
+    **attrs: Any,
+) -> None:
+    """For an op affine in its first input: ⟨u, VJP(v)⟩ = ⟨f(u) - f(0), v⟩ with onnxruntime's
+    own float32 forward, so edge conventions are checked against onnxruntime rather than the
+    reference evaluator (which the float64 test uses when onnxruntime lacks a double kernel)."""
+    model, feeds = single_node_model(op_type, inputs, opset=opset, **attrs)
+    model.ir_version = min(model.ir_version, 10)  # newer IR versions than onnxruntime reads
+    x = inputs[0][0]
+    rng = np.random.default_rng(7)
+    forward = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    u = rng.standard_normal(feeds[x].shape).astype(np.float32)
+    f_u = forward.run(["y0"], {**feeds, x: u})[0] - forward.run(
+        ["y0"], {**feeds, x: np.zeros_like(u)})[0]
+    v = rng.standard_normal(f_u.shape).astype(np.float32)
+    grad_model = gradient_model(model, wrt=[x])
+    session = ort.InferenceSession(grad_model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    vjp = session.run([grad_model.graph.output[-1].name], {**feeds, SEED_INPUT: v})[0]
+    lhs, rhs = float(np.vdot(u, vjp)), float(np.vdot(f_u, v))
+    scale = float(np.abs(u).sum() * np.abs(vjp).max(initial=0.0)) + 1e-12
+    assert abs(lhs - rhs) / scale < tol, f"{op_type}: <u, VJP v> = {lhs:.7g}, <f(u), v> = {rhs:.7g}"

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import onnx
 
 from fg_onnx.errors import UnsupportedOpsError
 from fg_onnx.grad import rules as _rules  # noqa: F401  (registers every rule)
-from fg_onnx.grad.registry import REGISTRY, RuleEntry, VJPContext
+from fg_onnx.grad.registry import REGISTRY, Cotangents, RuleEntry, VJPContext
 from fg_onnx.graph.builder import GraphBuilder
 from fg_onnx.graph.info import GraphInfo
+
+NodeHook = Callable[[VJPContext, Cotangents, Sequence[str | None]], None]
+"""Called after each differentiated node with its context, output and input cotangents."""
 
 
 @dataclass
@@ -92,6 +95,7 @@ def build_backward(
     builder: GraphBuilder,
     seeds: Mapping[str, str],
     wrt: Sequence[str],
+    on_node: NodeHook | None = None,
 ) -> Backward:
     """Builds the gradient subgraph.
 
@@ -100,6 +104,7 @@ def build_backward(
         builder: where the new nodes go.
         seeds: forward tensor name -> name of its cotangent (for example a one-hot row).
         wrt: tensors whose cotangents are wanted (graph inputs or intermediate tensors).
+        on_node: optional hook seeing every differentiated node (bias taps use it).
 
     Returns:
         The cotangent names of ``wrt`` and what was differentiated. No gradient w.r.t. weights
@@ -125,6 +130,8 @@ def build_backward(
         context = VJPContext(node=node, info=info, b=builder, needs=needs)
         grads = entry.rule(context, gy)
         result.differentiated[node.op_type] += 1
+        if on_node is not None:
+            on_node(context, gy, grads)
         for name, need, grad in zip(node.input, needs, grads, strict=False):
             if need and grad is not None:
                 pending.setdefault(name, []).append(grad)

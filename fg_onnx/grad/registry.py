@@ -101,7 +101,8 @@ class VJPContext:
     def error(self, why: str) -> GraphBuildError:
         """An error naming this node, for a rule to raise."""
         return GraphBuildError(
-            f"cannot differentiate {self.node.op_type} node {self.node.name or '<unnamed>'!r}: {why}"
+            f"cannot differentiate {self.node.op_type} node "
+            f"{self.node.name or '<unnamed>'!r}: {why}"
         )
 
 

@@ -105,6 +105,13 @@ class GraphBuilder:
         np_type = helper.tensor_dtype_to_np_dtype(elem_type)
         return self.const(np.array(value, dtype=np_type), hint="scalar")
 
+    def reduce(self, op_type: str, x: str, axes: Sequence[int], keepdims: int = 1) -> str:
+        """A Reduce* node in the form the model's opset expects (axes input or attribute)."""
+        axes_as_input = self.info.opset >= (13 if op_type == "ReduceSum" else 18)
+        if axes_as_input:
+            return self.op(op_type, x, self.ints(axes), keepdims=keepdims)
+        return self.op(op_type, x, axes=list(axes), keepdims=keepdims)
+
     def apply_to(self, model: onnx.ModelProto) -> None:
         """Appends everything collected to ``model``'s graph (in place)."""
         model.graph.node.extend(self.nodes)

@@ -36,7 +36,8 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
         raise ModelLoadError(f"not an ONNX model (no graph found): {path}")
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
+        # onnx reports a missing or escaping external file as a ValidationError.
         raise ModelLoadError(
             f"external data of {path.name} could not be read from {path.parent}: {exc}"
         ) from exc

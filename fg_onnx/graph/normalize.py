@@ -38,6 +38,22 @@ def _keep_other_domains(original: onnx.ModelProto, converted: onnx.ModelProto) -
             converted.opset_import.append(entry)
 
 
+# onnxruntime 1.2x-1.3x reads IR versions up to 10-13; onnx's helpers stamp newer ones.
+COMPATIBLE_IR_VERSION = 10
+
+
+def lower_ir_version(model: onnx.ModelProto) -> None:
+    """Lowers a newer IR version to the oldest one the model's opsets allow (>= 10), so that
+    models made by recent onnx releases load in older onnxruntime releases."""
+    if model.ir_version <= COMPATIBLE_IR_VERSION:
+        return
+    try:
+        needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), True)
+    except Exception:
+        return
+    model.ir_version = max(needed, COMPATIBLE_IR_VERSION)
+
+
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Runs ONNX shape inference (with data propagation) and returns the annotated model."""
     try:
@@ -57,4 +73,5 @@ def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
     """Upgrades the opset if needed and infers shapes; the input model is not modified."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
+    lower_ir_version(copy)
     return infer_shapes(upgrade_opset(copy))

@@ -123,3 +123,12 @@ def float_array(ctx: VJPContext, value: np.ndarray | float) -> str:
     """A constant in the node's working type."""
     np_type = helper.tensor_dtype_to_np_dtype(ctx.elem_type)
     return ctx.b.const(np.asarray(value, dtype=np_type))
+
+
+def spatial_shape(ctx: VJPContext, x: str) -> tuple[int, ...] | None:
+    """Shape of an N, C, spatial... tensor whose spatial dims are known; the batch and
+    channel dims are returned as 0 when symbolic (callers use only ``[2:]``)."""
+    shape = ctx.shape(x)
+    if shape is None or not all(isinstance(d, int) for d in shape[2:]):
+        return None
+    return tuple(d if isinstance(d, int) else 0 for d in shape)

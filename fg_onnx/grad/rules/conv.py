@@ -1,9 +1,17 @@
-"""Convolution: Conv's input gradient is a ConvTranspose with the same weights."""
+"""Convolutions: Conv's input gradient is a ConvTranspose with the same weights, and
+ConvTranspose's input gradient is a Conv with the same weights."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fg_onnx.grad.registry import Cotangents, VJPContext, vjp
-from fg_onnx.grad.rules._common import explicit_pads, spatial_attr, transposed_conv_geometry
+from fg_onnx.grad.rules._common import (
+    explicit_pads,
+    spatial_attr,
+    spatial_shape,
+    transposed_conv_geometry,
+)
 
 
 @vjp("Conv")
@@ -13,7 +21,7 @@ def conv_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     if any(ctx.needs[1:]):
         raise ctx.error("weights or bias that depend on the explained input are not supported")
     x, w, y = ctx.input(0), ctx.input(1), ctx.output(0)
-    x_shape, w_shape, y_shape = ctx.static_shape(x), ctx.shape(w), ctx.shape(y)
+    x_shape, w_shape, y_shape = spatial_shape(ctx, x), ctx.shape(w), ctx.shape(y)
     if x_shape is None or w_shape is None or y_shape is None:
         raise ctx.error("the spatial size of its input must be known (fix the input shape)")
     spatial = len(x_shape) - 2
@@ -35,3 +43,64 @@ def conv_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
         kernel_shape=kernel,
     )
     return [dx, None, None]
+
+
+@vjp("ConvTranspose")
+def conv_transpose_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
+    """ConvTranspose is the adjoint of a Conv with the same weights ([C_in, C_out/group, k...]
+    is Conv's [M, C/group, k...] read the other way), so its VJP is that Conv."""
+    g = gy[0]
+    assert g is not None
+    if any(ctx.needs[1:]):
+        raise ctx.error("weights or bias that depend on the explained input are not supported")
+    x, w, y = ctx.input(0), ctx.input(1), ctx.output(0)
+    x_shape, w_shape, y_shape = spatial_shape(ctx, x), ctx.static_shape(w), spatial_shape(ctx, y)
+    if x_shape is None or w_shape is None or y_shape is None:
+        raise ctx.error("the spatial sizes of its input and output must be known")
+    spatial = len(x_shape) - 2
+    in_sizes, out_sizes, kernel = x_shape[2:], y_shape[2:], list(w_shape[2:])
+    strides = spatial_attr(ctx, "strides", spatial, 1)
+    dilations = spatial_attr(ctx, "dilations", spatial, 1)
+    heads = _transpose_head_pads(ctx, in_sizes, kernel, strides, dilations)
+    # Output rows past the full extent (output_padding, a large output_shape) receive nothing
+    # from x: a negative tail pad means the Conv reads them but its extra outputs are cut.
+    tails = [
+        (size - 1) * s + (k - 1) * d + 1 - head - out
+        for size, out, k, s, d, head in zip(
+            in_sizes, out_sizes, kernel, strides, dilations, heads, strict=True
+        )
+    ]
+    dx = ctx.b.Conv(
+        g, w, strides=strides, dilations=dilations, group=int(ctx.attr("group", 1)),
+        pads=[*heads, *(max(t, 0) for t in tails)], kernel_shape=kernel,
+    )
+    if any(t < 0 for t in tails):
+        axes = list(range(2, 2 + spatial))
+        dx = ctx.b.Slice(dx, ctx.b.ints([0] * spatial), ctx.b.ints(in_sizes), ctx.b.ints(axes))
+    return [dx, None, None]
+
+
+def _transpose_head_pads(
+    ctx: VJPContext, in_sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+    dilations: Sequence[int],
+) -> list[int]:
+    """Leading pads of a ConvTranspose, resolving ``output_shape`` and ``auto_pad`` as the
+    ONNX spec and onnxruntime do (SAME_UPPER puts the odd pad at the end)."""
+    spatial = len(kernel)
+    auto_pad = ctx.attr("auto_pad", "NOTSET") or "NOTSET"
+    output_shape = ctx.attr("output_shape")
+    if not output_shape and auto_pad in ("NOTSET", "VALID"):
+        pads = ctx.attr("pads")
+        return [int(p) for p in pads[:spatial]] if pads and auto_pad == "NOTSET" else [0] * spatial
+    padding = spatial_attr(ctx, "output_padding", spatial, 0)
+    targets = (
+        [int(v) for v in output_shape[-spatial:]] if output_shape
+        else [size * s for size, s in zip(in_sizes, strides, strict=True)]
+    )
+    heads = []
+    for size, k, s, d, p, target in zip(
+        in_sizes, kernel, strides, dilations, padding, targets, strict=True
+    ):
+        total = max((size - 1) * s + p + (k - 1) * d + 1 - target, 0)
+        heads.append(total // 2 if auto_pad == "SAME_UPPER" else total - total // 2)
+    return heads

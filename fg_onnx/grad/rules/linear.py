@@ -1,9 +1,17 @@
-"""Dense layers: Gemm."""
+"""Dense layers and contractions: Gemm, MatMul, Einsum."""
 
 from __future__ import annotations
 
+import string
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import helper
+
 from fg_onnx.grad.registry import Cotangents, VJPContext, vjp
-from fg_onnx.grad.rules._common import unbroadcast
+from fg_onnx.grad.rules._common import float_array, unbroadcast, zeros_like
+from fg_onnx.graph.info import Dim
 
 
 @vjp("Gemm")
@@ -29,3 +37,241 @@ def gemm_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
         scaled = g if beta == 1.0 else ctx.b.Mul(g, ctx.scalar(beta))
         dc = unbroadcast(ctx, scaled, ctx.input(2), y)
     return [da, db, dc]
+
+
+# ---------------------------------------------------------------------------------------------
+# MatMul
+
+
+def _matrix_t(ctx: VJPContext, x: str, rank: int) -> str:
+    """``x`` with its last two axes swapped."""
+    perm = [*range(rank - 2), rank - 1, rank - 2]
+    return ctx.b.Transpose(x, perm=perm)
+
+
+def _batch_dims(ctx: VJPContext, y: str, y_rank: int, vector_dims: int) -> tuple[Dim, ...]:
+    """Batch dims of the MatMul output (its shape without the 2 - ``vector_dims`` matrix dims)."""
+    shape = ctx.shape(y)
+    batch = y_rank - (2 - vector_dims)
+    return tuple(shape[:batch]) if shape is not None else (None,) * batch
+
+
+def _sum_to_operand(ctx: VJPContext, d: str, x: str, batch: tuple[Dim, ...]) -> str:
+    """Sums a product shaped ``batch + x.shape[-2:]`` down to ``x`` (broadcast batch dims)."""
+    x_shape = ctx.shape(x)
+    tail: tuple[Dim, ...] = tuple(x_shape[-2:]) if x_shape is not None else (None, None)
+    ctx.info.add_type(d, ctx.elem_type, [*batch, *tail])
+    return unbroadcast(ctx, d, x, d)
+
+
+@vjp("MatMul")
+def matmul_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
+    """numpy matmul semantics: 1-D operands are promoted to matrices and the added axis removed,
+    batch dims broadcast (their cotangents are summed back)."""
+    g = gy[0]
+    assert g is not None
+    b = ctx.b
+    a, w, y = ctx.input(0), ctx.input(1), ctx.output(0)
+    ra, rw = ctx.rank(a), ctx.rank(w)
+    if ra == 1 and rw == 1:  # dot product: g is a scalar
+        return [b.Mul(g, w) if ctx.needs[0] else None, b.Mul(g, a) if ctx.needs[1] else None]
+    batch = _batch_dims(ctx, y, ctx.rank(y), int(ra == 1) + int(rw == 1))
+    full_rank = len(batch) + 2
+    # Promote to matrices: a 1-D left operand is a row, a 1-D right operand a column.
+    g2 = b.Unsqueeze(g, b.ints(-2 if ra == 1 else -1)) if ra == 1 or rw == 1 else g
+    da = dw = None
+    if ctx.needs[0]:
+        w_t = b.Unsqueeze(w, b.ints(0)) if rw == 1 else _matrix_t(ctx, w, rw)
+        d = b.MatMul(g2, w_t)
+        if ra == 1:
+            da = b.ReduceSum(d, b.ints(range(full_rank - 1)), keepdims=0)
+        else:
+            da = _sum_to_operand(ctx, d, a, batch)
+    if ctx.needs[1]:
+        a_t = b.Unsqueeze(a, b.ints(1)) if ra == 1 else _matrix_t(ctx, a, ra)
+        d = b.MatMul(a_t, g2)
+        if rw == 1:
+            axes = [*range(full_rank - 2), full_rank - 1]
+            dw = b.ReduceSum(d, b.ints(axes), keepdims=0)
+        else:
+            dw = _sum_to_operand(ctx, d, w, batch)
+    return [da, dw]
+
+
+# ---------------------------------------------------------------------------------------------
+# Einsum
+
+ELLIPSIS = "..."
+
+
+@dataclass(frozen=True)
+class _Term:
+    """One operand's subscripts: its labels and where the ellipsis sits among them."""
+
+    labels: tuple[str, ...]
+    ellipsis_at: int | None = None
+
+    def text(self) -> str:
+        """The subscript string."""
+        if self.ellipsis_at is None:
+            return "".join(self.labels)
+        at = self.ellipsis_at
+        return "".join(self.labels[:at]) + ELLIPSIS + "".join(self.labels[at:])
+
+
+def _parse_term(ctx: VJPContext, text: str) -> _Term:
+    head, dots, tail = text.partition(ELLIPSIS)
+    labels = head + tail
+    if ELLIPSIS in tail or not all(c in string.ascii_letters for c in labels):
+        raise ctx.error(f"cannot parse Einsum subscripts {text!r}")
+    return _Term(tuple(labels), len(head) if dots else None)
+
+
+def _parse_equation(ctx: VJPContext, equation: str) -> tuple[list[_Term], _Term]:
+    """Operand terms and the output term (implicit output per the ONNX/numpy rule)."""
+    equation = equation.replace(" ", "")
+    lhs, arrow, rhs = equation.partition("->")
+    terms = [_parse_term(ctx, t) for t in lhs.split(",")]
+    if arrow:
+        return terms, _parse_term(ctx, rhs)
+    counts = Counter(label for term in terms for label in term.labels)
+    implicit = tuple(sorted(label for label, n in counts.items() if n == 1))
+    has_ellipsis = any(t.ellipsis_at is not None for t in terms)
+    return terms, _Term(implicit, 0 if has_ellipsis else None)
+
+
+def _axis_of(term: _Term, position: int, ellipsis_rank: int) -> int:
+    """Tensor axis of the label at ``position`` of ``term``."""
+    if term.ellipsis_at is not None and position >= term.ellipsis_at:
+        return position + ellipsis_rank
+    return position
+
+
+def _eye(ctx: VJPContext, x: str, axis: int) -> str:
+    """An identity matrix as large as axis ``axis`` of ``x``."""
+    shape = ctx.static_shape(x)
+    if shape is not None:
+        return float_array(ctx, np.eye(shape[axis]))
+    b = ctx.b
+    dim = b.Shape(x, start=axis, end=axis + 1)
+    zero = helper.make_tensor("zero", ctx.elem_type, [1], [0])
+    return b.EyeLike(b.ConstantOfShape(b.Concat(dim, dim, axis=0), value=zero))
+
+
+@dataclass
+class _Plan:
+    """The Einsum that gives one operand's cotangent, before free labels are put back."""
+
+    operands: list[tuple[str, _Term]]
+    result: _Term
+    free_axes: list[int]
+
+
+def _plan_operand(
+    ctx: VJPContext, terms: list[_Term], out: _Term, i: int, g: str, ellipsis_rank: int
+) -> _Plan:
+    """Contracts the cotangent with the other operands onto operand ``i``'s labels.
+
+    A label repeated in operand ``i`` (a diagonal) keeps its first occurrence; later ones get
+    fresh labels tied to it by identity matrices. A label found nowhere else (summed away in
+    the forward pass) cannot come out of the contraction: it is left out and broadcast later.
+    """
+    term = terms[i]
+    used = {label for t in [*terms, out] for label in t.labels}
+    spare = [c for c in string.ascii_letters if c not in used]
+    labels: list[str] = []
+    operands: list[tuple[str, _Term]] = [(g, out)]
+    operands += [(ctx.input(j), t) for j, t in enumerate(terms) if j != i]
+    for position, label in enumerate(term.labels):
+        if label in labels:
+            fresh = spare.pop(0)
+            first = _axis_of(term, term.labels.index(label), ellipsis_rank)
+            operands.append((_eye(ctx, ctx.input(i), first), _Term((label, fresh))))
+            label = fresh
+        labels.append(label)
+        del position
+    elsewhere = {label for _, t in operands for label in t.labels}
+    free = [p for p, label in enumerate(labels) if label not in elsewhere]
+    kept = tuple(label for p, label in enumerate(labels) if p not in free)
+    ellipsis_at = None
+    if term.ellipsis_at is not None:
+        if out.ellipsis_at is None:
+            raise ctx.error("an ellipsis that is summed away is not supported")
+        ellipsis_at = term.ellipsis_at - sum(p < term.ellipsis_at for p in free)
+    return _Plan(
+        operands, _Term(kept, ellipsis_at), [_axis_of(term, p, ellipsis_rank) for p in free]
+    )
+
+
+def _ellipsis_rank(ctx: VJPContext, name: str, term: _Term) -> int:
+    return ctx.rank(name) - len(term.labels) if term.ellipsis_at is not None else 0
+
+
+def _sum_ellipsis(
+    ctx: VJPContext, r: str, plan: _Plan, x: str, term: _Term, out: _Term
+) -> str:
+    """Sums the result's ellipsis dims (the output's, broadcast) down to operand ``x``'s."""
+    b = ctx.b
+    at, x_at = plan.result.ellipsis_at, term.ellipsis_at
+    assert at is not None and x_at is not None and out.ellipsis_at is not None
+    e_x = _ellipsis_rank(ctx, x, term)
+    e_y = _ellipsis_rank(ctx, ctx.output(0), out)
+    if e_y > e_x:
+        r = b.ReduceSum(r, b.ints(range(at, at + e_y - e_x)), keepdims=0)
+    x_shape, y_shape = ctx.shape(x), ctx.shape(ctx.output(0))
+    if e_x == 0:
+        return r
+    if x_shape is None or y_shape is None:
+        return _sum_where_one(ctx, r, x, x_at, e_x, at)
+    axes: list[int] = []
+    for k in range(e_x):
+        x_dim, y_dim = x_shape[x_at + k], y_shape[out.ellipsis_at + e_y - e_x + k]
+        if x_dim == y_dim:
+            continue
+        if x_dim != 1:
+            return _sum_where_one(ctx, r, x, x_at, e_x, at)
+        axes.append(at + k)
+    return b.ReduceSum(r, b.ints(axes), keepdims=1) if axes else r
+
+
+def _sum_where_one(ctx: VJPContext, r: str, x: str, x_at: int, count: int, at: int) -> str:
+    """Sums ``r`` over the ellipsis axes where ``x`` has size 1 (decided at run time)."""
+    b = ctx.b
+    is_one = b.Equal(b.Shape(x, start=x_at, end=x_at + count), b.ints(1))
+    axes = b.Add(b.Reshape(b.NonZero(is_one), b.ints(-1)), b.ints(at))
+    return b.ReduceSum(r, axes, keepdims=1, noop_with_empty_axes=1)
+
+
+def _einsum_operand_grad(
+    ctx: VJPContext, terms: list[_Term], out: _Term, i: int, g: str
+) -> str:
+    x = ctx.input(i)
+    plan = _plan_operand(ctx, terms, out, i, g, _ellipsis_rank(ctx, x, terms[i]))
+    b = ctx.b
+    if len(plan.operands) == 1 and plan.result.text() == out.text():
+        r = g
+    else:
+        equation = ",".join(t.text() for _, t in plan.operands) + "->" + plan.result.text()
+        r = b.Einsum(*(name for name, _ in plan.operands), equation=equation)
+    if terms[i].ellipsis_at is not None:
+        r = _sum_ellipsis(ctx, r, plan, x, terms[i], out)
+    if plan.free_axes:
+        r = b.Expand(b.Unsqueeze(r, b.ints(plan.free_axes)), b.Shape(x))
+    return r
+
+
+@vjp("Einsum")
+def einsum_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
+    """An operand's cotangent is the Einsum of the output cotangent with the other operands."""
+    g = gy[0]
+    assert g is not None
+    terms, out = _parse_equation(ctx, str(ctx.attr("equation")))
+    if len(terms) != len(ctx.node.input):
+        raise ctx.error("the equation does not have one term per input")
+    grads: list[str | None] = []
+    for i, need in enumerate(ctx.needs):
+        grads.append(_einsum_operand_grad(ctx, terms, out, i, g) if need else None)
+    return grads
+
+
+__all__ = ["einsum_vjp", "gemm_vjp", "matmul_vjp", "zeros_like"]

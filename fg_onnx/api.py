@@ -1,0 +1,45 @@
+"""The public Python API."""
+
+from __future__ import annotations
+
+import onnx
+
+from fg_onnx.fullgrad.augment import AugmentOptions, AugmentResult, build_fullgrad
+from fg_onnx.graph.load import ModelSource
+
+
+def augment(
+    model: ModelSource,
+    *,
+    input: str | None = None,
+    output: str | None = None,
+    layout: str = "auto",
+    implicit_biases: bool = False,
+    explain_probabilities: bool = False,
+    seed_input: bool = False,
+    components: bool = False,
+    input_size: tuple[int, int] | None = None,
+) -> onnx.ModelProto:
+    """Returns ``model`` augmented with FullGrad outputs (the same contract as the CLI).
+
+    Args:
+        model: path of an ONNX file or a ModelProto (not modified).
+        input: explained input; default the only float input.
+        output: explained output; default the first. A final Softmax, LogSoftmax or Sigmoid
+            is skipped to explain the logits unless ``explain_probabilities``.
+        layout: "auto", "nchw" or "nhwc".
+        implicit_biases: add implicit-bias taps so completeness holds for any network.
+        explain_probabilities: explain the probability output itself.
+        seed_input: take the output cotangent as input ``fg_grad_output`` instead of a class.
+        components: also output each map tap's bias-gradient tensor.
+        input_size: (H, W) to fix an input whose spatial size is symbolic.
+    """
+    return augment_with_report(
+        model, AugmentOptions(input, output, layout, implicit_biases, explain_probabilities,
+                              seed_input, components, input_size)
+    ).model
+
+
+def augment_with_report(model: ModelSource, options: AugmentOptions | None = None) -> AugmentResult:
+    """Like :func:`augment`, also returning the explained tensors, taps and summary."""
+    return build_fullgrad(model, options)

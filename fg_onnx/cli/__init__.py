@@ -1,0 +1,1 @@
+"""The ``fg-onnx`` command line."""

@@ -1,0 +1,85 @@
+"""``fg-onnx augment``: write the FullGrad model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fg_onnx.fullgrad.augment import AugmentOptions, build_fullgrad
+from fg_onnx.graph.save import check_output_path, save_model_atomic
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``224x224`` or ``224`` -> (224, 224)."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW, got {text!r}") from None
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or min(sizes) <= 0:
+        raise argparse.ArgumentTypeError(f"expected HxW with positive sizes, got {text!r}")
+    return sizes[0], sizes[1]
+
+
+def add_augment_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every command that augments a model."""
+    parser.add_argument("--input", help="explained input (default: the only float input)")
+    parser.add_argument("--output", help="explained output (default: the first output)")
+    parser.add_argument("--layout", default="auto", choices=["auto", "nchw", "nhwc"],
+                        help="input layout (default: detected from the graph)")
+    parser.add_argument("--input-size", type=parse_size, metavar="HxW",
+                        help="fix the input's spatial size when the model leaves it open")
+    parser.add_argument("--implicit-biases", action="store_true",
+                        help="add implicit-bias taps at every non-homogeneous node, so "
+                             "completeness holds for any network")
+    parser.add_argument("--explain-probabilities", action="store_true",
+                        help="explain a final Softmax/LogSoftmax/Sigmoid output itself, not "
+                             "the logits before it")
+
+
+def options_from_args(args: argparse.Namespace) -> AugmentOptions:
+    """AugmentOptions from parsed arguments."""
+    return AugmentOptions(
+        input=args.input, output=args.output, layout=args.layout,
+        implicit_biases=args.implicit_biases, explain_probabilities=args.explain_probabilities,
+        seed_input=getattr(args, "seed_input", False),
+        components=getattr(args, "components", False), input_size=args.input_size,
+    )
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Adds the ``augment`` sub-command."""
+    parser = commands.add_parser(
+        "augment", help="write a model that also outputs FullGrad saliency maps",
+        description="Insert the gradient subgraph, bias taps and the FullGrad map into MODEL "
+                    "and write the result (default: <stem>.fg.onnx beside MODEL).",
+    )
+    parser.add_argument("model", type=Path, help="ONNX model file")
+    parser.add_argument("-o", "--out", type=Path, help="output path (default <stem>.fg.onnx)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+    add_augment_options(parser)
+    parser.add_argument("--seed-input", action="store_true",
+                        help="replace fg_target by an input fg_grad_output shaped like the "
+                             "explained output (any linear functional of it)")
+    parser.add_argument("--components", action="store_true",
+                        help="also output every map tap's bias-gradient tensor")
+    parser.set_defaults(run=run)
+
+
+def default_output(model: Path) -> Path:
+    """``dir/name.onnx`` -> ``dir/name.fg.onnx``."""
+    stem = model.name[:-5] if model.name.endswith(".onnx") else model.name
+    return model.with_name(f"{stem}.fg.onnx")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Augments and writes the model, then prints the summary."""
+    out = args.out or default_output(args.model)
+    check_output_path(out, args.force, [args.model])
+    result = build_fullgrad(args.model, options_from_args(args))
+    save_model_atomic(result.model, out)
+    print(result.summary())
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,241 @@
+"""``fg-onnx explain``: FullGrad heatmaps for images."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fg_onnx.cli.augment_cmd import add_augment_options, options_from_args, parse_size
+from fg_onnx.errors import FgOnnxError, ImageError
+from fg_onnx.runtime.session import Explanation, FullGrad
+from fg_onnx.vision.images import iter_image_paths, load_image
+from fg_onnx.vision.overlay import overlay_heatmap, save_png
+from fg_onnx.vision.preprocess import PRESETS, Preprocess, preprocess_batch
+
+PREPROCESS_KEY = "fg_onnx.preprocess"
+LABELS_KEY = "fg_onnx.labels"
+SUMMARY_FIELDS = ("file", "target", "target_label", "score", "predicted", "predicted_label",
+                  "completeness_error", "overlay", "map")
+
+
+def _floats3(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.replace(" ", ",").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected three numbers like 0.5,0.5,0.5, got {text!r}"
+        ) from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three numbers, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Adds the ``explain`` sub-command."""
+    parser = commands.add_parser(
+        "explain", help="write FullGrad heatmaps for images",
+        description="Explain MODEL's prediction on each image: writes a heatmap overlay PNG and "
+                    "the raw map (.npy) per image, and summary.json/summary.csv.",
+    )
+    parser.add_argument("model", type=Path, help="ONNX model (original or augmented)")
+    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE_OR_DIR")
+    parser.add_argument("-o", "--outdir", type=Path, default=Path("fg_out"),
+                        help="output folder (default: fg_out)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing result files")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="normalisation (default: the model's fg_onnx.preprocess metadata, "
+                             "else imagenet)")
+    parser.add_argument("--size", type=parse_size, metavar="HxW",
+                        help="input size (default: the model's fixed input size)")
+    parser.add_argument("--mean", type=_floats3, help="per-channel mean, RGB order")
+    parser.add_argument("--std", type=_floats3, help="per-channel std, RGB order")
+    parser.add_argument("--bgr", action="store_true", help="the model expects BGR channels")
+    parser.add_argument("--target", type=int, help="class to explain (default: predicted)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity in overlays")
+    add_augment_options(parser)
+    parser.set_defaults(run=run)
+
+
+@dataclass
+class _Job:
+    source: Path
+    stem: str
+
+
+def _preprocess_spec(args: argparse.Namespace, fullgrad: FullGrad) -> Preprocess:
+    size = args.size or fullgrad.image_size
+    if size is None:
+        raise FgOnnxError("the model's input size is not fixed; pass --size HxW")
+    name = args.preset or fullgrad.metadata.get(PREPROCESS_KEY, "imagenet")
+    if name not in PRESETS:
+        raise FgOnnxError(f"unknown preprocessing preset {name!r} in the model's metadata; "
+                          "pass --preset")
+    norm = PRESETS[name]
+    mean = args.mean or norm.mean
+    std = args.std or norm.std
+    if args.bgr:
+        mean, std = mean[::-1], std[::-1]
+    try:
+        return Preprocess(size, mean, std, norm.scale, args.bgr, fullgrad.layout)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise FgOnnxError(str(exc)) from exc
+
+
+def _jobs(paths: list[Path]) -> list[_Job]:
+    """Output stems, unique even when two folders hold files of the same name."""
+    seen: dict[str, int] = {}
+    jobs = []
+    for path in paths:
+        stem = path.stem
+        count = seen.get(stem, 0)
+        seen[stem] = count + 1
+        jobs.append(_Job(path, stem if count == 0 else f"{stem}_{count}"))
+    return jobs
+
+
+def _outputs_of(outdir: Path, job: _Job) -> tuple[Path, Path]:
+    return outdir / f"{job.stem}_fullgrad.png", outdir / f"{job.stem}_fullgrad.npy"
+
+
+def _check_outdir(outdir: Path, jobs: list[_Job], force: bool) -> None:
+    if outdir.exists() and not outdir.is_dir():
+        raise FgOnnxError(f"output path {outdir} exists and is not a folder")
+    if force or not outdir.exists():
+        return
+    planned = [p for job in jobs for p in _outputs_of(outdir, job)]
+    planned += [outdir / "summary.json", outdir / "summary.csv"]
+    existing = [p for p in planned if p.exists()]
+    if existing:
+        raise FgOnnxError(f"{len(existing)} result files already exist in {outdir} (e.g. "
+                          f"{existing[0].name}); pass --force to overwrite or choose -o")
+
+
+def _labels(fullgrad: FullGrad) -> list[str]:
+    try:
+        labels = json.loads(fullgrad.metadata.get(LABELS_KEY, "[]"))
+    except json.JSONDecodeError:
+        return []
+    return [str(v) for v in labels] if isinstance(labels, list) else []
+
+
+class _Progress:
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self.live = sys.stderr.isatty()
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        end = "\r" if self.live and self.done < self.total else "\n"
+        if self.live or self.done == self.total:
+            width = 30
+            filled = int(width * self.done / max(self.total, 1))
+            print(f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} images",
+                  end=end, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Explains every image and writes the results; exit 1 when some images were skipped."""
+    paths, missing = iter_image_paths(args.images)
+    for problem in missing:
+        print(f"fg-onnx: skipped: {problem}", file=sys.stderr)
+    if not paths:
+        raise FgOnnxError("no images found in " + ", ".join(str(p) for p in args.images))
+    jobs = _jobs(paths)
+    _check_outdir(args.outdir, jobs, args.force)
+    fullgrad = FullGrad(args.model, device=args.device, batch_size=args.batch_size,
+                        options=options_from_args(args))
+    report = fullgrad.provider_report
+    print(f"running on {report.active}" + (f" ({report.note})" if report.note else ""),
+          file=sys.stderr)
+    spec = _preprocess_spec(args, fullgrad)
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    labels = _labels(fullgrad)
+    rows: list[dict[str, object]] = []
+    skipped = len(missing)
+    progress = _Progress(len(jobs))
+    for start in range(0, len(jobs), args.batch_size):
+        chunk = jobs[start:start + args.batch_size]
+        loaded = []
+        for job in chunk:
+            try:
+                loaded.append((job, load_image(job.source)))
+            except ImageError as exc:
+                print(f"fg-onnx: skipped: {exc}", file=sys.stderr)
+                skipped += 1
+        if loaded:
+            batch = preprocess_batch([image for _, image in loaded], spec)
+            result = fullgrad.explain(batch, args.target)
+            rows += _write_results(args, loaded, result, labels)
+        progress.advance(len(chunk))
+    _write_summary(args.outdir, rows)
+    print(f"explained {len(rows)} image(s)" + (f", skipped {skipped}" if skipped else "")
+          + f"; results in {args.outdir}")
+    return 1 if skipped else 0
+
+
+def _display_map(saliency: np.ndarray) -> np.ndarray:
+    low, high = float(saliency.min()), float(saliency.max())
+    return (saliency - low) / (high - low) if high > low else np.zeros_like(saliency)
+
+
+def _write_results(args: argparse.Namespace, loaded: list[tuple[_Job, np.ndarray]],
+                   result: Explanation, labels: list[str]) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for i, (job, image) in enumerate(loaded):
+        overlay_path, map_path = _outputs_of(args.outdir, job)
+        saliency = result.saliency[i]
+        if not np.all(np.isfinite(saliency)):
+            print(f"fg-onnx: warning: {job.source}: the map has NaN/Inf values", file=sys.stderr)
+        save_png(overlay_path, overlay_heatmap(image, _display_map(np.nan_to_num(saliency)),
+                                               alpha=args.alpha))
+        _save_npy(map_path, saliency)
+        target, predicted = int(result.targets[i]), int(result.predicted[i])
+        rows.append({
+            "file": str(job.source), "target": target, "target_label": _label(labels, target),
+            "score": float(result.scores[i]), "predicted": predicted,
+            "predicted_label": _label(labels, predicted),
+            "completeness_error": float(result.completeness_error[i]),
+            "overlay": overlay_path.name, "map": map_path.name,
+        })
+    return rows
+
+
+def _label(labels: list[str], index: int) -> str:
+    return labels[index] if 0 <= index < len(labels) else ""
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    _atomic_write(path, buffer.getvalue())
+
+
+def _write_summary(outdir: Path, rows: list[dict[str, object]]) -> None:
+    _atomic_write(outdir / "summary.json", json.dumps(rows, indent=2).encode())
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=SUMMARY_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write(outdir / "summary.csv", text.getvalue().encode())

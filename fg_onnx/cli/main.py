@@ -1,0 +1,63 @@
+"""Entry point: ``fg-onnx <command> ...``; user errors end in one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from fg_onnx.cli import augment_cmd
+from fg_onnx.errors import FgOnnxError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="fg-onnx",
+        description="FullGrad saliency for any ONNX model, on stock ONNX Runtime.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    augment_cmd.register(commands)
+    _register_optional_commands(commands)
+    return parser
+
+
+def _register_optional_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    try:
+        from fg_onnx.cli import explain_cmd
+    except ImportError:
+        return
+    explain_cmd.register(commands)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except FgOnnxError as exc:
+        print(f"fg-onnx: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("fg-onnx: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("fg-onnx: error: out of memory", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as exc:  # a bug of ours: still one line unless --debug
+        if args.debug:
+            traceback.print_exc()
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"fg-onnx: internal error: {type(exc).__name__}: {first} (rerun with --debug "
+              "for details)", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""FullGrad: bias taps, implicit biases, in-graph aggregation and the augment pass."""

@@ -1,0 +1,65 @@
+"""The FullGrad map, built inside the graph.
+
+Each term ψ(v) = (|v| − min|v|) / (max(|v| − min|v|) + ε) is affine in |v| per sample, so its
+channel sum is (Σ_c |v| − C·min) / (max − min + ε): one reduction over channels instead of a
+normalised full tensor. Bilinear resizing is linear too, so same-resolution terms are summed
+before a single Resize per resolution. The map equals the reference formula exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fg_onnx.graph.builder import GraphBuilder
+
+EPSILON = 1e-6
+
+
+@dataclass(frozen=True)
+class MapTerm:
+    """A tensor shaped like an image batch whose ψ, summed over channels, enters the map."""
+
+    tensor: str
+    channel_axis: int
+    channels: int
+    spatial: tuple[int, int]
+
+
+def per_sample_sum(b: GraphBuilder, tensor: str, batch: str) -> str:
+    """Σ over everything but the batch, as [N]; the batch must be the outermost factor of
+    dim 0 (true for exporters' head-merged attention tensors too)."""
+    flat = b.Reshape(tensor, b.Concat(batch, b.ints([-1]), axis=0))
+    return b.reduce("ReduceSum", flat, [1], keepdims=0)
+
+
+def _normalised_channel_sum(b: GraphBuilder, term: MapTerm, batch: str, elem: int) -> str:
+    magnitude = b.Abs(term.tensor)
+    flat = b.Reshape(magnitude, b.Concat(batch, b.ints([-1]), axis=0))
+    low = b.reduce("ReduceMin", flat, [1], keepdims=1)  # [N, 1]
+    span = b.Sub(b.reduce("ReduceMax", flat, [1], keepdims=1), low)
+    channel_sum = b.reduce("ReduceSum", magnitude, [term.channel_axis], keepdims=0)  # [N, h, w]
+    low3 = b.Unsqueeze(low, b.ints([2]))
+    span3 = b.Unsqueeze(span, b.ints([2]))
+    shifted = b.Sub(channel_sum, b.Mul(low3, b.scalar(float(term.channels), elem)))
+    return b.Div(shifted, b.Add(span3, b.scalar(EPSILON, elem)))
+
+
+def saliency_map(b: GraphBuilder, terms: Sequence[MapTerm], batch: str, size: tuple[int, int],
+                 elem: int) -> str:
+    """[N, H, W]: Σ over terms of ψ summed over channels, resized (bilinear, align_corners)."""
+    by_size: dict[tuple[int, int], list[str]] = {}
+    for term in terms:
+        by_size.setdefault(term.spatial, []).append(_normalised_channel_sum(b, term, batch, elem))
+    resized = []
+    for spatial, parts in by_size.items():
+        total = parts[0] if len(parts) == 1 else b.Sum(*parts)
+        if spatial == size:
+            resized.append(total)
+            continue
+        sizes = b.Concat(batch, b.ints([1, *size]), axis=0)
+        image = b.Unsqueeze(total, b.ints([1]))
+        up = b.Resize(image, "", "", sizes, mode="linear",
+                      coordinate_transformation_mode="align_corners")
+        resized.append(b.Squeeze(up, b.ints([1])))
+    return resized[0] if len(resized) == 1 else b.Sum(*resized)

@@ -1,0 +1,278 @@
+"""The augment pass: one ONNX model that outputs FullGrad maps next to its own outputs.
+
+Contract of the augmented model (other tools rely on it):
+    inputs:  every original input; ``fg_target`` int64 [N] (class per sample, -1 = arg-max),
+             or ``fg_grad_output`` shaped like the explained tensor with ``seed_input``.
+    outputs: every original output; ``fg_score`` [N]; ``fg_target_used`` int64 [N] (not with
+             ``seed_input``); ``fg_input_grad`` (shape of the input); ``fg_bias_total`` [N];
+             ``fg_saliency`` [N, H, W]; with ``components``, ``fg_tap_<i>`` per map tap.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+import onnx
+from onnx import TensorProto, helper
+
+from fg_onnx.errors import UnsupportedModelError
+from fg_onnx.fullgrad.aggregate import MapTerm, per_sample_sum, saliency_map
+from fg_onnx.fullgrad.explained import (
+    Explained,
+    channel_axis,
+    choose_input,
+    detect_layout,
+    resolve,
+)
+from fg_onnx.fullgrad.taps import Tap, explicit_bias, is_homogeneous, make_tap, tap_description
+from fg_onnx.grad.backprop import build_backward
+from fg_onnx.grad.registry import Cotangents, VJPContext
+from fg_onnx.graph.builder import GraphBuilder
+from fg_onnx.graph.info import GraphInfo, Shape
+from fg_onnx.graph.load import ModelSource, load_model
+from fg_onnx.graph.normalize import normalize
+
+TARGET = "fg_target"
+GRAD_OUTPUT = "fg_grad_output"
+SCORE = "fg_score"
+TARGET_USED = "fg_target_used"
+INPUT_GRAD = "fg_input_grad"
+BIAS_TOTAL = "fg_bias_total"
+SALIENCY = "fg_saliency"
+METADATA_KEY = "fg_onnx.augment"
+
+
+@dataclass
+class AugmentOptions:
+    """What to explain and how (see ``fg-onnx augment --help``)."""
+
+    input: str | None = None
+    output: str | None = None
+    layout: str = "auto"
+    implicit_biases: bool = False
+    explain_probabilities: bool = False
+    seed_input: bool = False
+    components: bool = False
+    input_size: tuple[int, int] | None = None
+
+
+@dataclass
+class AugmentResult:
+    """The augmented model and what was done to it."""
+
+    model: onnx.ModelProto
+    explained: Explained
+    taps: list[Tap]
+    differentiated: Counter[str]
+    new_inputs: list[str]
+    new_outputs: list[str]
+    unexplained_nonlinear: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A few lines for people."""
+        kinds = Counter(t.kind for t in self.taps)
+        ex = self.explained
+        lines = [
+            f"explained input: {ex.input} ({ex.layout.upper()})",
+            f"explained output: {ex.output}"
+            + (f" (logits before its {ex.skipped_op}: {ex.scores})" if ex.skipped_op else ""),
+            f"bias taps: {len(self.taps)} ("
+            + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")",
+            f"ops differentiated: {sum(self.differentiated.values())} nodes ("
+            + ", ".join(f"{op} {n}" for op, n in self.differentiated.most_common()) + ")",
+            f"new inputs: {', '.join(self.new_inputs)}",
+            f"new outputs: {', '.join(self.new_outputs)}",
+        ]
+        if self.unexplained_nonlinear:
+            lines.append(
+                f"note: {len(self.unexplained_nonlinear)} non-homogeneous nodes (e.g. "
+                f"{', '.join(self.unexplained_nonlinear[:3])}) have no implicit-bias taps; "
+                "completeness is approximate (use --implicit-biases)"
+            )
+        return "\n".join(lines)
+
+
+def build_fullgrad(source: ModelSource, options: AugmentOptions | None = None) -> AugmentResult:
+    """Builds the FullGrad model for ``source`` (path or ModelProto; it is not modified)."""
+    options = options or AugmentOptions()
+    model = load_model(source)
+    if options.input_size is not None:
+        model = _fix_input_size(model, options)
+    model = normalize(model)
+    info = GraphInfo(model)
+    explained = resolve(info, options.input, options.output, options.explain_probabilities,
+                        options.layout, options.seed_input)
+    return _Augmenter(model, info, explained, options).run()
+
+
+def _fix_input_size(model: onnx.ModelProto, options: AugmentOptions) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    info = GraphInfo(copy)
+    name = choose_input(info, options.input)
+    layout = detect_layout(info, name, options.layout)
+    value = next(v for v in copy.graph.input if v.name == name)
+    dims = value.type.tensor_type.shape.dim
+    axes = (2, 3) if layout == "nchw" else (1, 2)
+    assert options.input_size is not None
+    for axis, size in zip(axes, options.input_size, strict=True):
+        dims[axis].Clear()
+        dims[axis].dim_value = size
+    del copy.graph.value_info[:]
+    return copy
+
+
+class _Augmenter:
+    def __init__(self, model: onnx.ModelProto, info: GraphInfo, explained: Explained,
+                 options: AugmentOptions) -> None:
+        self.model, self.info, self.ex, self.options = model, info, explained, options
+        self.b = GraphBuilder(info)
+        self.elem = info.elem_type(explained.input)
+        self.taps: list[Tap] = []
+        self.nonlinear: list[str] = []
+        self.new_inputs: list[str] = []
+        self.new_outputs: list[str] = []
+        self.batch = self.b.Slice(self.b.Shape(explained.input), self.b.ints([0]),
+                                  self.b.ints([1]))
+
+    def run(self) -> AugmentResult:
+        seed, score, target_used = self._seed()
+        backward = build_backward(self.info, self.b, {self.ex.scores: seed}, [self.ex.input],
+                                  on_node=self._on_node)
+        input_grad = backward.grads[self.ex.input]
+        if input_grad is None:
+            raise UnsupportedModelError(
+                f"output {self.ex.scores!r} does not depend on input {self.ex.input!r}"
+            )
+        batch_dim = (self.info.shape(self.ex.input) or ("N",))[0]
+        self._output(SCORE, score, [batch_dim])
+        if target_used is not None:
+            self._output(TARGET_USED, target_used, [batch_dim], TensorProto.INT64)
+        self._output(INPUT_GRAD, input_grad, self.info.shape(self.ex.input))
+        self._output(BIAS_TOTAL, self._bias_total(), [batch_dim])
+        saliency, map_taps = self._saliency(input_grad)
+        self._output(SALIENCY, saliency, [batch_dim, *self._input_size()])
+        if self.options.components:
+            for i, tap in enumerate(map_taps):
+                assert tap.product is not None
+                self._output(f"fg_tap_{i}", tap.product, tap.shape)
+        self._metadata(map_taps)
+        self.b.apply_to(self.model)
+        _check(self.model)
+        return AugmentResult(self.model, self.ex, self.taps, backward.differentiated,
+                             self.new_inputs, self.new_outputs, self.nonlinear)
+
+    def _on_node(self, ctx: VJPContext, gy: Cotangents, grads: list[str | None]) -> None:
+        tap = make_tap(ctx, gy, grads, self.options.implicit_biases)
+        if tap is not None:
+            self.taps.append(tap)
+        elif not self.options.implicit_biases and not is_homogeneous(ctx) and (
+                explicit_bias(ctx, False) is None):
+            self.nonlinear.append(ctx.node.name or ctx.node.op_type)
+
+    def _seed(self) -> tuple[str, str, str | None]:
+        b, scores = self.b, self.ex.scores
+        if self.options.seed_input:
+            seed = b.reserve(GRAD_OUTPUT)
+            self._input(seed, self.info.elem_type(scores), self.info.shape(scores))
+            return seed, per_sample_sum(b, b.Mul(seed, scores), self.batch), None
+        target = b.reserve(TARGET)
+        batch_dim = (self.info.shape(self.ex.input) or ("N",))[0]
+        self._input(target, TensorProto.INT64, [batch_dim])
+        predicted = b.ArgMax(scores, axis=1, keepdims=0)
+        used = b.Where(b.Less(target, b.const(0, dtype="int64")), predicted, target)
+        depth = b.Slice(b.Shape(scores), b.ints([1]), b.ints([2]))
+        values = b.const([0, 1], dtype=helper.tensor_dtype_to_np_dtype(self.elem))
+        seed = b.OneHot(used, depth, values, axis=-1)
+        score = b.Squeeze(b.GatherElements(scores, b.Unsqueeze(used, b.ints([1])), axis=1),
+                          b.ints([1]))
+        return seed, score, used
+
+    def _bias_total(self) -> str:
+        b = self.b
+        terms = []
+        for tap in self.taps:
+            for tensor, sign in tap.total_parts:
+                total = per_sample_sum(b, tensor, self.batch)
+                terms.append(total if sign > 0 else b.Neg(total))
+        if not terms:
+            zero = helper.make_tensor("zero", self.elem, [1], [0])
+            return b.ConstantOfShape(self.batch, value=zero)
+        return terms[0] if len(terms) == 1 else b.Sum(*terms)
+
+    def _input_size(self) -> tuple[int, int]:
+        shape = self.info.shape(self.ex.input) or ()
+        axes = (2, 3) if self.ex.layout == "nchw" else (1, 2)
+        size = tuple(shape[a] for a in axes) if len(shape) == 4 else ()
+        if len(size) != 2 or not all(isinstance(d, int) for d in size):
+            raise UnsupportedModelError(
+                f"the spatial size of input {self.ex.input!r} is not fixed ({list(shape)}); "
+                "give it with --input-size HxW"
+            )
+        return size  # type: ignore[return-value]
+
+    def _saliency(self, input_grad: str) -> tuple[str, list[Tap]]:
+        x = self.ex.input
+        axis = channel_axis(self.ex.layout)
+        shape = self.info.static_shape(x) or tuple(self.info.shape(x) or ())
+        size = self._input_size()
+        terms = [MapTerm(self.b.Mul(input_grad, x), axis, int(shape[axis]), size)]  # type: ignore[arg-type]
+        map_taps = []
+        for tap in self.taps:
+            term = _map_term(tap)
+            if term is not None:
+                terms.append(term)
+                map_taps.append(tap)
+        return saliency_map(self.b, terms, self.batch, size, self.elem), map_taps
+
+    def _input(self, name: str, elem: int, shape: Shape | list[object] | None) -> None:
+        self.model.graph.input.append(helper.make_tensor_value_info(name, elem, shape))  # type: ignore[arg-type]
+        self.new_inputs.append(name)
+
+    def _output(self, name: str, tensor: str, shape: Shape | list[object] | None,
+                elem: int | None = None) -> None:
+        public = self.b.reserve(name)
+        self.b.op_multi("Identity", tensor, outputs=[public])
+        value = helper.make_tensor_value_info(public, elem or self.elem, shape)  # type: ignore[arg-type]
+        self.model.graph.output.append(value)
+        self.new_outputs.append(public)
+
+    def _metadata(self, map_taps: list[Tap]) -> None:
+        ex = self.ex
+        facts = {
+            "input": ex.input, "output": ex.output, "scores": ex.scores,
+            "skipped_op": ex.skipped_op, "layout": ex.layout,
+            "implicit_biases": self.options.implicit_biases,
+            "seed_input": self.options.seed_input,
+            "taps": [tap_description(t) for t in self.taps],
+            "components": [
+                {"output": f"fg_tap_{i}", **tap_description(t)} for i, t in enumerate(map_taps)
+            ] if self.options.components else [],
+        }
+        entry = self.model.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(facts)
+
+
+def _map_term(tap: Tap) -> MapTerm | None:
+    """The tap's map term when its tensor is an image-like [N, C, h, w] (or NHWC) batch."""
+    if tap.product is None or tap.rank != 4 or tap.shape is None:
+        return None
+    axis = tap.channel_axis if tap.channel_axis is not None else 1
+    if axis == 0:
+        return None
+    spatial = [tap.shape[a] for a in range(1, 4) if a != axis]
+    channels = tap.shape[axis]
+    if not isinstance(channels, int) or not all(isinstance(s, int) for s in spatial):
+        return None
+    return MapTerm(tap.product, axis, channels, (int(spatial[0]), int(spatial[1])))  # type: ignore[arg-type]
+
+
+def _check(model: onnx.ModelProto) -> None:
+    try:
+        onnx.checker.check_model(model, full_check=model.ByteSize() < 2**31 - 2**20)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise UnsupportedModelError(
+            f"internal error: the augmented model fails onnx.checker: {str(exc).splitlines()[0]}"
+        ) from exc

@@ -1,0 +1,197 @@
+"""Bias taps: where a network adds a bias, and the product bias ⊙ gradient at that layer.
+
+Explicit taps are the biases a layer declares (Conv B, Gemm C, BatchNormalization's
+β − μγ/√(σ²+ε), an added constant, a norm's β). Implicit taps cover every other node that is
+not positively homogeneous in its data inputs: its bias is y − Σ_j J_j u_j, and
+⟨g, y − Σ_j J_j u_j⟩ = ⟨g, y⟩ − Σ_j ⟨J_jᵀ g, u_j⟩ needs only the VJPs the backward pass has
+already built. With both, the full-gradient decomposition is exact for any network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fg_onnx.grad.registry import Cotangents, VJPContext
+
+# Ops that are positively homogeneous of degree one in their data input(s) whatever their
+# other (parameter) inputs are.
+HOMOGENEOUS_OPS = frozenset({
+    "Relu", "LeakyRelu", "PRelu", "MaxPool", "AveragePool", "GlobalAveragePool",
+    "GlobalMaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Split",
+    "Gather", "GatherElements", "Identity", "Dropout", "Cast", "Neg", "Resize", "Expand", "Tile",
+    "DepthToSpace", "SpaceToDepth", "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "LRN",
+})
+# Homogeneous when every float input depends on the explained input.
+ALL_DATA_OPS = frozenset({"Add", "Sub", "Sum", "Concat", "Max", "Min", "Where"})
+# Homogeneous (degree one) when exactly one factor depends on the explained input; a second
+# data-dependent factor makes them products of activations.
+PRODUCT_OPS = {"Mul": 2, "MatMul": 2, "Einsum": 99, "Gemm": 2, "Conv": 2, "ConvTranspose": 2}
+NORM_OPS = frozenset({"LayerNormalization", "GroupNormalization", "InstanceNormalization"})
+
+
+@dataclass
+class Tap:
+    """One bias term of the full-gradient decomposition."""
+
+    node: str
+    """Name of the node the bias belongs to."""
+    op_type: str
+    kind: str
+    """"bias", "batchnorm", "constant", "norm-beta" or "implicit"."""
+    product: str | None
+    """bias ⊙ gradient, shaped like the layer output (None: only the total is known)."""
+    channel_axis: int | None
+    """Axis along which the bias varies (None: scalar or full-tensor bias)."""
+    rank: int = 0
+    shape: tuple[int | str | None, ...] | None = None
+    total_parts: list[tuple[str, float]] = field(default_factory=list)
+    """Tensors whose per-sample sums, times the given sign, add up to this tap's total."""
+
+
+def _data_inputs(ctx: VJPContext) -> list[int]:
+    return [i for i, need in enumerate(ctx.needs) if need]
+
+
+def _float_inputs(ctx: VJPContext) -> list[int]:
+    return [i for i, name in enumerate(ctx.node.input) if name and ctx.info.is_float(name)]
+
+
+def is_homogeneous(ctx: VJPContext) -> bool:
+    """Whether y = Σ_j J_j u_j holds for this node (no implicit bias)."""
+    op, data = ctx.node.op_type, _data_inputs(ctx)
+    if op in HOMOGENEOUS_OPS:
+        return True
+    if op in ALL_DATA_OPS:
+        if op == "Where":
+            return all(ctx.needs[i] or _is_zero(ctx, i) for i in (1, 2))
+        return set(data) == set(_float_inputs(ctx))
+    if op in PRODUCT_OPS:
+        factors = [i for i in data if i < PRODUCT_OPS[op]] if op != "Einsum" else data
+        return len(factors) == 1
+    if op == "Div":
+        return data == [0]
+    if op == "Pad":
+        return ctx.attr("mode", "constant") != "constant" or len(ctx.node.input) < 3 or (
+            _is_zero(ctx, 2))
+    if op == "Clip":
+        return _is_zero(ctx, 1) and not ctx.has_input(2)
+    return op == "BatchNormalization"
+
+
+def _is_zero(ctx: VJPContext, i: int) -> bool:
+    if not ctx.has_input(i):
+        return True
+    value = ctx.const(ctx.input(i))
+    return value is not None and not np.any(value)
+
+
+def explicit_bias(ctx: VJPContext, implicit_mode: bool) -> tuple[str, str, int | None] | None:
+    """``(bias tensor broadcastable to the output, kind, channel axis)`` or None."""
+    op = ctx.node.op_type
+    out_rank = ctx.rank(ctx.output(0))
+    if op in ("Conv", "ConvTranspose") and ctx.has_input(2):
+        return _per_channel(ctx, ctx.input(2), out_rank), "bias", 1
+    if op == "Gemm" and ctx.has_input(2):
+        beta = float(ctx.attr("beta", 1.0))
+        bias = ctx.input(2) if beta == 1.0 else ctx.b.Mul(ctx.input(2), ctx.scalar(beta))
+        return bias, "bias", out_rank - 1
+    if op == "BatchNormalization":
+        return _per_channel(ctx, _batchnorm_bias(ctx), out_rank), "batchnorm", 1
+    if op in ("Add", "Sub") and len(_data_inputs(ctx)) == 1:
+        return _added_constant(ctx, out_rank)
+    if op in NORM_OPS and not implicit_mode and ctx.has_input(2):
+        if op == "LayerNormalization":
+            return ctx.input(2), "norm-beta", None
+        if ctx.info.shape(ctx.input(2)) == (ctx.info.shape(ctx.output(0)) or (0, 0))[1:2]:
+            return _per_channel(ctx, ctx.input(2), out_rank), "norm-beta", 1
+    return None
+
+
+def _per_channel(ctx: VJPContext, bias: str, rank: int) -> str:
+    shape = [1, -1] + [1] * (rank - 2)
+    value = ctx.const(bias)
+    if value is not None:
+        return ctx.b.const(value.reshape(shape), hint="bias")
+    return ctx.b.Reshape(bias, ctx.b.ints(shape))
+
+
+def _batchnorm_bias(ctx: VJPContext) -> str:
+    scale, beta, mean, var = (ctx.input(i) for i in range(1, 5))
+    eps = float(ctx.attr("epsilon", 1e-5))
+    values = [ctx.const(name) for name in (scale, beta, mean, var)]
+    if all(v is not None for v in values):
+        g, b, m, v = (np.asarray(x, dtype=np.float64) for x in values)  # type: ignore[arg-type]
+        bias = b - m * g / np.sqrt(v + eps)
+        return ctx.b.const(bias.astype(values[0].dtype), hint="bn_bias")  # type: ignore[union-attr]
+    b = ctx.b
+    inv_std = b.Reciprocal(b.Sqrt(b.Add(var, ctx.scalar(eps))))
+    return b.Sub(beta, b.Mul(b.Mul(mean, scale), inv_std))
+
+
+def _added_constant(ctx: VJPContext, out_rank: int) -> tuple[str, str, int | None]:
+    data = _data_inputs(ctx)[0]
+    other = ctx.input(1 - data)
+    bias = ctx.b.Neg(other) if ctx.node.op_type == "Sub" and data == 0 else other
+    shape = ctx.info.shape(other)
+    axis = None
+    if shape is not None:
+        varying = [out_rank - len(shape) + i for i, d in enumerate(shape) if d != 1]
+        axis = varying[0] if len(varying) == 1 else None
+    return bias, "constant", axis
+
+
+def make_tap(ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None],
+             implicit_mode: bool) -> Tap | None:
+    """The tap of one differentiated node, or None when it adds no bias."""
+    g = gy[0]
+    if g is None:
+        return None
+    y = ctx.output(0)
+    explicit = explicit_bias(ctx, implicit_mode)
+    if explicit is not None:
+        bias, kind, axis = explicit
+        product = ctx.b.Mul(g, bias)
+        return _tap(ctx, kind, product, axis, [(product, 1.0)])
+    if not implicit_mode or is_homogeneous(ctx):
+        return None
+    return _implicit_tap(ctx, gy, grads, y)
+
+
+def _implicit_tap(ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None],
+                  y: str) -> Tap:
+    b = ctx.b
+    outputs = [(g, ctx.output(i)) for i, g in enumerate(gy) if g is not None]
+    inputs = [(grad, ctx.input(i)) for i, grad in enumerate(grads)
+              if grad is not None and ctx.needs[i]]
+    parts = [(b.Mul(g, t), 1.0) for g, t in outputs] + [(b.Mul(g, u), -1.0) for g, u in inputs]
+    y_shape = ctx.info.shape(y)
+    same_shape = (
+        len(outputs) == 1 and y_shape is not None and None not in y_shape
+        and all(ctx.info.shape(u) == y_shape for _, u in inputs)
+    )
+    product = None
+    if same_shape:
+        product = parts[0][0]
+        for name, _ in parts[1:]:
+            product = b.Sub(product, name)
+    return _tap(ctx, "implicit", product, None, parts if product is None else [(product, 1.0)])
+
+
+def _tap(ctx: VJPContext, kind: str, product: str | None, axis: int | None,
+         parts: list[tuple[str, float]]) -> Tap:
+    y = ctx.output(0)
+    return Tap(
+        node=ctx.node.name, op_type=ctx.node.op_type, kind=kind, product=product,
+        channel_axis=axis, rank=ctx.info.rank(y) or 0, shape=ctx.info.shape(y),
+        total_parts=parts,
+    )
+
+
+def tap_description(tap: Tap) -> dict[str, object]:
+    """JSON-ready facts about a tap (for model metadata)."""
+    return {"node": tap.node, "op_type": tap.op_type, "kind": tap.kind,
+            "channel_axis": tap.channel_axis, "rank": tap.rank}
+

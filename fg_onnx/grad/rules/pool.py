@@ -1,0 +1,151 @@
+"""Pooling: MaxPool and GlobalMaxPool route the gradient to their argmax (a scatter-add),
+AveragePool and GlobalAveragePool spread it evenly over their windows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from fg_onnx.grad.registry import Cotangents, VJPContext, vjp
+from fg_onnx.grad.rules._common import (
+    explicit_pads,
+    float_array,
+    spatial_attr,
+    spatial_shape,
+    transposed_conv_geometry,
+    zeros_like,
+)
+
+
+@vjp("MaxPool")
+def max_pool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
+    """Each output's cotangent goes to the input its window took the maximum from; windows
+    overlap, so contributions add up (MaxUnpool would overwrite them)."""
+    g = gy[0]
+    if g is None:  # only the integer Indices output reaches the seed
+        return [None]
+    x = ctx.input(0)
+    b = ctx.b
+    flat = b.Reshape(zeros_like(ctx, x), b.ints(-1))
+    summed = b.ScatterElements(
+        flat, b.Reshape(_row_major_indices(ctx), b.ints(-1)), b.Reshape(g, b.ints(-1)),
+        axis=0, reduction="add",
+    )
+    return [b.Reshape(summed, b.Shape(x))]
+
+
+def _row_major_indices(ctx: VJPContext) -> str:
+    """Flat (storage_order=0) argmax indices over the whole input tensor, as MaxPool's
+    Indices output gives them (padding and ceil_mode windows past the edge already resolved)."""
+    node = ctx.node
+    storage_order = int(ctx.attr("storage_order", 0))
+    if ctx.output(1) and storage_order == 0:
+        return ctx.output(1)
+    if storage_order == 0:
+        # Asking the forward node for its Indices costs one extra store per output, while a
+        # second MaxPool would redo the whole pooling; nothing else reads this output.
+        name = ctx.b.fresh("maxpool_indices")
+        if len(node.output) > 1:
+            node.output[1] = name
+        else:
+            node.output.append(name)
+        ctx.info.add_type(name, TensorProto.INT64, ctx.shape(ctx.output(0)))
+        return name
+    # Column-major Indices are already in use: a twin pool gives the row-major ones.
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    attrs["storage_order"] = 0
+    return ctx.b.op_multi("MaxPool", ctx.input(0), outputs=2, **attrs)[1]
+
+
+@vjp("GlobalMaxPool")
+def global_max_pool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
+    """The gradient goes to the first maximum of each channel in row-major order (ties are
+    resolved like onnxruntime's MaxPool Indices, which keep the first maximum)."""
+    g = gy[0]
+    assert g is not None
+    x = ctx.input(0)
+    b = ctx.b
+    rows = b.Reshape(x, b.ints([0, 0, -1]))
+    argmax = b.ArgMax(rows, axis=2, keepdims=1)
+    scattered = b.ScatterElements(
+        zeros_like(ctx, rows), argmax, b.Reshape(g, b.ints([0, 0, 1])), axis=2
+    )
+    return [b.Reshape(scattered, b.Shape(x))]
+
+
+@vjp("GlobalAveragePool")
+def global_average_pool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
+    g = gy[0]
+    assert g is not None
+    x = ctx.input(0)
+    b = ctx.b
+    x_shape = spatial_shape(ctx, x)
+    if x_shape is not None:
+        scaled = b.Mul(g, ctx.scalar(1.0 / float(np.prod(x_shape[2:]))))
+    else:
+        sizes = b.Slice(b.Shape(x), b.ints(2), b.ints(np.iinfo(np.int64).max))
+        count = b.Cast(b.ReduceProd(sizes, keepdims=0), to=ctx.elem_type)
+        scaled = b.Div(g, count)
+    return [b.Expand(scaled, b.Shape(x))]
+
+
+@vjp("AveragePool")
+def average_pool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
+    """dx = ConvTranspose(g / divisor) with a ones kernel, channels folded into the batch.
+
+    The divisor of each window (count_include_pad, ceil_mode windows past the padded edge) is
+    taken from the runtime itself: AveragePool(ones) = valid_count / divisor, and the count of
+    real (unpadded) inputs per window is plain geometry, so divisor-specific conventions never
+    need to be re-derived.
+    """
+    g = gy[0]
+    assert g is not None
+    x, y = ctx.input(0), ctx.output(0)
+    x_shape, y_shape = spatial_shape(ctx, x), spatial_shape(ctx, y)
+    if x_shape is None or y_shape is None:
+        raise ctx.error("the spatial sizes of its input and output must be known")
+    in_sizes, out_sizes = list(x_shape[2:]), list(y_shape[2:])
+    spatial = len(in_sizes)
+    kernel = [int(k) for k in ctx.attr("kernel_shape")]
+    strides = spatial_attr(ctx, "strides", spatial, 1)
+    dilations = spatial_attr(ctx, "dilations", spatial, 1)
+    pads = explicit_pads(ctx, in_sizes, kernel, strides, dilations)
+    counts = _window_counts(in_sizes, out_sizes, kernel, strides, dilations, pads[:spatial])
+    b = ctx.b
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in ctx.node.attribute}
+    ones = float_array(ctx, np.ones([1, 1, *in_sizes]))
+    means_of_ones = b.AveragePool(ones, **attrs)  # valid_count / divisor, per window
+    # Windows with no real input (if a runtime keeps them) read 0/0; they feed nothing back.
+    inv_divisor = b.Where(
+        b.const(counts > 0),
+        b.Div(means_of_ones, float_array(ctx, np.maximum(counts, 1))),
+        ctx.scalar(0.0),
+    )
+    weighted = b.Reshape(b.Mul(g, inv_divisor), b.ints([-1, 1, *out_sizes]))
+    ct_pads, output_padding = transposed_conv_geometry(
+        in_sizes, out_sizes, kernel, strides, dilations, pads[:spatial]
+    )
+    spread = b.ConvTranspose(
+        weighted, float_array(ctx, np.ones([1, 1, *kernel])),
+        strides=strides, dilations=dilations, pads=ct_pads, kernel_shape=kernel,
+        output_padding=output_padding if any(output_padding) else None,
+    )
+    return [b.Reshape(spread, b.Shape(x))]
+
+
+def _window_counts(
+    in_sizes: Sequence[int], out_sizes: Sequence[int], kernel: Sequence[int],
+    strides: Sequence[int], dilations: Sequence[int], pads_begin: Sequence[int],
+) -> np.ndarray:
+    """How many real (unpadded) inputs each output window covers, shaped [1, 1, *out]."""
+    counts = np.ones([1, 1], dtype=np.int64)
+    for size, out, k, s, d, begin in zip(
+        in_sizes, out_sizes, kernel, strides, dilations, pads_begin, strict=True
+    ):
+        taps = np.arange(out)[:, None] * s - begin + np.arange(k)[None, :] * d
+        per_axis = ((taps >= 0) & (taps < size)).sum(axis=1)
+        counts = counts[..., None] * per_axis
+    return counts

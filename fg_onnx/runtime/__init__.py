@@ -1,0 +1,1 @@
+"""Running augmented models on onnxruntime: providers, IO binding, batching."""

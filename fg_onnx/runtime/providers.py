@@ -1,0 +1,84 @@
+"""Choosing the onnxruntime execution provider and saying which one really runs."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Literal
+
+import onnxruntime as ort
+
+from fg_onnx.errors import FgOnnxError
+
+Device = Literal["auto", "cpu", "cuda"]
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class ProviderReport:
+    """Which provider runs the model, and why if it is not the one asked for."""
+
+    requested: Device
+    active: str
+    note: str | None = None
+
+    @property
+    def on_cuda(self) -> bool:
+        """Whether the CUDA provider runs the model."""
+        return self.active == CUDA
+
+
+def _preload_cuda_libraries() -> None:
+    # onnxruntime-gpu >= 1.21 can load cuDNN/cuBLAS from the nvidia-* wheels; without this
+    # the CUDA provider fails to load on machines that have them only as wheels.
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        with contextlib.suppress(Exception):
+            preload()
+
+
+def candidate_providers(device: Device, available: list[str] | None = None) -> list[str]:
+    """The providers to ask onnxruntime for, best first."""
+    available = ort.get_available_providers() if available is None else available
+    if device == "cpu":
+        return [CPU]
+    if CUDA not in available:
+        if device == "cuda":
+            raise FgOnnxError(
+                "--device cuda: this onnxruntime has no CUDA provider (install onnxruntime-gpu)"
+            )
+        return [CPU]
+    return [CUDA, CPU]
+
+
+def open_session(model: bytes | str, device: Device = "auto",
+                 options: ort.SessionOptions | None = None,
+                 ) -> tuple[ort.InferenceSession, ProviderReport]:
+    """An InferenceSession on the best usable provider, and a report of what runs.
+
+    A CUDA provider that onnxruntime lists but cannot load (missing driver or libraries) is
+    reported in the note; with ``device="cuda"`` it is an error instead of a CPU fallback.
+    """
+    providers = candidate_providers(device)
+    if CUDA in providers:
+        _preload_cuda_libraries()
+    options = options or ort.SessionOptions()
+    options.log_severity_level = 3  # our own report replaces onnxruntime's provider warnings
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        session = ort.InferenceSession(model, options, providers=providers)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FgOnnxError(f"onnxruntime could not load the model: {first}") from exc
+    active = session.get_providers()[0]
+    note = None
+    if CUDA in providers and active != CUDA:
+        if device == "cuda":
+            raise FgOnnxError(
+                "--device cuda: the CUDA provider failed to load (no GPU, driver or CUDA/cuDNN "
+                "libraries); run with --device cpu or fix the CUDA installation"
+            )
+        note = "CUDA provider is installed but failed to load (no usable GPU or CUDA " \
+               "libraries); running on CPU"
+    return session, ProviderReport(requested=device, active=active, note=note)

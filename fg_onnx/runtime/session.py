@@ -1,0 +1,172 @@
+"""``FullGrad``: explain batches of preprocessed images with an augmented model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from fg_onnx.errors import FgOnnxError
+from fg_onnx.fullgrad import augment as contract
+from fg_onnx.fullgrad.augment import AugmentOptions, build_fullgrad
+from fg_onnx.graph.load import ModelSource, load_model
+from fg_onnx.runtime.providers import Device, ProviderReport, open_session
+
+FETCHED = (contract.SALIENCY, contract.SCORE, contract.TARGET_USED, contract.INPUT_GRAD,
+           contract.BIAS_TOTAL)
+
+
+@dataclass
+class Explanation:
+    """FullGrad results for a batch of images."""
+
+    saliency: np.ndarray
+    """[N, H, W] FullGrad maps (the reference formula, not rescaled)."""
+    scores: np.ndarray
+    """[N] explained logits."""
+    targets: np.ndarray
+    """[N] explained classes."""
+    predicted: np.ndarray
+    """[N] arg-max classes of the explained output."""
+    completeness_error: np.ndarray
+    """[N] |Σ x·∇x + Σ bias·∇bias − score| / max(|score|, 1e-6)."""
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def _is_augmented(model: onnx.ModelProto) -> bool:
+    return any(p.key == contract.METADATA_KEY for p in model.metadata_props)
+
+
+class FullGrad:
+    """An onnxruntime session over the FullGrad model of ``model``.
+
+    ``model`` may be the original (augmented in memory; no file is written) or an already
+    augmented model. The session runs on CUDA when usable, else on CPU; ``provider`` says which.
+    """
+
+    def __init__(self, model: ModelSource, *, device: Device = "auto", batch_size: int = 16,
+                 options: AugmentOptions | None = None) -> None:
+        """Loads/augments the model and opens the session."""
+        if batch_size < 1:
+            raise FgOnnxError(f"batch size must be at least 1, got {batch_size}")
+        proto = load_model(model)
+        if not _is_augmented(proto):
+            proto = build_fullgrad(proto, options).model
+        facts = json.loads(
+            next(p.value for p in proto.metadata_props if p.key == contract.METADATA_KEY)
+        )
+        if facts.get("seed_input"):
+            raise FgOnnxError("models augmented with --seed-input cannot explain classes")
+        self.metadata = {p.key: p.value for p in proto.metadata_props}
+        self.input_name: str = facts["input"]
+        self.layout: str = facts["layout"]
+        self.output_name: str = facts["output"]
+        self.batch_size = batch_size
+        self.session, self.provider = open_session(proto.SerializeToString(), device)
+        self.input_shape = self._input_shape()
+
+    @property
+    def provider_report(self) -> ProviderReport:
+        """Which execution provider runs, and any fallback note."""
+        return self.provider
+
+    def _input_shape(self) -> list[int | str | None]:
+        meta = next(i for i in self.session.get_inputs() if i.name == self.input_name)
+        return list(meta.shape)
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """(H, W) the model takes, when fixed."""
+        shape = self.input_shape
+        dims = shape[2:4] if self.layout == "nchw" else shape[1:3]
+        if len(dims) == 2 and all(isinstance(d, int) for d in dims):
+            return int(dims[0]), int(dims[1])  # type: ignore[arg-type]
+        return None
+
+    @property
+    def classes(self) -> int | None:
+        """Number of classes of the explained output, when fixed."""
+        out = next(o for o in self.session.get_outputs() if o.name == self.output_name)
+        last = out.shape[-1] if out.shape else None
+        return last if isinstance(last, int) else None
+
+    @property
+    def channels(self) -> int | None:
+        """Number of input channels, when fixed."""
+        dim = self.input_shape[1 if self.layout == "nchw" else 3]
+        return dim if isinstance(dim, int) else None
+
+    def explain(self, batch: np.ndarray, targets: int | Sequence[int] | None = None,
+                ) -> Explanation:
+        """Explains preprocessed inputs ``batch`` (any N, run in chunks of ``batch_size``).
+
+        Args:
+            batch: float array in the model's layout.
+            targets: one class for all, one per image, or None for the predicted class.
+        """
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.ndim != 4:
+            raise FgOnnxError(f"expected a batch of shape [N, ...] of rank 4, got {batch.shape}")
+        wanted = _targets(targets, len(batch))
+        classes = self.classes
+        if classes is not None and np.any(wanted >= classes):
+            raise FgOnnxError(f"target class {int(wanted.max())} is out of range: the model "
+                              f"has {classes} classes (0..{classes - 1})")
+        parts = [self._run(batch[part], wanted[part])
+                 for part in chunks(len(batch), self.batch_size)]
+        if not parts:
+            empty = np.zeros((0,), np.float32)
+            return Explanation(np.zeros((0, 0, 0), np.float32), empty, empty.astype(np.int64),
+                               empty.astype(np.int64), empty)
+        return Explanation(*(np.concatenate(column) for column in zip(*parts, strict=True)))
+
+    def _run(self, x: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, ...]:
+        names = [*FETCHED, self.output_name]
+        feeds = {self.input_name: x, contract.TARGET: targets}
+        try:
+            values = dict(zip(names, self._execute(names, feeds), strict=True))
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise FgOnnxError(f"onnxruntime failed while explaining a batch: {first}") from exc
+        reconstructed = (values[contract.INPUT_GRAD] * x).reshape(len(x), -1).sum(1)
+        reconstructed += values[contract.BIAS_TOTAL]
+        score = values[contract.SCORE]
+        error = np.abs(reconstructed - score) / np.maximum(np.abs(score), 1e-6)
+        scores_out = values[self.output_name].reshape(len(x), -1)
+        return (values[contract.SALIENCY], score, values[contract.TARGET_USED],
+                scores_out.argmax(1), error.astype(np.float32))
+
+    def _execute(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if not self.provider.on_cuda:
+            return [np.asarray(v) for v in self.session.run(names, feeds)]
+        # IO binding keeps the intermediate tensors on the GPU and copies each input once.
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0))
+        for name in names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return [np.asarray(v) for v in binding.copy_outputs_to_cpu()]
+
+
+def _targets(targets: int | Sequence[int] | None, n: int) -> np.ndarray:
+    if targets is None:
+        return np.full(n, -1, dtype=np.int64)
+    if isinstance(targets, int | np.integer):
+        return np.full(n, int(targets), dtype=np.int64)
+    array = np.asarray(list(targets), dtype=np.int64)
+    if array.shape != (n,):
+        raise FgOnnxError(f"got {len(array)} targets for {n} images")
+    return array
+
+
+def chunks(n: int, size: int) -> Iterator[slice]:
+    """Slices of ``range(n)`` of at most ``size``."""
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))

@@ -1,0 +1,87 @@
+"""Saliency heatmaps blended over images, and safe PNG writing."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from fg_onnx.errors import OutputExistsError
+
+
+def colorize(saliency: npt.NDArray[np.floating], size: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    """JET colours (RGB uint8, ``size`` = (height, width)) of a map with values in [0, 1].
+
+    Values outside [0, 1] are clipped and non-finite ones count as 0, so a stray NaN cannot
+    turn the whole picture into noise.
+    """
+    if saliency.ndim != 2 or 0 in saliency.shape:
+        raise ValueError(f"saliency must be a non-empty 2-D map, got shape {saliency.shape}")
+    values = np.nan_to_num(saliency.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    if values.shape != size:
+        values = np.asarray(
+            cv2.resize(values, (size[1], size[0]), interpolation=cv2.INTER_LINEAR), np.float32
+        )
+    levels = np.round(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)
+    coloured = cv2.applyColorMap(levels, cv2.COLORMAP_JET)
+    return np.ascontiguousarray(coloured[..., ::-1])
+
+
+def overlay_heatmap(
+    image: npt.NDArray[np.uint8], saliency: npt.NDArray[np.floating], alpha: float = 0.5
+) -> npt.NDArray[np.uint8]:
+    """Blends the JET-coloured ``saliency`` (HxW in [0, 1], any size) over an RGB uint8 image.
+
+    Returns:
+        RGB uint8 of the image's size: ``(1 - alpha) * image + alpha * heat``.
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be RGB uint8 HxWx3, got {image.dtype} {image.shape}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    heat = colorize(saliency, (image.shape[0], image.shape[1]))
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * heat.astype(np.float32)
+    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
+def save_png(path: str | os.PathLike[str], rgb: npt.NDArray[np.uint8], *,
+             overwrite: bool = True) -> None:
+    """Writes an RGB (or grayscale) uint8 image as PNG, atomically.
+
+    The data goes to a temporary file in the target directory, which then replaces ``path``,
+    so readers never see a half-written PNG and an interrupted run leaves no broken file.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is false.
+        OSError: the directory is missing or not writable.
+    """
+    target = Path(path)
+    if not overwrite and target.exists():
+        raise OutputExistsError(f"refusing to overwrite existing file {target}")
+    data = _encode_png(rgb)
+    # open(..., "x") keeps the usual umask permissions, unlike mkstemp's private 0600.
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(temp, "xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _encode_png(rgb: npt.NDArray[np.uint8]) -> bytes:
+    """PNG bytes of an RGB HxWx3 or grayscale HxW uint8 array."""
+    if rgb.dtype != np.uint8 or not (rgb.ndim == 2 or (rgb.ndim == 3 and rgb.shape[2] == 3)):
+        raise ValueError(f"PNG image must be uint8 HxW or HxWx3, got {rgb.dtype} {rgb.shape}")
+    pixels = rgb if rgb.ndim == 2 else np.ascontiguousarray(rgb[..., ::-1])
+    ok, encoded = cv2.imencode(".png", pixels)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {rgb.shape} image as PNG")
+    return bytes(encoded.tobytes())

@@ -1,0 +1,68 @@
+"""``fg-onnx augment`` end to end, in-process."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from torch_models import ResidualCNN, export
+
+from fg_onnx.cli.main import main
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    return export(ResidualCNN(softmax=True), tmp_path_factory.mktemp("cli") / "net.onnx")
+
+
+def test_writes_default_output_and_summary(model_path: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "net.onnx"
+    source.write_bytes(model_path.read_bytes())
+    original = source.read_bytes()
+    assert main(["augment", str(source)]) == 0
+    out = capsys.readouterr().out
+    assert "explained input: image (NCHW)" in out
+    assert "logits before its Softmax" in out
+    assert "bias taps:" in out and "new outputs: fg_score" in out
+    written = tmp_path / "net.fg.onnx"
+    onnx.checker.check_model(onnx.load(str(written)), full_check=True)
+    assert source.read_bytes() == original
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_refuses_existing_output_without_force(model_path: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "out.onnx"
+    target.write_bytes(b"keep me")
+    assert main(["augment", str(model_path), "-o", str(target)]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert target.read_bytes() == b"keep me"
+    assert main(["augment", str(model_path), "-o", str(target), "--force"]) == 0
+    assert target.read_bytes() != b"keep me"
+
+
+def test_never_overwrites_the_input(model_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = model_path.read_bytes()
+    assert main(["augment", str(model_path), "-o", str(model_path), "--force"]) == 2
+    assert "refusing to overwrite the input model" in capsys.readouterr().err
+    assert model_path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "model file is empty"), (b"\x89PNG\r\n\x1a\n0000", "not a valid ONNX model")],
+)
+def test_bad_model_files_give_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                       content: bytes, message: str) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(content)
+    assert main(["augment", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

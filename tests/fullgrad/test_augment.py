@@ -1,0 +1,227 @@
+"""The augmented model's contract, completeness, and parity with a PyTorch FullGrad."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch_models import ResidualCNN, SmoothCNN, export, images, randomize_batchnorm
+
+import fg_onnx
+from fg_onnx.errors import FgOnnxError
+
+COMPLETENESS_TOL = 1e-4
+
+
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds), strict=True))
+
+
+def completeness_error(outputs: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    reconstructed = (outputs["fg_input_grad"] * x).reshape(len(x), -1).sum(1)
+    reconstructed = reconstructed + outputs["fg_bias_total"]
+    score = outputs["fg_score"]
+    return np.abs(reconstructed - score) / np.maximum(np.abs(score), 1e-3)
+
+
+@pytest.fixture(scope="module")
+def residual_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, nn.Module]]:
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("models")
+    plain = ResidualCNN()
+    randomize_batchnorm(plain)
+    head = ResidualCNN(softmax=True)
+    head.load_state_dict(plain.state_dict())
+    return {
+        "folded": (export(plain, folder / "folded.onnx", fold=True), plain),
+        "unfolded": (export(plain, folder / "unfolded.onnx", fold=False), plain),
+        "softmax": (export(head, folder / "softmax.onnx", fold=True), plain),
+    }
+
+
+def test_contract_inputs_outputs_and_original_values(residual_models: dict) -> None:
+    path, _ = residual_models["folded"]
+    original = onnx.load(str(path))
+    augmented = fg_onnx.augment(path)
+    x = images()
+    before = run(original, {"image": x})
+    after = run(augmented, {"image": x, "fg_target": np.array([-1, 3])})
+    np.testing.assert_array_equal(after["out"], before["out"])
+    inputs = {i.name: i for i in augmented.graph.input}
+    assert inputs["fg_target"].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert after["fg_score"].shape == (2,) and after["fg_score"].dtype == np.float32
+    assert after["fg_target_used"].dtype == np.int64
+    assert after["fg_target_used"].tolist() == [int(before["out"][0].argmax()), 3]
+    np.testing.assert_allclose(after["fg_score"],
+                               before["out"][[0, 1], after["fg_target_used"]], rtol=1e-6)
+    assert after["fg_input_grad"].shape == x.shape
+    assert after["fg_bias_total"].shape == (2,)
+    assert after["fg_saliency"].shape == (2, 32, 32)
+    onnx.checker.check_model(augmented, full_check=True)
+
+
+@pytest.mark.parametrize("variant", ["folded", "unfolded", "softmax"])
+def test_completeness_relu_networks(residual_models: dict, variant: str) -> None:
+    path, _ = residual_models[variant]
+    x = images(3)
+    out = run(fg_onnx.augment(path), {"image": x, "fg_target": np.array([0, -1, 4])})
+    assert completeness_error(out, x).max() < COMPLETENESS_TOL
+
+
+def test_softmax_head_explains_logits(residual_models: dict) -> None:
+    path, _ = residual_models["softmax"]
+    report = fg_onnx.augment_with_report(path)
+    assert report.explained.skipped_op == "Softmax"
+    assert "logits before its Softmax" in report.summary()
+    x = images()
+    out = run(report.model, {"image": x, "fg_target": np.array([1, 2])})
+    assert np.all(out["fg_score"] != out["out"][[0, 1], [1, 2]])  # logits, not probabilities
+    probs = run(fg_onnx.augment(path, explain_probabilities=True),
+                {"image": x, "fg_target": np.array([1, 2])})
+    np.testing.assert_allclose(probs["fg_score"], out["out"][[0, 1], [1, 2]], rtol=1e-6)
+
+
+def reference_fullgrad(model: nn.Module, x: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The paper's reference formula with hooks on non-in-place modules."""
+    model = copy.deepcopy(model).eval()
+    for module in model.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    bias_grads: list[torch.Tensor] = []
+
+    def bias_of(module: nn.Module) -> torch.Tensor:
+        if isinstance(module, nn.BatchNorm2d):
+            std = torch.sqrt(module.running_var + module.eps)
+            return module.bias - module.running_mean * module.weight / std
+        return module.bias
+
+    def hook(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        bias = bias_of(module).detach()
+        shape = (1, -1) + (1,) * (output.dim() - 2)
+        output.register_hook(lambda g: bias_grads.append(g * bias.view(shape)))
+
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.BatchNorm2d | nn.Linear):
+            module.register_forward_hook(hook)
+    image = torch.from_numpy(x).requires_grad_(True)
+    logits = model(image)
+    logits.gather(1, torch.from_numpy(target)[:, None]).sum().backward()
+
+    def post(t: torch.Tensor) -> torch.Tensor:
+        t = t.abs()
+        t = t - t.flatten(1).min(1).values.view(-1, 1, 1, 1)
+        return t / (t.flatten(1).max(1).values.view(-1, 1, 1, 1) + 1e-6)
+
+    assert image.grad is not None
+    cam = post(image.grad * image).sum(1, keepdim=True)
+    for grad in bias_grads:
+        if grad.dim() == 4:
+            cam = cam + F.interpolate(post(grad), size=x.shape[2:], mode="bilinear",
+                                      align_corners=True).sum(1, keepdim=True)
+    return cam[:, 0].detach().numpy()
+
+
+def test_saliency_matches_pytorch_reference(residual_models: dict) -> None:
+    path, torch_model = residual_models["unfolded"]
+    x = images(2)
+    target = np.array([1, 4])
+    out = run(fg_onnx.augment(path), {"image": x, "fg_target": target})
+    expected = reference_fullgrad(torch_model, x, target)
+    error = np.abs(out["fg_saliency"] - expected).max() / np.abs(expected).max()
+    assert error < 1e-4
+
+
+def test_components_and_metadata(residual_models: dict) -> None:
+    path, _ = residual_models["unfolded"]
+    model = fg_onnx.augment(path, components=True)
+    meta = json.loads({p.key: p.value for p in model.metadata_props}["fg_onnx.augment"])
+    kinds = sorted(t["kind"] for t in meta["taps"])
+    assert kinds == ["batchnorm", "batchnorm", "bias", "bias", "bias", "bias"]
+    names = [c["output"] for c in meta["components"]]
+    assert len(names) == 5  # every rank-4 tap; the Linear bias is rank 2
+    out = run(model, {"image": images(), "fg_target": np.array([0, 1])})
+    for component in meta["components"]:
+        assert out[component["output"]].ndim == 4
+
+
+def test_seed_input_explains_any_linear_functional(residual_models: dict) -> None:
+    path, _ = residual_models["folded"]
+    model = fg_onnx.augment(path, seed_input=True)
+    assert "fg_target" not in {i.name for i in model.graph.input}
+    x = images()
+    seed = np.random.default_rng(3).standard_normal((2, 5)).astype(np.float32)
+    out = run(model, {"image": x, "fg_grad_output": seed})
+    np.testing.assert_allclose(out["fg_score"], (seed * out["out"]).sum(1), rtol=1e-5)
+    assert completeness_error(out, x).max() < COMPLETENESS_TOL
+
+
+def test_implicit_biases_make_smooth_networks_complete(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    path = export(SmoothCNN(), tmp_path / "smooth.onnx")
+    x = images(2)
+    feeds = {"image": x, "fg_target": np.array([0, 2])}
+    report = fg_onnx.augment_with_report(path)
+    assert "non-homogeneous" in report.summary()
+    plain_error = completeness_error(run(report.model, feeds), x).max()
+    implicit = run(fg_onnx.augment(path, implicit_biases=True), feeds)
+    assert completeness_error(implicit, x).max() < COMPLETENESS_TOL
+    assert plain_error > 10 * COMPLETENESS_TOL
+
+
+def nhwc_model() -> onnx.ModelProto:
+    """A tf2onnx-shaped model: NHWC input, Transpose, Conv, Relu, pooling, MatMul + Add."""
+    rng = np.random.default_rng(5)
+    h = onnx.helper
+    weights = {
+        "W": rng.standard_normal((6, 3, 3, 3)).astype(np.float32),
+        "B": rng.standard_normal(6).astype(np.float32),
+        "D": rng.standard_normal((6, 4)).astype(np.float32),
+        "C": rng.standard_normal(4).astype(np.float32),
+        "mean": np.array([0.4, 0.5, 0.6], dtype=np.float32),
+    }
+    nodes = [
+        h.make_node("Sub", ["image", "mean"], ["centred"]),
+        h.make_node("Transpose", ["centred"], ["nchw"], perm=[0, 3, 1, 2]),
+        h.make_node("Conv", ["nchw", "W", "B"], ["conv"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        h.make_node("Relu", ["conv"], ["act"]),
+        h.make_node("GlobalAveragePool", ["act"], ["pooled"]),
+        h.make_node("Flatten", ["pooled"], ["flat"]),
+        h.make_node("MatMul", ["flat", "D"], ["mm"]),
+        h.make_node("Add", ["mm", "C"], ["logits"]),
+        h.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    graph = h.make_graph(
+        nodes, "nhwc",
+        [h.make_tensor_value_info("image", onnx.TensorProto.FLOAT, ["N", 16, 16, 3])],
+        [h.make_tensor_value_info("probs", onnx.TensorProto.FLOAT, ["N", 4])],
+        [onnx.numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+
+
+def test_nhwc_input() -> None:
+    report = fg_onnx.augment_with_report(nhwc_model())
+    assert report.explained.layout == "nhwc"
+    assert sorted(t.kind for t in report.taps) == ["bias", "constant", "constant"]
+    x = np.random.default_rng(0).random((2, 16, 16, 3), dtype=np.float32)
+    out = run(report.model, {"image": x, "fg_target": np.array([-1, -1])})
+    assert out["fg_saliency"].shape == (2, 16, 16)
+    assert completeness_error(out, x).max() < COMPLETENESS_TOL
+
+
+def test_bad_choices_are_clear_errors(residual_models: dict) -> None:
+    path, _ = residual_models["folded"]
+    with pytest.raises(FgOnnxError, match="no graph output named 'nope'"):
+        fg_onnx.augment(path, output="nope")
+    with pytest.raises(FgOnnxError, match="no graph input named 'nope'"):
+        fg_onnx.augment(path, input="nope")

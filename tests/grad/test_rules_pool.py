@@ -1,0 +1,99 @@
+"""Adjoint tests of the pooling rules, with windows that overlap and run past the edges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import (
+    assert_linear_vjp_on_onnxruntime,
+    assert_runs_on_onnxruntime,
+    assert_vjp,
+    randn,
+)
+
+RNG = np.random.default_rng(2468)
+
+
+def distinct(*shape: int) -> np.ndarray:
+    """Values 0.05 apart in random order: no ties, and finite differences never swap a max."""
+    size = int(np.prod(shape))
+    return (RNG.permutation(size).reshape(shape) * 0.05 - size * 0.025).astype(np.float32)
+
+
+MAX_POOL_CASES = [
+    ((2, 3, 7, 7), {"kernel_shape": [3, 3], "strides": [2, 2]}),
+    ((1, 2, 8, 7), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
+    ((1, 2, 8, 7), {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 1, 1],
+                    "ceil_mode": 1}),
+    ((1, 2, 9, 9), {"kernel_shape": [2, 3], "strides": [2, 1], "dilations": [2, 2],
+                    "pads": [1, 1, 0, 1]}),
+    ((1, 2, 7, 8), {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+    ((1, 2, 7, 8), {"kernel_shape": [2, 2], "strides": [2, 2], "auto_pad": "SAME_LOWER"}),
+    ((2, 3, 11), {"kernel_shape": [3], "strides": [2], "ceil_mode": 1}),
+    ((1, 2, 5, 6, 5), {"kernel_shape": [3, 2, 3], "strides": [2, 2, 2]}),
+]
+MAX_POOL_IDS = ["overlap", "ceil", "ceil-pads", "dilated", "same-upper", "same-lower", "1d", "3d"]
+
+
+@pytest.mark.parametrize(("shape", "attrs"), MAX_POOL_CASES, ids=MAX_POOL_IDS)
+def test_max_pool(shape: tuple[int, ...], attrs: dict) -> None:
+    x = distinct(*shape)
+    assert_vjp("MaxPool", [("x", x)], **attrs)
+    assert_runs_on_onnxruntime("MaxPool", [("x", x)], **attrs)
+
+
+def test_max_pool_with_indices_output() -> None:
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}
+    assert_vjp("MaxPool", [("x", distinct(1, 2, 6, 6))], outputs=2, **attrs)
+
+
+def test_max_pool_with_column_major_indices() -> None:
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "storage_order": 1}
+    assert_runs_on_onnxruntime("MaxPool", [("x", distinct(1, 2, 7, 5))], outputs=2, **attrs)
+    assert_vjp("MaxPool", [("x", distinct(1, 2, 7, 5))], outputs=2, **attrs)
+
+
+def test_global_max_pool() -> None:
+    x = distinct(2, 3, 4, 5)
+    assert_vjp("GlobalMaxPool", [("x", x)])
+    assert_runs_on_onnxruntime("GlobalMaxPool", [("x", x)])
+
+
+def test_global_average_pool() -> None:
+    assert_vjp("GlobalAveragePool", [("x", randn(RNG, 2, 3, 4, 5))])
+    assert_vjp("GlobalAveragePool", [("x", randn(RNG, 2, 3, 3, 2, 4))])
+
+
+AVERAGE_POOL_CASES = [
+    ((2, 3, 7, 7), {"kernel_shape": [3, 3], "strides": [2, 2]}),
+    ((1, 2, 7, 6), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ((1, 2, 7, 6), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1],
+                    "count_include_pad": 1}),
+    ((1, 2, 8, 7), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
+    ((1, 2, 8, 7), {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 1, 1],
+                    "ceil_mode": 1}),
+    ((1, 2, 8, 7), {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 1, 1],
+                    "ceil_mode": 1, "count_include_pad": 1}),
+    ((1, 2, 7, 8), {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+    ((1, 2, 7, 8), {"kernel_shape": [2, 3], "strides": [2, 2], "auto_pad": "SAME_LOWER",
+                    "count_include_pad": 1}),
+    ((2, 3, 10), {"kernel_shape": [4], "strides": [3], "pads": [2, 1], "ceil_mode": 1}),
+    ((1, 2, 5, 6, 5), {"kernel_shape": [2, 3, 2], "strides": [2, 2, 1], "pads": [0, 1, 1, 1, 1, 0]}),
+]
+AVERAGE_POOL_IDS = ["overlap", "pads-exclude", "pads-include", "ceil", "ceil-pads-exclude",
+                    "ceil-pads-include", "same-upper", "same-lower-include", "1d", "3d"]
+
+
+@pytest.mark.parametrize(("shape", "attrs"), AVERAGE_POOL_CASES, ids=AVERAGE_POOL_IDS)
+def test_average_pool(shape: tuple[int, ...], attrs: dict) -> None:
+    x = randn(RNG, *shape)
+    assert_vjp("AveragePool", [("x", x)], **attrs)
+    assert_linear_vjp_on_onnxruntime("AveragePool", [("x", x)], **attrs)
+
+
+def test_average_pool_dilated() -> None:
+    attrs = {"kernel_shape": [2, 2], "strides": [2, 1], "dilations": [2, 3],
+             "pads": [1, 0, 1, 1], "ceil_mode": 1}
+    x = randn(RNG, 1, 2, 8, 9)
+    assert_vjp("AveragePool", [("x", x)], opset=19, **attrs)
+    assert_linear_vjp_on_onnxruntime("AveragePool", [("x", x)], opset=19, **attrs)

@@ -1,0 +1,89 @@
+"""Small torch models exported to ONNX for tests (torch is a test-only dependency)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ResidualCNN(nn.Module):
+    """Conv-BN-ReLU(inplace), MaxPool, a residual block, global average pool, Linear."""
+
+    def __init__(self, classes: int = 5, softmax: bool = False) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.conv3 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.fc = nn.Linear(16, classes)
+        self.softmax = softmax
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.relu(self.bn1(self.conv1(x))))
+        x = self.relu(x + self.bn2(self.conv2(x)))
+        x = self.relu(self.conv3(x))
+        logits = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return torch.softmax(logits, 1) if self.softmax else logits
+
+
+class SmoothCNN(nn.Module):
+    """Non-homogeneous activations: ReLU6, Hardswish, SiLU, GELU, sigmoid gating, LayerNorm."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.conv2 = nn.Conv2d(8, 12, 1)
+        self.se = nn.Conv2d(12, 12, 1)
+        self.norm = nn.LayerNorm(12)
+        self.fc = nn.Linear(12, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self.conv1(x))
+        x = F.hardswish(self.dw(x))
+        x = F.silu(self.conv2(x))
+        x = x * torch.sigmoid(self.se(x.mean((2, 3), keepdim=True)))
+        x = F.gelu(x).mean((2, 3))
+        return self.fc(self.norm(x))
+
+
+def randomize_batchnorm(model: nn.Module, seed: int = 0) -> None:
+    """Gives every BatchNorm non-trivial running statistics and affine parameters."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            c = module.num_features
+            module.running_mean.copy_(torch.randn(c, generator=generator) * 0.5)
+            module.running_var.copy_(torch.rand(c, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.randn(c, generator=generator))
+            module.bias.data.copy_(torch.randn(c, generator=generator))
+
+
+def export(model: nn.Module, path: Path, shape: tuple[int, ...] = (2, 3, 32, 32),
+           fold: bool = True) -> Path:
+    """Exports ``model`` (eval mode) with the TorchScript exporter, batch dim dynamic.
+
+    ``fold=False`` keeps BatchNormalization nodes instead of folding them into Conv.
+    """
+    model.eval()
+    example = torch.zeros(shape)
+    torch.onnx.export(
+        model, (example,), str(path), dynamo=False, opset_version=17,
+        input_names=["image"], output_names=["out"],
+        dynamic_axes={"image": {0: "N"}, "out": {0: "N"}},
+        training=torch.onnx.TrainingMode.EVAL if fold else torch.onnx.TrainingMode.PRESERVE,
+        do_constant_folding=fold,
+    )
+    return path
+
+
+def images(n: int = 2, shape: tuple[int, ...] = (3, 32, 32), seed: int = 0) -> np.ndarray:
+    """Deterministic float32 test inputs."""
+    return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
