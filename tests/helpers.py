@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from fg_onnx.grad import SEED_INPUT, gradient_model
@@ -92,3 +93,44 @@ def assert_linear_vjp_on_onnxruntime(
     lhs, rhs = float(np.vdot(u, vjp)), float(np.vdot(f_u, v))
     scale = float(np.abs(u).sum() * np.abs(vjp).max(initial=0.0)) + 1e-12
     assert abs(lhs - rhs) / scale < tol, f"{op_type}: <u, VJP v> = {lhs:.7g}, <f(u), v> = {rhs:.7g}"
+
+
+def with_symbolic_dims(model: onnx.ModelProto,
+                       dims: dict[str, list[int | str]]) -> onnx.ModelProto:
+    """A copy of ``model`` whose named graph inputs have the given dims (strings become
+    symbolic), with shapes inferred afresh."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for value in copy.graph.input:
+        if value.name in dims:
+            shape = value.type.tensor_type.shape
+            for dim, new in zip(shape.dim, dims[value.name], strict=True):
+                if isinstance(new, str):
+                    dim.dim_param = new
+                else:
+                    dim.dim_value = new
+    del copy.graph.value_info[:]
+    for value in copy.graph.output:
+        value.type.tensor_type.ClearField("shape")
+    return onnx.shape_inference.infer_shapes(copy)
+
+
+def assert_vjp_symbolic(
+    op_type: str,
+    inputs: list[tuple[str, Any]],
+    dims: dict[str, list[int | str]],
+    *,
+    outputs: int = 1,
+    output: str | None = None,
+    opset: int = 17,
+    **attrs: Any,
+) -> None:
+    """``assert_vjp`` on a model whose inputs have symbolic dims (rules take dynamic paths)."""
+    model, feeds = single_node_model(op_type, inputs, outputs=outputs, opset=opset, **attrs)
+    result = check_vjp(with_symbolic_dims(model, dims), feeds, output=output)
+    assert result.adjoint_error < ADJOINT_TOL, (
+        f"{op_type}: <u, VJP v> = {result.lhs:.10g} but <JVP u, v> = {result.rhs:.10g}"
+    )
+    assert result.float32_error < FLOAT32_TOL, (
+        f"{op_type}: float32 VJP on onnxruntime differs by {result.float32_error:.3g} (relative)"
+    )

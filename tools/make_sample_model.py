@@ -15,6 +15,7 @@ import argparse
 import io
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from fg_onnx.vision.images import load_image
 from fg_onnx.vision.overlay import save_png
 from fg_onnx.vision.preprocess import preprocess_batch, preset
 
@@ -236,11 +238,13 @@ def export_onnx(model: nn.Module, path: Path) -> onnx.ModelProto:
     """ONNX opset 17 with a dynamic batch axis, input "image", and fg-onnx metadata."""
     model.eval().to(memory_format=torch.contiguous_format)
     buffer = io.BytesIO()
-    torch.onnx.export(
-        model, (torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE),), buffer,
-        dynamo=False, opset_version=17, input_names=["image"], output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-    )
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but still exact
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model, (torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE),), buffer,
+            dynamo=False, opset_version=17, input_names=["image"], output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        )
     proto = onnx.load_from_string(buffer.getvalue())
     proto.doc_string = f"Synthetic shapes classifier made by `{COMMAND}`."
     del proto.metadata_props[:]
@@ -271,8 +275,7 @@ def write_samples(image_dir: Path, seed: int) -> list[tuple[str, str, np.ndarray
             ok, data = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
             assert ok
             path.write_bytes(data.tobytes())
-        decoded = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
-        written.append((name, label, np.ascontiguousarray(decoded)))
+        written.append((name, label, load_image(path)))
     return written
 
 
@@ -284,7 +287,7 @@ def write_readme(path: Path, accuracy: float, cfg: TrainConfig, params: int,
         command=COMMAND, accuracy=100 * accuracy, test_count=cfg.test_count,
         train_count=cfg.train_count, epochs=cfg.epochs, params=params, seed=cfg.seed,
         classes=json.dumps(CLASSES), rows=rows, seconds=seconds, model=MODEL_NAME,
-        size=(path.parent / MODEL_NAME).stat().st_size // 1024,
+        size=(path.parent / MODEL_NAME).stat().st_size // 1024, torch_version=torch.__version__,
     ), encoding="utf-8")
 
 
@@ -293,11 +296,7 @@ README = """# Sample models
 ## `{model}` ({size} KiB)
 
 A small image classifier for synthetic "shapes" pictures, made to try fg-onnx end to end
-without downloading anything:
-
-```
-fg-onnx explain sample_models/{model} sample_models/images/
-```
+(model plus images) without downloading anything.
 
 - **Classes** (output index order, also in metadata `fg_onnx.labels`): `{classes}`
 - **Input** `image`: float32 `[batch, 3, 64, 64]` (NCHW, dynamic batch); output `logits`:
@@ -323,10 +322,13 @@ a filled circle, square, triangle or cross of random size, position, rotation an
 two-colour gradient with coarse texture and pixel noise, half of them with a soft blob that
 belongs to no class; images are rendered at 64, 96 or 128 pixels, some JPEG-compressed, and
 resized to 64x64 as preprocessing does. It trains for {epochs} epochs on the CPU
-(about {seconds:.0f} s here), exports, checks the ONNX output against torch on onnxruntime, and
-writes the sample images. Re-running it rewrites every file in this folder.
+(about {seconds:.0f} s here, torch {torch_version}), exports, checks the ONNX output against
+torch on onnxruntime, and writes the sample images. Re-running it rewrites every file in this
+folder; with the same torch build the model and images come out byte for byte the same.
 
 ## Sample images
+
+Drawn like the training data (new seed) at 128x128, two at 64x64; the JPEGs at quality 92.
 
 | file | drawn class | model's top class |
 | --- | --- | --- |
@@ -364,8 +366,9 @@ def main() -> None:
     for name, label, guess in table:
         print(f"sample {name}: drawn {label}, predicted {guess}")
     params = sum(p.numel() for p in model.parameters())
-    write_readme(args.out / "README.md", accuracy, cfg, params, table,
-                 time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    write_readme(args.out / "README.md", accuracy, cfg, params, table, seconds)
+    print(f"done in {seconds:.0f} s: {model_path} ({model_path.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def _floats3(text: str) -> tuple[float, float, float]:
         ) from None
     if len(values) != 3:
         raise argparse.ArgumentTypeError(f"expected three numbers, got {text!r}")
-    return values  # type: ignore[return-value]
+    return values[0], values[1], values[2]
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -146,12 +146,7 @@ class _Progress:
 
 def run(args: argparse.Namespace) -> int:
     """Explains every image and writes the results; exit 1 when some images were skipped."""
-    paths, missing = iter_image_paths(args.images)
-    for problem in missing:
-        print(f"fg-onnx: skipped: {problem}", file=sys.stderr)
-    if not paths:
-        raise FgOnnxError("no images found in " + ", ".join(str(p) for p in args.images))
-    jobs = _jobs(paths)
+    jobs = _jobs(iter_image_paths(args.images))
     _check_outdir(args.outdir, jobs, args.force)
     fullgrad = FullGrad(args.model, device=args.device, batch_size=args.batch_size,
                         options=options_from_args(args))
@@ -162,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     args.outdir.mkdir(parents=True, exist_ok=True)
     labels = _labels(fullgrad)
     rows: list[dict[str, object]] = []
-    skipped = len(missing)
+    skipped = 0
     progress = _Progress(len(jobs))
     for start in range(0, len(jobs), args.batch_size):
         chunk = jobs[start:start + args.batch_size]

@@ -7,7 +7,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from fg_onnx.cli import augment_cmd
+from fg_onnx.cli import augment_cmd, explain_cmd
 from fg_onnx.errors import FgOnnxError
 
 EXIT_USER_ERROR = 2
@@ -23,16 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     augment_cmd.register(commands)
-    _register_optional_commands(commands)
-    return parser
-
-
-def _register_optional_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    try:
-        from fg_onnx.cli import explain_cmd
-    except ImportError:
-        return
     explain_cmd.register(commands)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import onnx
@@ -164,7 +165,7 @@ class _Augmenter:
         return AugmentResult(self.model, self.ex, self.taps, backward.differentiated,
                              self.new_inputs, self.new_outputs, self.nonlinear)
 
-    def _on_node(self, ctx: VJPContext, gy: Cotangents, grads: list[str | None]) -> None:
+    def _on_node(self, ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None]) -> None:
         tap = make_tap(ctx, gy, grads, self.options.implicit_biases)
         if tap is not None:
             self.taps.append(tap)
@@ -205,20 +206,23 @@ class _Augmenter:
     def _input_size(self) -> tuple[int, int]:
         shape = self.info.shape(self.ex.input) or ()
         axes = (2, 3) if self.ex.layout == "nchw" else (1, 2)
-        size = tuple(shape[a] for a in axes) if len(shape) == 4 else ()
-        if len(size) != 2 or not all(isinstance(d, int) for d in size):
+        size = [shape[a] for a in axes] if len(shape) == 4 else []
+        height, width = (size + [None, None])[:2]
+        if not isinstance(height, int) or not isinstance(width, int):
             raise UnsupportedModelError(
                 f"the spatial size of input {self.ex.input!r} is not fixed ({list(shape)}); "
                 "give it with --input-size HxW"
             )
-        return size  # type: ignore[return-value]
+        return height, width
 
     def _saliency(self, input_grad: str) -> tuple[str, list[Tap]]:
         x = self.ex.input
         axis = channel_axis(self.ex.layout)
-        shape = self.info.static_shape(x) or tuple(self.info.shape(x) or ())
+        channels = (self.info.shape(x) or ())[axis]
+        if not isinstance(channels, int):
+            raise UnsupportedModelError(f"the channel count of input {x!r} is not fixed")
         size = self._input_size()
-        terms = [MapTerm(self.b.Mul(input_grad, x), axis, int(shape[axis]), size)]  # type: ignore[arg-type]
+        terms = [MapTerm(self.b.Mul(input_grad, x), axis, channels, size)]
         map_taps = []
         for tap in self.taps:
             term = _map_term(tap)

@@ -122,10 +122,11 @@ def _batchnorm_bias(ctx: VJPContext) -> str:
     scale, beta, mean, var = (ctx.input(i) for i in range(1, 5))
     eps = float(ctx.attr("epsilon", 1e-5))
     values = [ctx.const(name) for name in (scale, beta, mean, var)]
-    if all(v is not None for v in values):
-        g, b, m, v = (np.asarray(x, dtype=np.float64) for x in values)  # type: ignore[arg-type]
-        bias = b - m * g / np.sqrt(v + eps)
-        return ctx.b.const(bias.astype(values[0].dtype), hint="bn_bias")  # type: ignore[union-attr]
+    known = [v for v in values if v is not None]
+    if len(known) == 4:
+        gamma, shift, mu, variance = (np.asarray(x, dtype=np.float64) for x in known)
+        bias = shift - mu * gamma / np.sqrt(variance + eps)
+        return ctx.b.const(bias.astype(known[0].dtype), hint="bn_bias")
     b = ctx.b
     inv_std = b.Reciprocal(b.Sqrt(b.Add(var, ctx.scalar(eps))))
     return b.Sub(beta, b.Mul(b.Mul(mean, scale), inv_std))

@@ -18,8 +18,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
+from onnx.reference.ops import op_max_pool
 from onnx.reference.ops.op_conv_transpose import ConvTranspose as _RefConvTranspose
-from onnx.reference.ops.op_max_pool import MaxPool as _RefMaxPool
 
 from fg_onnx.grad import SEED_INPUT, gradient_model
 from fg_onnx.graph.info import GraphInfo
@@ -123,6 +123,9 @@ class Gelu(OpRun):
         return (y.astype(x.dtype),)
 
 
+_RefMaxPool: Any = op_max_pool.MaxPool  # untyped base: seen as Any, not as a typed override
+
+
 class MaxPool(_RefMaxPool):  # type: ignore[misc]
     """The reference MaxPool gives SAME_LOWER outputs too few rows; auto_pad is resolved into
     the explicit pads the spec defines before it runs."""
@@ -145,9 +148,26 @@ class MaxPool(_RefMaxPool):  # type: ignore[misc]
         return super()._run(x, **attrs)  # type: ignore[no-any-return]
 
 
+class LRN(OpRun):
+    """The reference LRN loops over the batch axis instead of the channels (and takes 4-D
+    inputs only); this one follows the spec's channel window for any rank."""
+
+    op_domain = ""
+
+    def _run(self, x: np.ndarray, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0,
+             size: int = 1) -> tuple[np.ndarray]:
+        alpha, beta, bias = float(alpha), float(beta), float(bias)
+        squares = x.astype(np.float64) ** 2
+        below, above = (size - 1) // 2, size - 1 - (size - 1) // 2
+        window = np.stack([
+            squares[:, max(0, c - below):c + above + 1].sum(axis=1) for c in range(x.shape[1])
+        ], axis=1)
+        return ((x / (bias + alpha / size * window) ** beta).astype(x.dtype),)
+
+
 def reference_evaluator(model: onnx.ModelProto) -> ReferenceEvaluator:
     """The onnx reference evaluator with fg-onnx's corrections to its op bodies."""
-    return ReferenceEvaluator(model, new_ops=[ConvTranspose, Erf, Gelu, MaxPool])
+    return ReferenceEvaluator(model, new_ops=[ConvTranspose, Erf, Gelu, MaxPool, LRN])
 
 
 # onnxruntime's float64 kernels of these ops compute in float32, too coarse for differences.

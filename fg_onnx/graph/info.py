@@ -89,9 +89,20 @@ class GraphInfo:
             value = self.const(name)
             return 0 if value is None else _np_to_onnx(value.dtype)
         type_proto = self._types.get(name)
-        if type_proto is None or not type_proto.HasField("tensor_type"):
+        if type_proto is not None and type_proto.HasField("tensor_type"):
+            known = int(type_proto.tensor_type.elem_type)
+            if known:
+                return known
+        return self._type_from_producer(name)
+
+    def _type_from_producer(self, name: str) -> int:
+        """Fallback where shape inference left a type out (it does for some ops, e.g.
+        GroupNormalization in onnx 1.23): most ops give their first output the type of their
+        first input."""
+        node = self.producer.get(name)
+        if node is None or node.output[0] != name or node.op_type in TYPE_CHANGING_OPS:
             return 0
-        return int(type_proto.tensor_type.elem_type)
+        return self.elem_type(node.input[0]) if node.input and node.input[0] else 0
 
     def is_float(self, name: str) -> bool:
         """Whether the tensor has a floating-point element type (differentiable)."""
@@ -136,6 +147,14 @@ class GraphInfo:
             self._const_cache[name] = value
         return value
 
+
+TYPE_CHANGING_OPS = frozenset({
+    "Cast", "CastLike", "Shape", "Size", "ArgMax", "ArgMin", "NonZero", "Equal", "Greater",
+    "GreaterOrEqual", "Less", "LessOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf",
+    "ConstantOfShape", "Range", "OneHot", "EyeLike", "QuantizeLinear", "DequantizeLinear",
+    "DynamicQuantizeLinear", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+    "Bernoulli", "StringNormalizer", "TfIdfVectorizer", "Einsum",
+})
 
 FLOAT_TYPES = frozenset(
     {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}

@@ -33,7 +33,7 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
     except (DecodeError, RuntimeWarning, ValueError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"not a valid ONNX model (protobuf parse failed): {path}") from exc
     if not model.graph.node and not model.graph.output:
-        raise ModelLoadError(f"not an ONNX model (no graph found): {path}")
+        raise ModelLoadError(f"not a valid ONNX model (no graph found): {path}")
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
     except (OSError, ValueError, onnx.checker.ValidationError) as exc:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import os
+import sys
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,6 +16,7 @@ from fg_onnx.errors import FgOnnxError
 Device = Literal["auto", "cpu", "cuda"]
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+ORT_DEFAULT_LOG_SEVERITY = 2
 
 
 @dataclass(frozen=True)
@@ -33,9 +37,19 @@ def _preload_cuda_libraries() -> None:
     # onnxruntime-gpu >= 1.21 can load cuDNN/cuBLAS from the nvidia-* wheels; without this
     # the CUDA provider fails to load on machines that have them only as wheels.
     preload = getattr(ort, "preload_dlls", None)
-    if preload is not None:
+    if preload is None:
+        return
+    # It prints one line per library it cannot find; the report says what matters.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         with contextlib.suppress(Exception):
             preload()
+
+
+def nvidia_driver_present() -> bool:
+    """False when this Linux machine certainly has no NVIDIA driver (no device node)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia/version")
 
 
 def candidate_providers(device: Device, available: list[str] | None = None) -> list[str]:
@@ -61,8 +75,15 @@ def open_session(model: bytes | str, device: Device = "auto",
     reported in the note; with ``device="cuda"`` it is an error instead of a CPU fallback.
     """
     providers = candidate_providers(device)
+    note = None
+    if CUDA in providers and device == "auto" and not nvidia_driver_present():
+        providers = [CPU]
+        note = "CUDA provider is installed but this machine has no NVIDIA driver; running on CPU"
     if CUDA in providers:
         _preload_cuda_libraries()
+        # onnxruntime logs a provider that fails to load through its default logger; the
+        # report below says it in one line instead.
+        ort.set_default_logger_severity(4)
     options = options or ort.SessionOptions()
     options.log_severity_level = 3  # our own report replaces onnxruntime's provider warnings
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -71,8 +92,9 @@ def open_session(model: bytes | str, device: Device = "auto",
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FgOnnxError(f"onnxruntime could not load the model: {first}") from exc
+    finally:
+        ort.set_default_logger_severity(ORT_DEFAULT_LOG_SEVERITY)
     active = session.get_providers()[0]
-    note = None
     if CUDA in providers and active != CUDA:
         if device == "cuda":
             raise FgOnnxError(

@@ -369,7 +369,9 @@ def test_old_opset_is_upgraded_and_differentiated() -> None:
 def test_model_with_external_data(tmp_path: Path) -> None:
     model = residual_model()
     path = tmp_path / "model.onnx"
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+    saved = onnx.ModelProto()
+    saved.CopyFrom(model)  # saving with external data rewrites the proto's tensors in place
+    onnx.save_model(saved, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location="model.data", size_threshold=0)
     assert (tmp_path / "model.data").stat().st_size > 0
     from_file = gradient_model(path)

@@ -8,8 +8,12 @@ from helpers import (
     assert_linear_vjp_on_onnxruntime,
     assert_runs_on_onnxruntime,
     assert_vjp,
+    assert_vjp_symbolic,
     randn,
 )
+
+from fg_onnx.grad import gradient_model
+from fg_onnx.grad.check import single_node_model
 
 RNG = np.random.default_rng(2468)
 
@@ -78,7 +82,8 @@ AVERAGE_POOL_CASES = [
     ((1, 2, 7, 8), {"kernel_shape": [2, 3], "strides": [2, 2], "auto_pad": "SAME_LOWER",
                     "count_include_pad": 1}),
     ((2, 3, 10), {"kernel_shape": [4], "strides": [3], "pads": [2, 1], "ceil_mode": 1}),
-    ((1, 2, 5, 6, 5), {"kernel_shape": [2, 3, 2], "strides": [2, 2, 1], "pads": [0, 1, 1, 1, 1, 0]}),
+    ((1, 2, 5, 6, 5), {"kernel_shape": [2, 3, 2], "strides": [2, 2, 1],
+                       "pads": [0, 1, 1, 1, 1, 0]}),
 ]
 AVERAGE_POOL_IDS = ["overlap", "pads-exclude", "pads-include", "ceil", "ceil-pads-exclude",
                     "ceil-pads-include", "same-upper", "same-lower-include", "1d", "3d"]
@@ -97,3 +102,22 @@ def test_average_pool_dilated() -> None:
     x = randn(RNG, 1, 2, 8, 9)
     assert_vjp("AveragePool", [("x", x)], opset=19, **attrs)
     assert_linear_vjp_on_onnxruntime("AveragePool", [("x", x)], opset=19, **attrs)
+
+
+def test_pools_with_symbolic_batch_and_channels() -> None:
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 1, 1], "ceil_mode": 1}
+    dims: dict[str, list[int | str]] = {"x": ["N", "C", 7, 6]}
+    assert_vjp_symbolic("MaxPool", [("x", distinct(2, 3, 7, 6))], dims, **attrs)
+    assert_vjp_symbolic("AveragePool", [("x", randn(RNG, 2, 3, 7, 6))], dims, **attrs)
+    assert_vjp_symbolic("GlobalMaxPool", [("x", distinct(2, 3, 4, 5))], {"x": ["N", 3, "H", 5]})
+    assert_vjp_symbolic("GlobalAveragePool", [("x", randn(RNG, 2, 3, 4, 5))],
+                        {"x": ["N", 3, "H", "W"]})
+
+
+def test_max_pool_reuses_the_forward_pool() -> None:
+    model, _ = single_node_model("MaxPool", [("x", distinct(1, 2, 6, 6))],
+                                 kernel_shape=[3, 3], strides=[2, 2])
+    grad = gradient_model(model)
+    pools = [n for n in grad.graph.node if n.op_type == "MaxPool"]
+    assert len(pools) == 1 and len(pools[0].output) == 2
+    assert grad.graph.output[0].name == "y0"

@@ -31,7 +31,9 @@ def conv_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     pads = explicit_pads(ctx, x_shape[2:], kernel, strides, dilations)
     out_sizes = [
         (size + pads[i] + pads[spatial + i] - ((k - 1) * d + 1)) // s + 1
-        for i, (size, k, s, d) in enumerate(zip(x_shape[2:], kernel, strides, dilations))
+        for i, (size, k, s, d) in enumerate(
+            zip(x_shape[2:], kernel, strides, dilations, strict=True)
+        )
     ]
     ct_pads, output_padding = transposed_conv_geometry(
         x_shape[2:], out_sizes, kernel, strides, dilations, pads[:spatial]

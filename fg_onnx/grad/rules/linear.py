@@ -10,7 +10,8 @@ import numpy as np
 from onnx import helper
 
 from fg_onnx.grad.registry import Cotangents, VJPContext, vjp
-from fg_onnx.grad.rules._common import float_array, unbroadcast, zeros_like
+from fg_onnx.grad.rules._common import float_array, unbroadcast
+from fg_onnx.grad.rules.shape import shape_of
 from fg_onnx.graph.info import Dim
 
 
@@ -49,11 +50,10 @@ def _matrix_t(ctx: VJPContext, x: str, rank: int) -> str:
     return ctx.b.Transpose(x, perm=perm)
 
 
-def _batch_dims(ctx: VJPContext, y: str, y_rank: int, vector_dims: int) -> tuple[Dim, ...]:
-    """Batch dims of the MatMul output (its shape without the 2 - ``vector_dims`` matrix dims)."""
+def _batch_dims(ctx: VJPContext, y: str, count: int) -> tuple[Dim, ...]:
+    """The leading (broadcast batch) dims of the MatMul output."""
     shape = ctx.shape(y)
-    batch = y_rank - (2 - vector_dims)
-    return tuple(shape[:batch]) if shape is not None else (None,) * batch
+    return tuple(shape[:count]) if shape is not None else (None,) * count
 
 
 def _sum_to_operand(ctx: VJPContext, d: str, x: str, batch: tuple[Dim, ...]) -> str:
@@ -66,8 +66,11 @@ def _sum_to_operand(ctx: VJPContext, d: str, x: str, batch: tuple[Dim, ...]) -> 
 
 @vjp("MatMul")
 def matmul_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    """numpy matmul semantics: 1-D operands are promoted to matrices and the added axis removed,
-    batch dims broadcast (their cotangents are summed back)."""
+    """Batched, with broadcast batch dims summed back; 1-D operands as numpy promotes them.
+
+    A 1-D left operand acts as a row and a 1-D right operand as a column; the axis added for
+    it is summed away in its cotangent.
+    """
     g = gy[0]
     assert g is not None
     b = ctx.b
@@ -75,7 +78,7 @@ def matmul_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     ra, rw = ctx.rank(a), ctx.rank(w)
     if ra == 1 and rw == 1:  # dot product: g is a scalar
         return [b.Mul(g, w) if ctx.needs[0] else None, b.Mul(g, a) if ctx.needs[1] else None]
-    batch = _batch_dims(ctx, y, ctx.rank(y), int(ra == 1) + int(rw == 1))
+    batch = _batch_dims(ctx, y, max(ra, rw, 2) - 2)
     full_rank = len(batch) + 2
     # Promote to matrices: a 1-D left operand is a row, a 1-D right operand a column.
     g2 = b.Unsqueeze(g, b.ints(-2 if ra == 1 else -1)) if ra == 1 or rw == 1 else g
@@ -149,9 +152,10 @@ def _axis_of(term: _Term, position: int, ellipsis_rank: int) -> int:
 
 def _eye(ctx: VJPContext, x: str, axis: int) -> str:
     """An identity matrix as large as axis ``axis`` of ``x``."""
-    shape = ctx.static_shape(x)
-    if shape is not None:
-        return float_array(ctx, np.eye(shape[axis]))
+    shape = ctx.shape(x)
+    size = shape[axis] if shape is not None else None
+    if isinstance(size, int):
+        return float_array(ctx, np.eye(size))
     b = ctx.b
     dim = b.Shape(x, start=axis, end=axis + 1)
     zero = helper.make_tensor("zero", ctx.elem_type, [1], [0])
@@ -182,14 +186,13 @@ def _plan_operand(
     labels: list[str] = []
     operands: list[tuple[str, _Term]] = [(g, out)]
     operands += [(ctx.input(j), t) for j, t in enumerate(terms) if j != i]
-    for position, label in enumerate(term.labels):
+    for label in term.labels:
         if label in labels:
             fresh = spare.pop(0)
             first = _axis_of(term, term.labels.index(label), ellipsis_rank)
             operands.append((_eye(ctx, ctx.input(i), first), _Term((label, fresh))))
             label = fresh
         labels.append(label)
-        del position
     elsewhere = {label for _, t in operands for label in t.labels}
     free = [p for p, label in enumerate(labels) if label not in elsewhere]
     kept = tuple(label for p, label in enumerate(labels) if p not in free)
@@ -198,6 +201,8 @@ def _plan_operand(
         if out.ellipsis_at is None:
             raise ctx.error("an ellipsis that is summed away is not supported")
         ellipsis_at = term.ellipsis_at - sum(p < term.ellipsis_at for p in free)
+    elif out.ellipsis_at is not None:
+        ellipsis_at = 0  # broadcast dims this operand lacks: kept in front, then summed
     return _Plan(
         operands, _Term(kept, ellipsis_at), [_axis_of(term, p, ellipsis_rank) for p in free]
     )
@@ -207,30 +212,37 @@ def _ellipsis_rank(ctx: VJPContext, name: str, term: _Term) -> int:
     return ctx.rank(name) - len(term.labels) if term.ellipsis_at is not None else 0
 
 
-def _sum_ellipsis(
-    ctx: VJPContext, r: str, plan: _Plan, x: str, term: _Term, out: _Term
-) -> str:
-    """Sums the result's ellipsis dims (the output's, broadcast) down to operand ``x``'s."""
+def _ellipsis_dims(ctx: VJPContext, name: str, term: _Term) -> list[Dim]:
+    """The dims an operand's ellipsis covers (None where unknown)."""
+    count = _ellipsis_rank(ctx, name, term)
+    shape, at = ctx.shape(name), term.ellipsis_at
+    if shape is None or at is None:
+        return [None] * count
+    return list(shape[at:at + count])
+
+
+def _sum_ellipsis(ctx: VJPContext, r: str, at: int, terms: list[_Term], i: int) -> str:
+    """Sums the result's ellipsis dims (all operands' broadcast) down to operand ``i``'s.
+
+    The operands' shapes decide, not the output's: ONNX shape inference does not broadcast
+    ellipsis dims.
+    """
     b = ctx.b
-    at, x_at = plan.result.ellipsis_at, term.ellipsis_at
-    assert at is not None and x_at is not None and out.ellipsis_at is not None
-    e_x = _ellipsis_rank(ctx, x, term)
-    e_y = _ellipsis_rank(ctx, ctx.output(0), out)
-    if e_y > e_x:
-        r = b.ReduceSum(r, b.ints(range(at, at + e_y - e_x)), keepdims=0)
-    x_shape, y_shape = ctx.shape(x), ctx.shape(ctx.output(0))
-    if e_x == 0:
-        return r
-    if x_shape is None or y_shape is None:
-        return _sum_where_one(ctx, r, x, x_at, e_x, at)
+    x, term = ctx.input(i), terms[i]
+    dims = [_ellipsis_dims(ctx, ctx.input(j), t) for j, t in enumerate(terms)]
+    x_dims = dims[i]
+    e_x, e_all = len(x_dims), max(len(d) for d in dims)
+    if e_all > e_x:
+        r = b.ReduceSum(r, b.ints(range(at, at + e_all - e_x)), keepdims=0)
     axes: list[int] = []
-    for k in range(e_x):
-        x_dim, y_dim = x_shape[x_at + k], y_shape[out.ellipsis_at + e_y - e_x + k]
-        if x_dim == y_dim:
-            continue
-        if x_dim != 1:
-            return _sum_where_one(ctx, r, x, x_at, e_x, at)
-        axes.append(at + k)
+    for k, x_dim in enumerate(x_dims):
+        others = [d[len(d) - e_x + k] for d in dims if len(d) - e_x + k >= 0]
+        if x_dim == 1:
+            if any(d != 1 for d in others):
+                axes.append(at + k)
+        elif not all(d in (1, x_dim) for d in others) or x_dim is None:
+            assert term.ellipsis_at is not None
+            return _sum_where_one(ctx, r, x, term.ellipsis_at, e_x, at)
     return b.ReduceSum(r, b.ints(axes), keepdims=1) if axes else r
 
 
@@ -253,10 +265,10 @@ def _einsum_operand_grad(
     else:
         equation = ",".join(t.text() for _, t in plan.operands) + "->" + plan.result.text()
         r = b.Einsum(*(name for name, _ in plan.operands), equation=equation)
-    if terms[i].ellipsis_at is not None:
-        r = _sum_ellipsis(ctx, r, plan, x, terms[i], out)
+    if plan.result.ellipsis_at is not None:
+        r = _sum_ellipsis(ctx, r, plan.result.ellipsis_at, terms, i)
     if plan.free_axes:
-        r = b.Expand(b.Unsqueeze(r, b.ints(plan.free_axes)), b.Shape(x))
+        r = b.Expand(b.Unsqueeze(r, b.ints(plan.free_axes)), shape_of(ctx, x))
     return r
 
 
@@ -273,5 +285,3 @@ def einsum_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
         grads.append(_einsum_operand_grad(ctx, terms, out, i, g) if need else None)
     return grads
 
-
-__all__ = ["einsum_vjp", "gemm_vjp", "matmul_vjp", "zeros_like"]

@@ -1,0 +1,73 @@
+"""``fg-onnx explain`` end to end on the shipped sample."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fg_onnx.cli.main import main
+
+ROOT = Path(__file__).parents[2]
+SAMPLE = ROOT / "sample_models" / "shapes_cnn.onnx"
+IMAGES = ROOT / "sample_models" / "images"
+
+
+def test_explains_the_sample_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["explain", str(SAMPLE), str(IMAGES), "-o", str(out), "--batch-size", "4",
+                 "--device", "cpu"]) == 0
+    rows = json.loads((out / "summary.json").read_text())
+    images = sorted(p for p in IMAGES.iterdir())
+    assert len(rows) == len(images)
+    for row in rows:
+        source = cv2.imread(row["file"])
+        overlay = cv2.imread(str(out / row["overlay"]))
+        assert overlay.shape == source.shape
+        saliency = np.load(out / row["map"])
+        assert saliency.shape == (64, 64)
+        assert row["completeness_error"] < 1e-4
+        assert row["target"] == row["predicted"]
+        # the sample images are named after their class
+        assert Path(row["file"]).stem.split("_")[0] == row["predicted_label"]
+    with (out / "summary.csv").open() as stream:
+        assert len(list(csv.DictReader(stream))) == len(images)
+    assert "explained 6 image(s)" in capsys.readouterr().out
+
+
+def test_corrupt_images_are_skipped_and_the_run_goes_on(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(IMAGES / "circle.png", folder / "good.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    (folder / "empty.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    assert main(["explain", str(SAMPLE), str(folder), "-o", str(out), "--target", "2"]) == 1
+    captured = capsys.readouterr()
+    assert "skipped" in captured.err and "broken.png" in captured.err
+    assert "explained 1 image(s), skipped 2" in captured.out
+    rows = json.loads((out / "summary.json").read_text())
+    assert [r["target"] for r in rows] == [2]
+
+
+def test_existing_results_are_not_overwritten(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text("mine")
+    assert main(["explain", str(SAMPLE), str(IMAGES / "circle.png"), "-o", str(out)]) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == "mine"
+
+
+def test_missing_image_path_is_one_line(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", str(SAMPLE), str(tmp_path / "nope.png")]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and err.count("\n") == 1

@@ -1,0 +1,51 @@
+"""The FullGrad session: in-memory augmentation, batching, targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fg_onnx
+from fg_onnx.errors import FgOnnxError
+from fg_onnx.runtime.session import FullGrad
+
+SAMPLE = Path(__file__).parents[2] / "sample_models" / "shapes_cnn.onnx"
+
+
+@pytest.fixture(scope="module")
+def batch() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((7, 3, 64, 64)).astype(np.float32)
+
+
+def test_batch_size_not_dividing_the_count_gives_the_same_maps(batch: np.ndarray) -> None:
+    whole = FullGrad(SAMPLE, device="cpu", batch_size=16).explain(batch)
+    chunked = FullGrad(SAMPLE, device="cpu", batch_size=3).explain(batch)
+    assert len(whole) == len(chunked) == 7
+    np.testing.assert_allclose(chunked.saliency, whole.saliency, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(chunked.targets, whole.targets)
+    np.testing.assert_array_equal(whole.targets, whole.predicted)
+    assert whole.saliency.shape == (7, 64, 64)
+    assert whole.completeness_error.max() < 1e-4
+
+
+def test_targets_and_augmented_input(tmp_path: Path, batch: np.ndarray) -> None:
+    augmented = tmp_path / "aug.onnx"
+    augmented.write_bytes(fg_onnx.augment(SAMPLE).SerializeToString())
+    session = FullGrad(augmented, device="cpu")
+    assert session.image_size == (64, 64) and session.channels == 3 and session.classes == 4
+    result = session.explain(batch[:3], [2, 0, 3])
+    assert result.targets.tolist() == [2, 0, 3]
+    single = session.explain(batch[:2], 1)
+    assert single.targets.tolist() == [1, 1]
+    with pytest.raises(FgOnnxError, match="out of range"):
+        session.explain(batch[:1], 4)
+    with pytest.raises(FgOnnxError, match="2 targets for 3 images"):
+        session.explain(batch[:3], [0, 1])
+    assert not [p for p in tmp_path.iterdir() if p.name != "aug.onnx"]  # nothing written
+
+
+def test_bad_batch_size() -> None:
+    with pytest.raises(FgOnnxError, match="batch size"):
+        FullGrad(SAMPLE, batch_size=0)
