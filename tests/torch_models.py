@@ -87,3 +87,48 @@ def export(model: nn.Module, path: Path, shape: tuple[int, ...] = (2, 3, 32, 32)
 def images(n: int = 2, shape: tuple[int, ...] = (3, 32, 32), seed: int = 0) -> np.ndarray:
     """Deterministic float32 test inputs."""
     return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
+
+
+class TinyViT(nn.Module):
+    """Patch-embedding Conv, class token, position embedding, torch attention, GELU MLP."""
+
+    def __init__(self, classes: int = 3, dim: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 8, stride=8)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.5)
+        self.pos = nn.Parameter(torch.randn(1, 17, dim) * 0.5)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch(x).flatten(2).transpose(1, 2)
+        cls = self.cls.expand(tokens.shape[0], -1, -1)
+        tokens = torch.cat([cls, tokens], 1) + self.pos
+        h = self.norm1(tokens)
+        tokens = tokens + self.attn(h, h, h, need_weights=False)[0]
+        tokens = tokens + self.mlp(self.norm2(tokens))
+        return self.head(tokens[:, 0])
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise 7x7, channels-last LayerNorm, pointwise MLP with GELU, layer scale."""
+
+    def __init__(self, classes: int = 3, dim: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 4, stride=4)
+        self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pw1 = nn.Linear(dim, 4 * dim)
+        self.pw2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.rand(dim) + 0.5)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.gamma * self.pw2(F.gelu(self.pw1(self.norm(y))))
+        x = x + y.permute(0, 3, 1, 2)
+        return self.head(x.mean((2, 3)))

@@ -207,7 +207,7 @@ class _Augmenter:
         shape = self.info.shape(self.ex.input) or ()
         axes = (2, 3) if self.ex.layout == "nchw" else (1, 2)
         size = [shape[a] for a in axes] if len(shape) == 4 else []
-        height, width = (size + [None, None])[:2]
+        height, width = [*size, None, None][:2]
         if not isinstance(height, int) or not isinstance(width, int):
             raise UnsupportedModelError(
                 f"the spatial size of input {self.ex.input!r} is not fixed ({list(shape)}); "

@@ -12,7 +12,9 @@ from fg_onnx.errors import UnsupportedOpsError
 from fg_onnx.grad import rules as _rules  # noqa: F401  (registers every rule)
 from fg_onnx.grad.registry import REGISTRY, Cotangents, RuleEntry, VJPContext
 from fg_onnx.graph.builder import GraphBuilder
-from fg_onnx.graph.info import GraphInfo
+from fg_onnx.graph.info import FLOAT_TYPES, GraphInfo, opset_of
+
+MAYBE_FLOAT = FLOAT_TYPES | {0}
 
 NodeHook = Callable[[VJPContext, Cotangents, Sequence[str | None]], None]
 """Called after each differentiated node with its context, output and input cotangents."""
@@ -52,7 +54,9 @@ def _descendants(nodes: Sequence[onnx.NodeProto], info: GraphInfo, roots: set[st
     reached = set(roots)
     for node in nodes:
         if any(name in reached for name in node.input if name):
-            reached.update(o for o in node.output if o and info.is_float(o))
+            # A tensor of unknown type may be float: keep walking, so that an op without a
+            # rule is reported as such rather than as a missing path.
+            reached.update(o for o in node.output if o and info.elem_type(o) in MAYBE_FLOAT)
     return reached
 
 
@@ -83,7 +87,7 @@ def _rule_for(info: GraphInfo, node: onnx.NodeProto) -> RuleEntry | None:
 def check_coverage(info: GraphInfo, nodes: Sequence[onnx.NodeProto]) -> None:
     """Raises one error listing every op on the path that has no rule."""
     missing = [
-        (node.domain, node.op_type, node.name, info.opset)
+        (node.domain, node.op_type, node.name, opset_of(info.model, node.domain))
         for node in nodes if _rule_for(info, node) is None
     ]
     if missing:

@@ -6,6 +6,7 @@ import onnx
 from onnx import version_converter
 
 from fg_onnx.errors import ModelLoadError, UnsupportedModelError
+from fg_onnx.graph.fold import fold_constants
 from fg_onnx.graph.info import DEFAULT_DOMAINS, opset_of
 
 MIN_OPSET = 17
@@ -70,8 +71,11 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Upgrades the opset if needed and infers shapes; the input model is not modified."""
+    """Upgrades the opset if needed, folds constant-only nodes and infers shapes; the input
+    model is not modified."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     lower_ir_version(copy)
-    return infer_shapes(upgrade_opset(copy))
+    upgraded = upgrade_opset(copy)
+    fold_constants(upgraded)
+    return infer_shapes(upgraded)

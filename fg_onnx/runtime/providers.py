@@ -40,9 +40,9 @@ def _preload_cuda_libraries() -> None:
     if preload is None:
         return
     # It prints one line per library it cannot find; the report says what matters.
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        with contextlib.suppress(Exception):
-            preload()
+    with (contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()),
+          contextlib.suppress(Exception)):
+        preload()
 
 
 def nvidia_driver_present() -> bool:

@@ -13,7 +13,15 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch_models import ResidualCNN, SmoothCNN, export, images, randomize_batchnorm
+from torch_models import (
+    ConvNeXtBlock,
+    ResidualCNN,
+    SmoothCNN,
+    TinyViT,
+    export,
+    images,
+    randomize_batchnorm,
+)
 
 import fg_onnx
 from fg_onnx.errors import FgOnnxError
@@ -176,6 +184,17 @@ def test_implicit_biases_make_smooth_networks_complete(tmp_path: Path) -> None:
     implicit = run(fg_onnx.augment(path, implicit_biases=True), feeds)
     assert completeness_error(implicit, x).max() < COMPLETENESS_TOL
     assert plain_error > 10 * COMPLETENESS_TOL
+
+
+@pytest.mark.parametrize("factory", [TinyViT, ConvNeXtBlock], ids=["vit", "convnext"])
+def test_implicit_biases_on_transformer_and_convnext(tmp_path: Path, factory: type) -> None:
+    torch.manual_seed(2)
+    path = export(factory(), tmp_path / "model.onnx")
+    x = images(3)
+    model = fg_onnx.augment(path, implicit_biases=True)
+    out = run(model, {"image": x, "fg_target": np.array([0, 1, 2])})
+    assert completeness_error(out, x).max() < COMPLETENESS_TOL
+    assert np.all(np.isfinite(out["fg_saliency"]))
 
 
 def nhwc_model() -> onnx.ModelProto:

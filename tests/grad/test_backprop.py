@@ -331,12 +331,27 @@ def test_unsupported_ops_are_listed_together() -> None:
     message = str(caught.value)
     assert "\n" not in message
     assert "3 op type(s)" in message
-    assert "com.example::Fancy (opset 17) at node fancy_one, fancy_two" in message
+    assert "com.example::Fancy (opset 1) at node fancy_one, fancy_two" in message
     assert "DFT (opset 17) at node dft_spec" in message
     assert "Det (opset 17) at node det_det" in message
     assert "Relu" not in message and "Add" not in message
     kinds = {(d, t) for d, t, _, _ in caught.value.missing}
     assert kinds == {("com.example", "Fancy"), ("", "DFT"), ("", "Det")}
+
+
+def test_custom_op_without_recorded_type_is_reported_as_unsupported() -> None:
+    model = make(
+        [
+            node("Relu", ["x"], "a"),
+            helper.make_node("Fancy", ["a"], ["f"], name="fancy", domain="com.example"),
+            node("Relu", ["f"], "y"),
+        ],
+        {"x": (3, 4)},
+        ["y"],
+        extra_opsets=[helper.make_opsetid("com.example", 2)],
+    )
+    with pytest.raises(UnsupportedOpsError, match=r"com.example::Fancy \(opset 2\) at node fancy"):
+        gradient_model(model)
 
 
 def _opset10_model() -> onnx.ModelProto:

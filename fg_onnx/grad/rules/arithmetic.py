@@ -26,7 +26,10 @@ def sub_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 def sum_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     g, y = gy[0], ctx.output(0)
     assert g is not None
-    return [unbroadcast(ctx, g, x, y) if need else None for x, need in zip(ctx.node.input, ctx.needs)]
+    return [
+        unbroadcast(ctx, g, x, y) if need else None
+        for x, need in zip(ctx.node.input, ctx.needs, strict=True)
+    ]
 
 
 @vjp("Mul")
