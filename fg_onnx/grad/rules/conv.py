@@ -35,6 +35,11 @@ def conv_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
             zip(x_shape[2:], kernel, strides, dilations, strict=True)
         )
     ]
+    group = int(ctx.attr("group", 1))
+    if all(s == 1 for s in strides):
+        flipped = _flipped_conv(ctx, g, w, group, kernel, dilations, pads)
+        if flipped is not None:
+            return [flipped, None, None]
     ct_pads, output_padding = transposed_conv_geometry(
         x_shape[2:], out_sizes, kernel, strides, dilations, pads[:spatial]
     )
@@ -45,6 +50,25 @@ def conv_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
         kernel_shape=kernel,
     )
     return [dx, None, None]
+
+
+def _flipped_conv(ctx: VJPContext, g: str, w: str, group: int, kernel: Sequence[int],
+                  dilations: Sequence[int], pads: Sequence[int]) -> str | None:
+    """The input gradient of a stride-1 Conv as a Conv with spatially flipped, transposed
+    constant weights: the same result as ConvTranspose, about twice as fast on onnxruntime's
+    CPU provider. None when the weights are not constant or a pad exceeds the kernel."""
+    weights = ctx.const(w)
+    spatial = len(kernel)
+    reach = [(k - 1) * d for k, d in zip(kernel, dilations, strict=True)]
+    new_pads = [r - p for r, p in zip(reach * 2, pads, strict=True)]
+    if weights is None or min(new_pads) < 0:
+        return None
+    m, c_per_group = weights.shape[:2]
+    grouped = weights.reshape(group, m // group, c_per_group, *weights.shape[2:])
+    swapped = grouped.swapaxes(1, 2).reshape(group * c_per_group, m // group, *weights.shape[2:])
+    flipped = swapped[(slice(None), slice(None), *[slice(None, None, -1)] * spatial)]
+    return ctx.b.Conv(g, ctx.b.const(flipped.copy(), hint="flipped_weights"), group=group,
+                      dilations=list(dilations), pads=new_pads, kernel_shape=list(kernel))
 
 
 @vjp("ConvTranspose")
