@@ -139,6 +139,7 @@ class _Augmenter:
                                   self.b.ints([1]))
 
     def run(self) -> AugmentResult:
+        self._input_size()  # fails early, with the remedy, when the image size is open
         seed, score, target_used = self._seed()
         backward = build_backward(self.info, self.b, {self.ex.scores: seed}, [self.ex.input],
                                   on_node=self._on_node)

@@ -86,6 +86,34 @@ def test_completeness_relu_networks(residual_models: dict, variant: str) -> None
     assert completeness_error(out, x).max() < COMPLETENESS_TOL
 
 
+def test_completeness_dynamo_export(tmp_path: Path) -> None:
+    torch.manual_seed(4)
+    model = ResidualCNN().eval()
+    randomize_batchnorm(model)
+    path = tmp_path / "dynamo.onnx"
+    batch = torch.export.Dim("batch", min=1, max=64)
+    torch.onnx.export(model, (torch.zeros(2, 3, 32, 32),), str(path), dynamo=True,
+                      input_names=["image"], dynamic_shapes={"x": {0: batch}})
+    x = images(3)
+    out = run(fg_onnx.augment(path), {"image": x, "fg_target": np.array([0, -1, 4])})
+    assert completeness_error(out, x).max() < COMPLETENESS_TOL
+
+
+def test_open_spatial_size_needs_input_size(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    path = tmp_path / "dynamic.onnx"
+    torch.onnx.export(ResidualCNN().eval(), (torch.zeros(1, 3, 32, 32),), str(path),
+                      dynamo=False, opset_version=17, input_names=["image"],
+                      dynamic_axes={"image": {0: "N", 2: "H", 3: "W"}})
+    with pytest.raises(FgOnnxError, match="--input-size"):
+        fg_onnx.augment(path)
+    model = fg_onnx.augment(path, input_size=(40, 48))
+    x = images(2, (3, 40, 48))
+    out = run(model, {"image": x, "fg_target": np.array([1, 2])})
+    assert out["fg_saliency"].shape == (2, 40, 48)
+    assert completeness_error(out, x).max() < COMPLETENESS_TOL
+
+
 def test_softmax_head_explains_logits(residual_models: dict) -> None:
     path, _ = residual_models["softmax"]
     report = fg_onnx.augment_with_report(path)

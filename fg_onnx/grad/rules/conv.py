@@ -23,7 +23,8 @@ def conv_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     x, w, y = ctx.input(0), ctx.input(1), ctx.output(0)
     x_shape, w_shape, y_shape = spatial_shape(ctx, x), ctx.shape(w), ctx.shape(y)
     if x_shape is None or w_shape is None or y_shape is None:
-        raise ctx.error("the spatial size of its input must be known (fix the input shape)")
+        raise ctx.error("the spatial size of its input must be known (fix the input size, "
+                        "e.g. with --input-size HxW)")
     spatial = len(x_shape) - 2
     kernel = [int(k) for k in w_shape[2:]]  # type: ignore[arg-type]
     strides = spatial_attr(ctx, "strides", spatial, 1)
