@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+from reference_fullgrad import reference_fullgrad
 from torch_models import (
     ConvNeXtBlock,
     ResidualCNN,
@@ -125,46 +124,6 @@ def test_softmax_head_explains_logits(residual_models: dict) -> None:
     probs = run(fg_onnx.augment(path, explain_probabilities=True),
                 {"image": x, "fg_target": np.array([1, 2])})
     np.testing.assert_allclose(probs["fg_score"], out["out"][[0, 1], [1, 2]], rtol=1e-6)
-
-
-def reference_fullgrad(model: nn.Module, x: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """The paper's reference formula with hooks on non-in-place modules."""
-    model = copy.deepcopy(model).eval()
-    for module in model.modules():
-        if isinstance(module, nn.ReLU):
-            module.inplace = False
-    bias_grads: list[torch.Tensor] = []
-
-    def bias_of(module: nn.Module) -> torch.Tensor:
-        if isinstance(module, nn.BatchNorm2d):
-            std = torch.sqrt(module.running_var + module.eps)
-            return module.bias - module.running_mean * module.weight / std
-        return module.bias
-
-    def hook(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        bias = bias_of(module).detach()
-        shape = (1, -1) + (1,) * (output.dim() - 2)
-        output.register_hook(lambda g: bias_grads.append(g * bias.view(shape)))
-
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d | nn.BatchNorm2d | nn.Linear):
-            module.register_forward_hook(hook)
-    image = torch.from_numpy(x).requires_grad_(True)
-    logits = model(image)
-    logits.gather(1, torch.from_numpy(target)[:, None]).sum().backward()
-
-    def post(t: torch.Tensor) -> torch.Tensor:
-        t = t.abs()
-        t = t - t.flatten(1).min(1).values.view(-1, 1, 1, 1)
-        return t / (t.flatten(1).max(1).values.view(-1, 1, 1, 1) + 1e-6)
-
-    assert image.grad is not None
-    cam = post(image.grad * image).sum(1, keepdim=True)
-    for grad in bias_grads:
-        if grad.dim() == 4:
-            cam = cam + F.interpolate(post(grad), size=x.shape[2:], mode="bilinear",
-                                      align_corners=True).sum(1, keepdim=True)
-    return cam[:, 0].detach().numpy()
 
 
 def test_saliency_matches_pytorch_reference(residual_models: dict) -> None:

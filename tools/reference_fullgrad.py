@@ -1,0 +1,99 @@
+"""A plain PyTorch FullGrad (Srinivas & Fleuret, 2019), the yardstick for fg-onnx.
+
+It follows the paper's formula and the authors' implementation: forward hooks on every
+bias-carrying module (Conv2d, Linear, and BatchNorm2d with its implicit bias β − μγ/√(σ²+ε))
+register tensor hooks that collect bias · ∂score/∂output; autograd gives ∂score/∂input. Each
+rank-4 term is normalised per sample (ψ: abs, minus min, over max), resized per channel
+(bilinear, align_corners=True) to the input size, and summed over channels and layers.
+
+Used by ``tests/fullgrad/test_augment.py`` (parity) and ``tools/bench.py`` (timing).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+EPSILON = 1e-6
+BIASED = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
+
+
+def _bias_of(module: nn.Module) -> torch.Tensor | None:
+    if isinstance(module, nn.BatchNorm2d):
+        if module.running_mean is None or module.running_var is None:
+            return None
+        std = torch.sqrt(module.running_var + module.eps)
+        weight = module.weight if module.weight is not None else torch.ones_like(std)
+        bias = module.bias if module.bias is not None else torch.zeros_like(std)
+        return (bias - module.running_mean * weight / std).detach()
+    bias = getattr(module, "bias", None)
+    return None if bias is None else bias.detach()
+
+
+def _psi(t: torch.Tensor) -> torch.Tensor:
+    """Per-sample abs, shift to min 0, scale to max ~1."""
+    t = t.abs()
+    view = (-1,) + (1,) * (t.dim() - 1)
+    t = t - t.flatten(1).min(1).values.view(view)
+    return t / (t.flatten(1).max(1).values.view(view) + EPSILON)
+
+
+class ReferenceFullGrad:
+    """FullGrad of a torch image classifier ([N, C, H, W] in, [N, K] logits out).
+
+    The model is copied: in-place activations would otherwise overwrite the hooked outputs
+    between the forward and the backward pass, so they are switched off on the copy.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        """Copies ``model`` (eval mode) and hooks its bias-carrying modules."""
+        self.model = copy.deepcopy(model).eval()
+        for module in self.model.modules():
+            if getattr(module, "inplace", False):
+                module.inplace = False  # type: ignore[assignment]
+        self._terms: list[torch.Tensor] = []
+        for module in self.model.modules():
+            if isinstance(module, BIASED) and _bias_of(module) is not None:
+                module.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        bias = _bias_of(module)
+        assert bias is not None
+        # Conv/BN biases run along the channel axis 1, Linear's along the last axis.
+        rank = output.dim()
+        if isinstance(module, nn.Linear):
+            shape = (1,) * (rank - 1) + (-1,)
+        else:
+            shape = (1, -1) + (1,) * (rank - 2)
+        bias = bias.view(shape)
+        output.register_hook(lambda g: self._terms.append(g * bias))
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, H, W] maps for ``x``; ``target`` [N] classes (None or -1: the arg-max)."""
+        self._terms = []
+        image = x.detach().clone().requires_grad_(True)
+        logits = self.model(image)
+        predicted = logits.argmax(1)
+        used = predicted if target is None else torch.where(target < 0, predicted, target)
+        logits.gather(1, used[:, None]).sum().backward()
+        assert image.grad is not None
+        with torch.no_grad():
+            cam = _psi(image.grad * image).sum(1, keepdim=True)
+            for term in self._terms:
+                if term.dim() == 4:
+                    cam += F.interpolate(_psi(term), size=tuple(x.shape[2:]), mode="bilinear",
+                                         align_corners=True).sum(1, keepdim=True)
+        self._terms = []
+        return cam[:, 0]
+
+
+def reference_fullgrad(model: nn.Module, x: np.ndarray,
+                       target: np.ndarray | None = None) -> np.ndarray:
+    """FullGrad maps [N, H, W] of float32 images ``x`` (CPU) for classes ``target``."""
+    classes = None if target is None else torch.from_numpy(np.asarray(target, dtype=np.int64))
+    maps = ReferenceFullGrad(model)(torch.from_numpy(np.ascontiguousarray(x)), classes)
+    return maps.detach().numpy()
