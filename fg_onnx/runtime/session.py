@@ -51,8 +51,12 @@ class FullGrad:
     """
 
     def __init__(self, model: ModelSource, *, device: Device = "auto", batch_size: int = 16,
-                 options: AugmentOptions | None = None) -> None:
-        """Loads/augments the model and opens the session."""
+                 options: AugmentOptions | None = None, io_binding: bool | None = None) -> None:
+        """Loads/augments the model and opens the session.
+
+        ``io_binding`` (default: on CUDA only) feeds inputs as device OrtValues and binds the
+        outputs, so that intermediate tensors never leave the device.
+        """
         if batch_size < 1:
             raise FgOnnxError(f"batch size must be at least 1, got {batch_size}")
         proto = load_model(model)
@@ -69,6 +73,7 @@ class FullGrad:
         self.output_name: str = facts["output"]
         self.batch_size = batch_size
         self.session, self.provider = open_session(proto.SerializeToString(), device)
+        self.io_binding = self.provider.on_cuda if io_binding is None else io_binding
         self.input_shape = self._input_shape()
 
     @property
@@ -143,12 +148,12 @@ class FullGrad:
                 scores_out.argmax(1), error.astype(np.float32))
 
     def _execute(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        if not self.provider.on_cuda:
+        if not self.io_binding:
             return [np.asarray(v) for v in self.session.run(names, feeds)]
-        # IO binding keeps the intermediate tensors on the GPU and copies each input once.
+        device = "cuda" if self.provider.on_cuda else "cpu"
         binding = self.session.io_binding()
         for name, value in feeds.items():
-            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0))
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, device, 0))
         for name in names:
             binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(binding)

@@ -46,6 +46,13 @@ def test_targets_and_augmented_input(tmp_path: Path, batch: np.ndarray) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name != "aug.onnx"]  # nothing written
 
 
+def test_io_binding_path_gives_the_same_results(batch: np.ndarray) -> None:
+    plain = FullGrad(SAMPLE, device="cpu", io_binding=False).explain(batch[:3], [0, 1, 2])
+    bound = FullGrad(SAMPLE, device="cpu", io_binding=True).explain(batch[:3], [0, 1, 2])
+    np.testing.assert_array_equal(bound.saliency, plain.saliency)
+    np.testing.assert_array_equal(bound.scores, plain.scores)
+
+
 def test_bad_batch_size() -> None:
     with pytest.raises(FgOnnxError, match="batch size"):
         FullGrad(SAMPLE, batch_size=0)
