@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fg_onnx.fullgrad.augment import AugmentOptions, build_fullgrad
-from fg_onnx.graph.save import check_output_path, save_model_atomic
+from fg_onnx.errors import OutputExistsError
+from fg_onnx.fullgrad.augment import GRAPH_METHODS, AugmentOptions, build_fullgrad
+from fg_onnx.graph.load import external_data_paths, load_model
+from fg_onnx.graph.normalize import blaming_invalid_input
+from fg_onnx.graph.save import check_output_path, data_file_of, is_large, save_model_atomic
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -37,6 +40,9 @@ def add_augment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--explain-probabilities", action="store_true",
                         help="explain a final Softmax/LogSoftmax/Sigmoid output itself, not "
                              "the logits before it")
+    parser.add_argument("--cam-layer", metavar="TENSOR",
+                        help="grad-cam/grad-cam++ activation (default: the last Conv output "
+                             "on the gradient path, after a BatchNorm/ReLU that follows it)")
 
 
 def options_from_args(args: argparse.Namespace) -> AugmentOptions:
@@ -46,6 +52,7 @@ def options_from_args(args: argparse.Namespace) -> AugmentOptions:
         implicit_biases=args.implicit_biases, explain_probabilities=args.explain_probabilities,
         seed_input=getattr(args, "seed_input", False),
         components=getattr(args, "components", False), input_size=args.input_size,
+        method=getattr(args, "method", "fullgrad"), cam_layer=args.cam_layer,
     )
 
 
@@ -65,6 +72,9 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
                              "explained output (any linear functional of it)")
     parser.add_argument("--components", action="store_true",
                         help="also output every map tap's bias-gradient tensor")
+    parser.add_argument("--method", choices=GRAPH_METHODS, default="fullgrad",
+                        help="what fg_saliency holds (default: fullgrad); the other outputs "
+                             "stay the same")
     parser.set_defaults(run=run)
 
 
@@ -77,8 +87,16 @@ def default_output(model: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     """Augments and writes the model, then prints the summary."""
     out = args.out or default_output(args.model)
-    check_output_path(out, args.force, [args.model])
-    result = build_fullgrad(args.model, options_from_args(args))
+    protected = [args.model]
+    if data_file_of(out).exists():  # it might be the input's own external data
+        protected += external_data_paths(args.model)
+    check_output_path(out, args.force, protected)
+    options = options_from_args(args)
+    result = blaming_invalid_input(load_model(args.model),
+                                   lambda model: build_fullgrad(model, options))
+    if is_large(result.model) and data_file_of(out).exists() and not args.force:
+        raise OutputExistsError(f"{data_file_of(out)} already exists; pass --force to "
+                                "overwrite it")
     save_model_atomic(result.model, out)
     print(result.summary())
     print(f"wrote {out}")

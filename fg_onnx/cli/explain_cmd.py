@@ -11,11 +11,13 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from fg_onnx.cli.augment_cmd import add_augment_options, options_from_args, parse_size
 from fg_onnx.errors import FgOnnxError, ImageError
+from fg_onnx.methods import METHOD_NAMES, Explainer, MethodParams
 from fg_onnx.runtime.session import Explanation, FullGrad
 from fg_onnx.vision.images import iter_image_paths, load_image
 from fg_onnx.vision.overlay import overlay_heatmap, save_png
@@ -24,7 +26,7 @@ from fg_onnx.vision.preprocess import PRESETS, Preprocess, preprocess_batch
 PREPROCESS_KEY = "fg_onnx.preprocess"
 LABELS_KEY = "fg_onnx.labels"
 SUMMARY_FIELDS = ("file", "target", "target_label", "score", "predicted", "predicted_label",
-                  "completeness_error", "overlay", "map")
+                  "completeness_error", "finite", "overlay", "map")
 
 
 def _floats3(text: str) -> tuple[float, float, float]:
@@ -51,6 +53,20 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     parser.add_argument("-o", "--outdir", type=Path, default=Path("fg_out"),
                         help="output folder (default: fg_out)")
     parser.add_argument("--force", action="store_true", help="overwrite existing result files")
+    add_preprocess_options(parser)
+    parser.add_argument("--target", type=int, help="class to explain (default: predicted)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity in overlays")
+    parser.add_argument("--method", choices=METHOD_NAMES, default="fullgrad",
+                        help="saliency method (default: fullgrad)")
+    add_method_options(parser)
+    add_augment_options(parser)
+    parser.set_defaults(run=run)
+
+
+def add_preprocess_options(parser: argparse.ArgumentParser) -> None:
+    """How images become model inputs (shared with ``evaluate``)."""
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="normalisation (default: the model's fg_onnx.preprocess metadata, "
                              "else imagenet)")
@@ -59,12 +75,25 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     parser.add_argument("--mean", type=_floats3, help="per-channel mean, RGB order")
     parser.add_argument("--std", type=_floats3, help="per-channel std, RGB order")
     parser.add_argument("--bgr", action="store_true", help="the model expects BGR channels")
-    parser.add_argument("--target", type=int, help="class to explain (default: predicted)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity in overlays")
-    add_augment_options(parser)
-    parser.set_defaults(run=run)
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """Settings of the methods that combine several runs (shared with ``evaluate``)."""
+    defaults = MethodParams()
+    parser.add_argument("--samples", type=int, default=defaults.samples,
+                        help=f"noisy copies per image for smoothgrad and smooth-fullgrad "
+                             f"(default {defaults.samples})")
+    parser.add_argument("--noise", type=float, default=defaults.noise,
+                        help="noise σ as a fraction of each image's value range "
+                             f"(default {defaults.noise})")
+    parser.add_argument("--steps", type=int, default=defaults.steps,
+                        help=f"integrated-gradients path steps (default {defaults.steps})")
+
+
+def method_params(args: argparse.Namespace) -> MethodParams:
+    """MethodParams from parsed arguments."""
+    return MethodParams(samples=args.samples, noise=args.noise, steps=args.steps,
+                        seed=getattr(args, "seed", 0))
 
 
 @dataclass
@@ -73,7 +102,19 @@ class _Job:
     stem: str
 
 
-def _preprocess_spec(args: argparse.Namespace, fullgrad: FullGrad) -> Preprocess:
+class ModelFacts(Protocol):
+    """What preprocessing reads off a model (a FullGrad session or an evaluation Scorer)."""
+
+    metadata: dict[str, str]
+    layout: str
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """(H, W) the model takes, when fixed."""
+
+
+def preprocess_spec(args: argparse.Namespace, fullgrad: ModelFacts) -> Preprocess:
+    """The preprocessing the options ask for, completed from the model's metadata."""
     size = args.size or fullgrad.image_size
     if size is None:
         raise FgOnnxError("the model's input size is not fixed; pass --size HxW")
@@ -104,16 +145,16 @@ def _jobs(paths: list[Path]) -> list[_Job]:
     return jobs
 
 
-def _outputs_of(outdir: Path, job: _Job) -> tuple[Path, Path]:
-    return outdir / f"{job.stem}_fullgrad.png", outdir / f"{job.stem}_fullgrad.npy"
+def _outputs_of(outdir: Path, job: _Job, method: str) -> tuple[Path, Path]:
+    return outdir / f"{job.stem}_{method}.png", outdir / f"{job.stem}_{method}.npy"
 
 
-def _check_outdir(outdir: Path, jobs: list[_Job], force: bool) -> None:
+def _check_outdir(outdir: Path, jobs: list[_Job], force: bool, method: str) -> None:
     if outdir.exists() and not outdir.is_dir():
         raise FgOnnxError(f"output path {outdir} exists and is not a folder")
     if force or not outdir.exists():
         return
-    planned = [p for job in jobs for p in _outputs_of(outdir, job)]
+    planned = [p for job in jobs for p in _outputs_of(outdir, job, method)]
     planned += [outdir / "summary.json", outdir / "summary.csv"]
     existing = [p for p in planned if p.exists()]
     if existing:
@@ -145,15 +186,18 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Explains every image and writes the results; exit 1 when some images were skipped."""
+    """Explains every image and writes the results; exit 1 when some images were skipped or
+    have NaN/Inf results."""
     jobs = _jobs(iter_image_paths(args.images))
-    _check_outdir(args.outdir, jobs, args.force)
-    fullgrad = FullGrad(args.model, device=args.device, batch_size=args.batch_size,
-                        options=options_from_args(args))
+    _check_outdir(args.outdir, jobs, args.force, args.method)
+    explainer = Explainer(args.model, args.method, params=method_params(args),
+                          device=args.device, batch_size=args.batch_size,
+                          options=options_from_args(args))
+    fullgrad = explainer.session
     report = fullgrad.provider_report
     print(f"running on {report.active}" + (f" ({report.note})" if report.note else ""),
           file=sys.stderr)
-    spec = _preprocess_spec(args, fullgrad)
+    spec = preprocess_spec(args, fullgrad)
     args.outdir.mkdir(parents=True, exist_ok=True)
     labels = _labels(fullgrad)
     rows: list[dict[str, object]] = []
@@ -170,13 +214,14 @@ def run(args: argparse.Namespace) -> int:
                 skipped += 1
         if loaded:
             batch = preprocess_batch([image for _, image in loaded], spec)
-            result = fullgrad.explain(batch, args.target)
+            result = explainer.explain(batch, args.target)
             rows += _write_results(args, loaded, result, labels)
         progress.advance(len(chunk))
     _write_summary(args.outdir, rows)
+    broken = sum(1 for row in rows if not row["finite"])
     print(f"explained {len(rows)} image(s)" + (f", skipped {skipped}" if skipped else "")
-          + f"; results in {args.outdir}")
-    return 1 if skipped else 0
+          + (f", {broken} with NaN/Inf" if broken else "") + f"; results in {args.outdir}")
+    return 1 if skipped or broken else 0
 
 
 def _display_map(saliency: np.ndarray) -> np.ndarray:
@@ -188,22 +233,36 @@ def _write_results(args: argparse.Namespace, loaded: list[tuple[_Job, np.ndarray
                    result: Explanation, labels: list[str]) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for i, (job, image) in enumerate(loaded):
-        overlay_path, map_path = _outputs_of(args.outdir, job)
+        overlay_path, map_path = _outputs_of(args.outdir, job, args.method)
         saliency = result.saliency[i]
-        if not np.all(np.isfinite(saliency)):
-            print(f"fg-onnx: warning: {job.source}: the map has NaN/Inf values", file=sys.stderr)
-        save_png(overlay_path, overlay_heatmap(image, _display_map(np.nan_to_num(saliency)),
-                                               alpha=args.alpha))
+        broken = _non_finite(saliency, float(result.scores[i]))
+        if broken:
+            print(f"fg-onnx: warning: {job.source}: NaN/Inf in the {' and the '.join(broken)} "
+                  "(finite: false in the summary)", file=sys.stderr)
+        display = np.where(np.isfinite(saliency), saliency, 0.0)
+        save_png(overlay_path, overlay_heatmap(image, _display_map(display), alpha=args.alpha))
         _save_npy(map_path, saliency)
         target, predicted = int(result.targets[i]), int(result.predicted[i])
         rows.append({
             "file": str(job.source), "target": target, "target_label": _label(labels, target),
-            "score": float(result.scores[i]), "predicted": predicted,
+            "score": _number(result.scores[i]), "predicted": predicted,
             "predicted_label": _label(labels, predicted),
-            "completeness_error": float(result.completeness_error[i]),
-            "overlay": overlay_path.name, "map": map_path.name,
+            "completeness_error": _number(result.completeness_error[i]),
+            "finite": not broken, "overlay": overlay_path.name, "map": map_path.name,
         })
     return rows
+
+
+def _non_finite(saliency: np.ndarray, score: float) -> list[str]:
+    """What of one image's result is NaN/Inf (an input or a model that overflows)."""
+    broken = [] if np.isfinite(score) else ["score"]
+    return broken + ([] if np.all(np.isfinite(saliency)) else ["map"])
+
+
+def _number(value: np.floating | float) -> float | None:
+    """A float for the summary; None (JSON null) for NaN/Inf, which JSON cannot hold."""
+    number = float(value)
+    return number if np.isfinite(number) else None
 
 
 def _label(labels: list[str], index: int) -> str:

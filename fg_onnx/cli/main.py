@@ -6,17 +6,27 @@ import argparse
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
-from fg_onnx.cli import augment_cmd, explain_cmd
+from fg_onnx.cli import augment_cmd, evaluate_cmd, explain_cmd
 from fg_onnx.errors import FgOnnxError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        """Prints ``fg-onnx: error: ...`` and exits with the user-error code."""
+        text = " ".join(message.split())
+        self.exit(EXIT_USER_ERROR, f"fg-onnx: error: {text} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fg-onnx",
         description="FullGrad saliency for any ONNX model, on stock ONNX Runtime.",
     )
@@ -24,13 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     augment_cmd.register(commands)
     explain_cmd.register(commands)
+    evaluate_cmd.register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed in one line
+        return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     try:
         return int(args.run(args) or 0)
     except FgOnnxError as exc:

@@ -54,12 +54,20 @@ def saliency_map(b: GraphBuilder, terms: Sequence[MapTerm], batch: str, size: tu
     resized = []
     for spatial, parts in by_size.items():
         total = parts[0] if len(parts) == 1 else b.Sum(*parts)
-        if spatial == size:
-            resized.append(total)
-            continue
-        sizes = b.Concat(batch, b.ints([1, *size]), axis=0)
-        image = b.Unsqueeze(total, b.ints([1]))
-        up = b.Resize(image, "", "", sizes, mode="linear",
-                      coordinate_transformation_mode="align_corners")
-        resized.append(b.Squeeze(up, b.ints([1])))
+        resized.append(total if spatial == size else resize_map(b, total, batch, size))
     return resized[0] if len(resized) == 1 else b.Sum(*resized)
+
+
+def resize_map(b: GraphBuilder, maps: str, batch: str, size: tuple[int, int]) -> str:
+    """[N, h, w] -> [N, H, W] by bilinear interpolation with aligned corners (as the
+    reference FullGrad code resizes)."""
+    sizes = b.Concat(batch, b.ints([1, *size]), axis=0)
+    image = b.Unsqueeze(maps, b.ints([1]))
+    up = b.Resize(image, "", "", sizes, mode="linear",
+                  coordinate_transformation_mode="align_corners")
+    return b.Squeeze(up, b.ints([1]))
+
+
+def channel_abs_sum(b: GraphBuilder, tensor: str, channel_axis: int) -> str:
+    """Σ_c |tensor| over the channel axis: [N, H, W] (the gradient-type maps)."""
+    return b.reduce("ReduceSum", b.Abs(tensor), [channel_axis], keepdims=0)

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import TensorProto, helper
 
-from fg_onnx.errors import UnsupportedModelError
-from fg_onnx.fullgrad.aggregate import MapTerm, per_sample_sum, saliency_map
+from fg_onnx.errors import FgOnnxError, UnsupportedModelError
+from fg_onnx.fullgrad.aggregate import MapTerm, channel_abs_sum, per_sample_sum, saliency_map
+from fg_onnx.fullgrad.cam import CAM_METHODS, cam_map, find_cam_layer
 from fg_onnx.fullgrad.explained import (
     Explained,
     channel_axis,
@@ -28,12 +29,13 @@ from fg_onnx.fullgrad.explained import (
     resolve,
 )
 from fg_onnx.fullgrad.taps import Tap, explicit_bias, is_homogeneous, make_tap, tap_description
-from fg_onnx.grad.backprop import build_backward
+from fg_onnx.grad.backprop import active_nodes, build_backward
 from fg_onnx.grad.registry import Cotangents, VJPContext
 from fg_onnx.graph.builder import GraphBuilder
 from fg_onnx.graph.info import GraphInfo, Shape
 from fg_onnx.graph.load import ModelSource, load_model
 from fg_onnx.graph.normalize import normalize
+from fg_onnx.graph.save import check_model
 
 TARGET = "fg_target"
 GRAD_OUTPUT = "fg_grad_output"
@@ -43,6 +45,8 @@ INPUT_GRAD = "fg_input_grad"
 BIAS_TOTAL = "fg_bias_total"
 SALIENCY = "fg_saliency"
 METADATA_KEY = "fg_onnx.augment"
+GRAPH_METHODS = ("fullgrad", "simple-fullgrad", "gradient", "gradient-x-input", *CAM_METHODS)
+"""What ``fg_saliency`` can hold (AugmentOptions.method); all other outputs stay the same."""
 
 
 @dataclass
@@ -57,6 +61,10 @@ class AugmentOptions:
     seed_input: bool = False
     components: bool = False
     input_size: tuple[int, int] | None = None
+    method: str = "fullgrad"
+    """The map in ``fg_saliency``: one of GRAPH_METHODS."""
+    cam_layer: str | None = None
+    """Grad-CAM's activation (default: the last rank-4 Conv output on the gradient path)."""
 
 
 @dataclass
@@ -70,6 +78,8 @@ class AugmentResult:
     new_inputs: list[str]
     new_outputs: list[str]
     unexplained_nonlinear: list[str] = field(default_factory=list)
+    method: str = "fullgrad"
+    cam_layer: str | None = None
 
     def summary(self) -> str:
         """A few lines for people."""
@@ -86,6 +96,9 @@ class AugmentResult:
             f"new inputs: {', '.join(self.new_inputs)}",
             f"new outputs: {', '.join(self.new_outputs)}",
         ]
+        if self.method != "fullgrad":
+            lines.append(f"fg_saliency holds: {self.method}"
+                         + (f" at {self.cam_layer}" if self.cam_layer else ""))
         if self.unexplained_nonlinear:
             lines.append(
                 f"note: {len(self.unexplained_nonlinear)} non-homogeneous nodes (e.g. "
@@ -98,6 +111,7 @@ class AugmentResult:
 def build_fullgrad(source: ModelSource, options: AugmentOptions | None = None) -> AugmentResult:
     """Builds the FullGrad model for ``source`` (path or ModelProto; it is not modified)."""
     options = options or AugmentOptions()
+    _check_method(options)
     model = load_model(source)
     if options.input_size is not None:
         model = _fix_input_size(model, options)
@@ -106,6 +120,18 @@ def build_fullgrad(source: ModelSource, options: AugmentOptions | None = None) -
     explained = resolve(info, options.input, options.output, options.explain_probabilities,
                         options.layout, options.seed_input)
     return _Augmenter(model, info, explained, options).run()
+
+
+def _check_method(options: AugmentOptions) -> None:
+    if options.method not in GRAPH_METHODS:
+        raise FgOnnxError(
+            f"unknown in-graph method {options.method!r}; the augmented model computes one of "
+            f"{', '.join(GRAPH_METHODS)} (smoothgrad, smooth-fullgrad and integrated-gradients "
+            "average several runs of one: use fg-onnx explain --method)"
+        )
+    if options.cam_layer is not None and options.method not in CAM_METHODS:
+        raise FgOnnxError(f"--cam-layer applies to {' and '.join(CAM_METHODS)}, not to "
+                          f"{options.method}")
 
 
 def _fix_input_size(model: onnx.ModelProto, options: AugmentOptions) -> onnx.ModelProto:
@@ -137,11 +163,17 @@ class _Augmenter:
         self.new_outputs: list[str] = []
         self.batch = self.b.Slice(self.b.Shape(explained.input), self.b.ints([0]),
                                   self.b.ints([1]))
+        self.cam_layer: str | None = None
 
     def run(self) -> AugmentResult:
         self._input_size()  # fails early, with the remedy, when the image size is open
         seed, score, target_used = self._seed()
-        backward = build_backward(self.info, self.b, {self.ex.scores: seed}, [self.ex.input],
+        wrt = [self.ex.input]
+        if self.options.method in CAM_METHODS:
+            path = active_nodes(self.info, {self.ex.scores}, {self.ex.input})
+            self.cam_layer = find_cam_layer(self.info, path, self.options.cam_layer)
+            wrt.append(self.cam_layer)
+        backward = build_backward(self.info, self.b, {self.ex.scores: seed}, wrt,
                                   on_node=self._on_node)
         input_grad = backward.grads[self.ex.input]
         if input_grad is None:
@@ -154,8 +186,9 @@ class _Augmenter:
             self._output(TARGET_USED, target_used, [batch_dim], TensorProto.INT64)
         self._output(INPUT_GRAD, input_grad, self.info.shape(self.ex.input))
         self._output(BIAS_TOTAL, self._bias_total(), [batch_dim])
-        saliency, map_taps = self._saliency(input_grad)
+        saliency = self._saliency(input_grad, backward.grads)
         self._output(SALIENCY, saliency, [batch_dim, *self._input_size()])
+        map_taps = [tap for tap in self.taps if _map_term(tap, tap.product) is not None]
         if self.options.components:
             for i, tap in enumerate(map_taps):
                 assert tap.product is not None
@@ -164,7 +197,8 @@ class _Augmenter:
         self.b.apply_to(self.model)
         _check(self.model)
         return AugmentResult(self.model, self.ex, self.taps, backward.differentiated,
-                             self.new_inputs, self.new_outputs, self.nonlinear)
+                             self.new_inputs, self.new_outputs, self.nonlinear,
+                             self.options.method, self.cam_layer)
 
     def _on_node(self, ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None]) -> None:
         tap = make_tap(ctx, gy, grads, self.options.implicit_biases)
@@ -216,21 +250,32 @@ class _Augmenter:
             )
         return height, width
 
-    def _saliency(self, input_grad: str) -> tuple[str, list[Tap]]:
-        x = self.ex.input
+    def _saliency(self, input_grad: str, grads: dict[str, str | None]) -> str:
+        """The map of ``options.method`` (see GRAPH_METHODS)."""
+        method, x, b = self.options.method, self.ex.input, self.b
         axis = channel_axis(self.ex.layout)
+        size = self._input_size()
+        if method in ("gradient", "gradient-x-input"):
+            tensor = input_grad if method == "gradient" else b.Mul(input_grad, x)
+            return channel_abs_sum(b, tensor, axis)
+        if method in CAM_METHODS:
+            assert self.cam_layer is not None
+            gradient = grads.get(self.cam_layer)
+            if gradient is None:
+                raise UnsupportedModelError(
+                    f"the explained score does not depend on --cam-layer {self.cam_layer!r}")
+            return cam_map(b, self.cam_layer, gradient, method == "grad-cam++", self.batch,
+                           size, self.elem)
         channels = (self.info.shape(x) or ())[axis]
         if not isinstance(channels, int):
             raise UnsupportedModelError(f"the channel count of input {x!r} is not fixed")
-        size = self._input_size()
-        terms = [MapTerm(self.b.Mul(input_grad, x), axis, channels, size)]
-        map_taps = []
+        terms = [MapTerm(b.Mul(input_grad, x), axis, channels, size)]
         for tap in self.taps:
-            term = _map_term(tap)
+            # simple-fullgrad: the paper code's variant, ψ of the layer gradient alone
+            term = _map_term(tap, tap.product if method == "fullgrad" else tap.gradient)
             if term is not None:
                 terms.append(term)
-                map_taps.append(tap)
-        return saliency_map(self.b, terms, self.batch, size, self.elem), map_taps
+        return saliency_map(b, terms, self.batch, size, self.elem)
 
     def _input(self, name: str, elem: int, shape: Shape | list[object] | None) -> None:
         self.model.graph.input.append(helper.make_tensor_value_info(name, elem, shape))  # type: ignore[arg-type]
@@ -251,6 +296,7 @@ class _Augmenter:
             "skipped_op": ex.skipped_op, "layout": ex.layout,
             "implicit_biases": self.options.implicit_biases,
             "seed_input": self.options.seed_input,
+            "method": self.options.method, "cam_layer": self.cam_layer,
             "taps": [tap_description(t) for t in self.taps],
             "components": [
                 {"output": f"fg_tap_{i}", **tap_description(t)} for i, t in enumerate(map_taps)
@@ -260,9 +306,10 @@ class _Augmenter:
         entry.key, entry.value = METADATA_KEY, json.dumps(facts)
 
 
-def _map_term(tap: Tap) -> MapTerm | None:
-    """The tap's map term when its tensor is an image-like [N, C, h, w] (or NHWC) batch."""
-    if tap.product is None or tap.rank != 4 or tap.shape is None:
+def _map_term(tap: Tap, tensor: str | None) -> MapTerm | None:
+    """The map term of ``tensor`` (the tap's product or gradient, shaped like the layer
+    output) when it is an image-like [N, C, h, w] (or NHWC) batch."""
+    if tensor is None or tap.rank != 4 or tap.shape is None:
         return None
     axis = tap.channel_axis if tap.channel_axis is not None else 1
     if axis == 0:
@@ -271,12 +318,12 @@ def _map_term(tap: Tap) -> MapTerm | None:
     channels = tap.shape[axis]
     if not isinstance(channels, int) or not all(isinstance(s, int) for s in spatial):
         return None
-    return MapTerm(tap.product, axis, channels, (int(spatial[0]), int(spatial[1])))  # type: ignore[arg-type]
+    return MapTerm(tensor, axis, channels, (int(spatial[0]), int(spatial[1])))  # type: ignore[arg-type]
 
 
 def _check(model: onnx.ModelProto) -> None:
     try:
-        onnx.checker.check_model(model, full_check=model.ByteSize() < 2**31 - 2**20)
+        check_model(model, full_check=True)  # over 2 GB: without the weights
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise UnsupportedModelError(
             f"internal error: the augmented model fails onnx.checker: {str(exc).splitlines()[0]}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from onnx import TensorProto
+
 from fg_onnx.errors import UnsupportedModelError
 from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo
 
@@ -39,7 +41,7 @@ def choose_input(info: GraphInfo, name: str | None) -> str:
             )
         if not info.is_float(name):
             raise UnsupportedModelError(f"input {name!r} is not floating point; cannot explain it")
-        return name
+        return _refuse_bfloat16(info, name)
     if not floats:
         raise UnsupportedModelError(
             "the model has no floating-point input to explain (integer-only inputs such as "
@@ -49,7 +51,16 @@ def choose_input(info: GraphInfo, name: str | None) -> str:
         raise UnsupportedModelError(
             f"the model has several float inputs ({', '.join(floats)}); choose one with --input"
         )
-    return floats[0]
+    return _refuse_bfloat16(info, floats[0])
+
+
+def _refuse_bfloat16(info: GraphInfo, name: str) -> str:
+    if info.elem_type(name) == TensorProto.BFLOAT16:
+        raise UnsupportedModelError(
+            f"input {name!r} is bfloat16, which is not supported: onnxruntime's CPU provider "
+            "lacks bfloat16 kernels for most ops; convert the model to float16 or float32"
+        )
+    return name
 
 
 def choose_scores(info: GraphInfo, output: str | None,

@@ -49,6 +49,8 @@ class Tap:
     shape: tuple[int | str | None, ...] | None = None
     total_parts: list[tuple[str, float]] = field(default_factory=list)
     """Tensors whose per-sample sums, times the given sign, add up to this tap's total."""
+    gradient: str | None = None
+    """∂score/∂(layer output) at an explicit bias, without the bias factor (simple-fullgrad)."""
 
 
 def _data_inputs(ctx: VJPContext) -> list[int]:
@@ -155,7 +157,9 @@ def make_tap(ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None],
     if explicit is not None:
         bias, kind, axis = explicit
         product = ctx.b.Mul(g, bias)
-        return _tap(ctx, kind, product, axis, [(product, 1.0)])
+        tap = _tap(ctx, kind, product, axis, [(product, 1.0)])
+        tap.gradient = g
+        return tap
     if not implicit_mode or is_homogeneous(ctx):
         return None
     return _implicit_tap(ctx, gy, grads, y)

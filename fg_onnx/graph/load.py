@@ -42,3 +42,17 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
             f"external data of {path.name} could not be read from {path.parent}: {exc}"
         ) from exc
     return model
+
+
+def external_data_paths(path: Path) -> list[Path]:
+    """The external-data files a model file refers to (none when it cannot be parsed)."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not a model: load_model reports it
+        return []
+    locations = {
+        entry.value
+        for tensor in onnx.external_data_helper._get_all_tensors(model)
+        for entry in tensor.external_data if entry.key == "location"
+    }
+    return [path.parent / location for location in sorted(locations)]

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
 import onnx
-from onnx import version_converter
+from onnx import numpy_helper, version_converter
 
 from fg_onnx.errors import ModelLoadError, UnsupportedModelError
 from fg_onnx.graph.fold import fold_constants
-from fg_onnx.graph.info import DEFAULT_DOMAINS, opset_of
+from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, opset_of
+from fg_onnx.graph.save import check_model, is_large, without_weights
 
+T = TypeVar("T")
 MIN_OPSET = 17
 # Scatter-add of MaxPool indices needs ScatterElements(reduction="add"), opset >= 16; 17 adds
 # LayerNormalization, which exporters use from then on.
@@ -25,8 +31,7 @@ def upgrade_opset(model: onnx.ModelProto, target: int = MIN_OPSET) -> onnx.Model
         converted = version_converter.convert_version(model, target)
     except Exception as exc:
         raise UnsupportedModelError(
-            f"could not upgrade the model from opset {current} to {target}: "
-            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            f"could not upgrade the model from opset {current} to {target}: {_first_line(exc)}"
         ) from exc
     _keep_other_domains(model, converted)
     return converted
@@ -55,19 +60,129 @@ def lower_ir_version(model: onnx.ModelProto) -> None:
     model.ir_version = max(needed, COMPATIBLE_IR_VERSION)
 
 
-def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Runs ONNX shape inference (with data propagation) and returns the annotated model."""
+def checker_error(model: onnx.ModelProto) -> ModelLoadError | None:
+    """onnx.checker's complaint about the user's model, or None when it passes.
+
+    Not a gate: many working exports break some rule (untyped outputs, for example). It names
+    the real cause when augmenting an invalid model fails. Models over 2 GB are checked
+    without their weights (protobuf cannot serialise them whole).
+    """
     try:
-        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False,
-                                                 data_prop=True)
+        check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        return ModelLoadError(f"not a valid ONNX model: onnx.checker says: {_first_line(exc)}")
+    return None
+
+
+def blaming_invalid_input(model: onnx.ModelProto, step: Callable[[onnx.ModelProto], T]) -> T:
+    """Runs ``step(model)``; when it fails on a model that onnx.checker rejects, raises the
+    checker's complaint (the cause) instead of the failure it led to."""
+    try:
+        return step(model)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        invalid = checker_error(model)
+        if invalid is None:
+            raise
+        raise invalid from exc
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Runs ONNX shape inference (with data propagation) and returns the annotated model.
+
+    Models over 2 GB are inferred without their weights and the results copied back, since
+    protobuf cannot serialise them for in-memory inference.
+    """
+    large = is_large(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(
+            without_weights(model) if large else model, check_type=False, strict_mode=False,
+            data_prop=True)
     except ValueError:
-        # Protobufs over 2 GB cannot be serialised for in-memory inference; rules then fall
-        # back to the shapes the exporter recorded.
-        return model
+        return model  # still too large: rules fall back to the shapes the exporter recorded
     except onnx.shape_inference.InferenceError as exc:
+        raise UnsupportedModelError(f"shape inference failed: {_first_line(exc)}") from exc
+    if not large:
+        return inferred
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred.graph.value_info)
+    for mine, theirs in zip(model.graph.output, inferred.graph.output, strict=True):
+        mine.type.CopyFrom(theirs.type)
+    return model
+
+
+QUANTIZED_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
+    "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul",
+    "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat", "QLinearLeakyRelu",
+    "QLinearSigmoid", "QLinearSoftmax", "QGemm", "QAttention", "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat", "MatMulNBits",
+})
+
+
+def fold_dequantized_weights(model: onnx.ModelProto) -> int:
+    """Replaces DequantizeLinear of constant tensors (QDQ weights) by float initializers, in
+    place; returns how many. onnx's reference evaluator, which :func:`fold_constants` uses,
+    lacks DequantizeLinear before opset 19."""
+    info = GraphInfo(model)
+    kept, folded = [], 0
+    for node in model.graph.node:
+        value = _dequantized(node, info) if node.op_type == "DequantizeLinear" else None
+        if value is None:
+            kept.append(node)
+            continue
+        model.graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+        folded += 1
+    if folded:
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+    return folded
+
+
+def _dequantized(node: onnx.NodeProto, info: GraphInfo) -> np.ndarray | None:
+    """``(q - zero_point) * scale`` of a constant DequantizeLinear (per tensor or per axis)."""
+    names = [*node.input, "", ""][:3]
+    q, scale = info.const(names[0]), info.const(names[1])
+    zero = info.const(names[2]) if names[2] else np.zeros((), np.int64)
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if q is None or scale is None or zero is None or attrs.get("block_size", 0):
+        return None  # computed input, or blocked quantisation: left to the quantized check
+    if scale.ndim == 1 and q.ndim > 0:
+        axis = int(attrs.get("axis", 1)) % q.ndim
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    elif scale.ndim > 1:
+        return None
+    real = (q.astype(np.float64) - zero.astype(np.float64)) * scale.astype(np.float64)
+    return real.astype(scale.dtype)
+
+
+def reject_quantized(model: onnx.ModelProto) -> None:
+    """Refuses models that still quantise after constant folding.
+
+    Dequantised constant weights are folded into float initializers before this runs, so
+    only quantisation of activations (QDQ pairs, QLinear* and integer ops) is left: its
+    rounding has a zero gradient almost everywhere, and a straight-through substitute would
+    explain a different network than the one that runs.
+    """
+    found = [n for n in model.graph.node if n.op_type in QUANTIZED_OPS]
+    if found:
+        shown = ", ".join(f"{n.op_type} at node {n.name or '<unnamed>'}" for n in found[:3])
+        more = f", +{len(found) - 3} more" if len(found) > 3 else ""
         raise UnsupportedModelError(
-            f"shape inference failed: {str(exc).splitlines()[0]}"
-        ) from exc
+            f"quantized models are not supported ({shown}{more}); explain the float model "
+            "the quantized one was made from"
+        )
+
+
+def _first_line(exc: Exception, limit: int = 300) -> str:
+    """The message on one line (onnx wraps long messages), shortened to ``limit``."""
+    text = " ".join(str(exc).split())
+    if not text:
+        return type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -77,5 +192,7 @@ def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
     copy.CopyFrom(model)
     lower_ir_version(copy)
     upgraded = upgrade_opset(copy)
+    fold_dequantized_weights(upgraded)
     fold_constants(upgraded)
+    reject_quantized(upgraded)
     return infer_shapes(upgraded)

@@ -85,7 +85,9 @@ def open_session(model: bytes | str, device: Device = "auto",
         # report below says it in one line instead.
         ort.set_default_logger_severity(4)
     options = options or ort.SessionOptions()
-    options.log_severity_level = 3  # our own report replaces onnxruntime's provider warnings
+    # Our own report replaces onnxruntime's provider warnings, and errors reach the user as
+    # one line from the exception instead of a log record as well.
+    options.log_severity_level = 4
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
         session = ort.InferenceSession(model, options, providers=providers)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,6 +17,8 @@ from fg_onnx.errors import FgOnnxError
 from fg_onnx.fullgrad import augment as contract
 from fg_onnx.fullgrad.augment import AugmentOptions, build_fullgrad
 from fg_onnx.graph.load import ModelSource, load_model
+from fg_onnx.graph.normalize import blaming_invalid_input
+from fg_onnx.graph.save import is_large, save_model_atomic
 from fg_onnx.runtime.providers import Device, ProviderReport, open_session
 
 FETCHED = (contract.SALIENCY, contract.SCORE, contract.TARGET_USED, contract.INPUT_GRAD,
@@ -55,26 +60,50 @@ class FullGrad:
         """Loads/augments the model and opens the session.
 
         ``io_binding`` (default: on CUDA only) feeds inputs as device OrtValues and binds the
-        outputs, so that intermediate tensors never leave the device.
+        outputs, so that intermediate tensors never leave the device. ``options.method`` picks
+        the map; an already augmented model must hold that map when ``options`` are given.
         """
         if batch_size < 1:
             raise FgOnnxError(f"batch size must be at least 1, got {batch_size}")
         proto = load_model(model)
-        if not _is_augmented(proto):
-            proto = build_fullgrad(proto, options).model
+        augmented = _is_augmented(proto)
+        if not augmented:
+            proto = blaming_invalid_input(proto, lambda m: build_fullgrad(m, options).model)
         facts = json.loads(
             next(p.value for p in proto.metadata_props if p.key == contract.METADATA_KEY)
         )
         if facts.get("seed_input"):
             raise FgOnnxError("models augmented with --seed-input cannot explain classes")
+        self.method: str = facts.get("method", "fullgrad")
+        if options is not None and options.method != self.method:
+            raise FgOnnxError(f"the model was augmented for {self.method}, not "
+                              f"{options.method}; pass the original model")
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         self.input_name: str = facts["input"]
         self.layout: str = facts["layout"]
         self.output_name: str = facts["output"]
         self.batch_size = batch_size
-        self.session, self.provider = open_session(proto.SerializeToString(), device)
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        path = model if augmented and not isinstance(model, onnx.ModelProto) else None
+        self.session, self.provider = open_session(self._session_source(proto, path), device)
         self.io_binding = self.provider.on_cuda if io_binding is None else io_binding
         self.input_shape = self._input_shape()
+
+    def _session_source(self, proto: onnx.ModelProto,
+                        path: str | os.PathLike[str] | None) -> bytes | str:
+        """Serialised bytes, or a path for models over 2 GB (protobuf cannot serialise them;
+        onnxruntime reads their weights from external data)."""
+        if not is_large(proto):
+            return bytes(proto.SerializeToString())
+        if path is not None:
+            return str(path)
+        # Kept until the session is gone: onnxruntime may map the data file.
+        self._workdir = tempfile.TemporaryDirectory(prefix="fg_onnx_")
+        written = Path(self._workdir.name) / "model.onnx"
+        save_model_atomic(proto, written)
+        # Saving moved the tensors out of ``proto``, which may be the caller's object.
+        onnx.load_external_data_for_model(proto, self._workdir.name)
+        return str(written)
 
     @property
     def provider_report(self) -> ProviderReport:
@@ -131,14 +160,29 @@ class FullGrad:
                                empty.astype(np.int64), empty)
         return Explanation(*(np.concatenate(column) for column in zip(*parts, strict=True)))
 
-    def _run(self, x: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, ...]:
-        names = [*FETCHED, self.output_name]
-        feeds = {self.input_name: x, contract.TARGET: targets}
+    def outputs(self, batch: np.ndarray, targets: np.ndarray,
+                names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Raw outputs ``names`` of the augmented model (in chunks of ``batch_size``), for
+        methods that combine several runs; ``targets`` holds one class per input."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        targets = np.asarray(targets, dtype=np.int64)
+        parts = [self._execute_checked(list(names), {self.input_name: batch[part],
+                                                     contract.TARGET: targets[part]})
+                 for part in chunks(len(batch), self.batch_size)]
+        return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
+
+    def _execute_checked(self, names: list[str], feeds: dict[str, np.ndarray],
+                         ) -> list[np.ndarray]:
         try:
-            values = dict(zip(names, self._execute(names, feeds), strict=True))
+            return self._execute(names, feeds)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise FgOnnxError(f"onnxruntime failed while explaining a batch: {first}") from exc
+
+    def _run(self, x: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, ...]:
+        names = [*FETCHED, self.output_name]
+        feeds = {self.input_name: x, contract.TARGET: targets}
+        values = dict(zip(names, self._execute_checked(names, feeds), strict=True))
         reconstructed = (values[contract.INPUT_GRAD] * x).reshape(len(x), -1).sum(1)
         reconstructed += values[contract.BIAS_TOTAL]
         score = values[contract.SCORE]

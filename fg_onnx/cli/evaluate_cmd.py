@@ -1,0 +1,128 @@
+"""``fg-onnx evaluate``: which saliency method is faithful to the model, on your images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fg_onnx.cli.augment_cmd import add_augment_options, options_from_args
+from fg_onnx.cli.explain_cmd import (
+    add_method_options,
+    add_preprocess_options,
+    method_params,
+    preprocess_spec,
+)
+from fg_onnx.errors import FgOnnxError
+from fg_onnx.evaluation import DEFAULT_KS, PerturbationConfig, evaluate, markdown, plot, to_json
+from fg_onnx.evaluation.scorer import Scorer
+from fg_onnx.methods import METHOD_NAMES, get_method
+from fg_onnx.vision.images import iter_image_paths, load_image
+from fg_onnx.vision.overlay import save_png
+from fg_onnx.vision.preprocess import Preprocess, preprocess_batch
+
+OUTPUTS = ("evaluation.md", "evaluation.json", "evaluation.png")
+
+
+def _methods(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one method")
+    for name in names:
+        if name != "random":
+            try:
+                get_method(name)
+            except FgOnnxError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+    return names
+
+
+def _percentages(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected percentages like 0.1,1,10, got {text!r}") \
+            from None
+    bad = [v for v in values if not 0 < v <= 100]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(f"k must be percentages in (0, 100], got {text!r}")
+    return values
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Adds the ``evaluate`` sub-command."""
+    parser = commands.add_parser(
+        "evaluate", help="measure which saliency method is faithful (pixel perturbation)",
+        description="Explain each image with every method, then remove the k %% least salient "
+                    "pixels (FullGrad paper, section 5.1) and, separately, the most salient "
+                    "first (deletion curve); compare with a random pixel order. Writes "
+                    "evaluation.md, evaluation.json and evaluation.png.",
+    )
+    parser.add_argument("model", type=Path, help="ONNX model (the original, not augmented)")
+    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE_OR_DIR")
+    parser.add_argument("--methods", type=_methods, default=list(METHOD_NAMES),
+                        help="comma-separated methods (default: all); random is always added")
+    parser.add_argument("--k", type=_percentages, default=DEFAULT_KS, metavar="K,K,...",
+                        help="percentages of least salient pixels removed (default "
+                             + ",".join(f"{k:g}" for k in DEFAULT_KS) + ")")
+    parser.add_argument("--deletion-steps", type=int, default=20,
+                        help="steps of the deletion curve (default 20)")
+    parser.add_argument("--fill", choices=["mean", "black"], default="mean",
+                        help="a removed pixel becomes the image's per-channel mean (default) "
+                             "or black")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline, "
+                        "tie-breaking and noise")
+    parser.add_argument("-o", "--outdir", type=Path, default=Path("fg_eval"),
+                        help="output folder (default: fg_eval)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing results")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--batch-size", type=int, default=16)
+    add_preprocess_options(parser)
+    add_method_options(parser)
+    add_augment_options(parser)
+    parser.set_defaults(run=run)
+
+
+def _check_outdir(outdir: Path, force: bool) -> None:
+    if outdir.exists() and not outdir.is_dir():
+        raise FgOnnxError(f"output path {outdir} exists and is not a folder")
+    existing = [name for name in OUTPUTS if (outdir / name).exists()]
+    if existing and not force:
+        raise FgOnnxError(f"{outdir / existing[0]} already exists; pass --force to overwrite "
+                          "or choose -o")
+
+
+def _black(spec: Preprocess) -> tuple[float, ...]:
+    """The model input of a black pixel, per channel."""
+    return tuple(-m / s for m, s in zip(spec.mean, spec.std, strict=True))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluates every method and writes the table and the plot."""
+    _check_outdir(args.outdir, args.force)
+    if args.batch_size < 1:
+        raise FgOnnxError(f"batch size must be at least 1, got {args.batch_size}")
+    params = method_params(args)  # its seed is --seed
+    options = options_from_args(args)
+    scorer = Scorer(args.model, options, device=args.device, batch_size=max(64, args.batch_size))
+    spec = preprocess_spec(args, scorer)
+    config = PerturbationConfig(ks=args.k, deletion_steps=args.deletion_steps,
+                                fill=_black(spec) if args.fill == "black" else None,
+                                seed=args.seed)
+    paths = iter_image_paths(args.images)
+    batch = preprocess_batch([load_image(p) for p in paths], spec)
+    print(f"evaluating {len(args.methods)} method(s) on {len(paths)} image(s) "
+          f"({scorer.provider.active})", file=sys.stderr)
+    result = evaluate(args.model, batch, args.methods, config=config, params=params,
+                      options=options, device=args.device, batch_size=args.batch_size,
+                      scorer=scorer)
+    if args.fill == "black":
+        result.fill = "black pixel"
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    table = markdown(result)
+    (args.outdir / "evaluation.md").write_text(table, encoding="utf-8")
+    (args.outdir / "evaluation.json").write_text(to_json(result), encoding="utf-8")
+    save_png(args.outdir / "evaluation.png", plot(result))
+    print(table, end="")
+    print(f"wrote {', '.join(str(args.outdir / n) for n in OUTPUTS)}")
+    return 0

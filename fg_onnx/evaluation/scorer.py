@@ -1,0 +1,54 @@
+"""Forward passes only: the explained scores (logits) of perturbed images."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper
+
+from fg_onnx.errors import FgOnnxError
+from fg_onnx.fullgrad.augment import METADATA_KEY, AugmentOptions
+from fg_onnx.fullgrad.explained import resolve
+from fg_onnx.graph.info import GraphInfo
+from fg_onnx.graph.load import ModelSource, load_model
+from fg_onnx.graph.normalize import normalize
+from fg_onnx.runtime.providers import Device, open_session
+from fg_onnx.runtime.session import chunks
+
+
+class Scorer:
+    """The model with its explained tensor (the logits before a final Softmax, as FullGrad
+    explains them) as an output, without the gradient subgraph: 3x cheaper per image."""
+
+    def __init__(self, model: ModelSource, options: AugmentOptions | None = None, *,
+                 device: Device = "auto", batch_size: int = 64) -> None:
+        """Opens a session on ``model`` (the original, not an augmented one)."""
+        options = options or AugmentOptions()
+        proto = load_model(model)
+        if any(p.key == METADATA_KEY for p in proto.metadata_props):
+            raise FgOnnxError("evaluate needs the original model, not an augmented one")
+        proto = normalize(proto)
+        info = GraphInfo(proto)
+        explained = resolve(info, options.input, options.output, options.explain_probabilities,
+                            options.layout)
+        if explained.scores not in info.graph_outputs:
+            proto.graph.output.append(helper.make_tensor_value_info(
+                explained.scores, info.elem_type(explained.scores), info.shape(explained.scores)))
+        self.input_name, self.scores_name = explained.input, explained.scores
+        self.layout: str = explained.layout
+        self.metadata = {p.key: p.value for p in proto.metadata_props}
+        shape = info.shape(explained.input) or ()
+        spatial = (shape[2:4] if self.layout == "nchw" else shape[1:3]) if len(shape) == 4 else ()
+        self.image_size: tuple[int, int] | None = (
+            (int(spatial[0]), int(spatial[1]))  # type: ignore[arg-type]
+            if len(spatial) == 2 and all(isinstance(d, int) for d in spatial) else None)
+        self.batch_size = batch_size
+        self.session, self.provider = open_session(proto.SerializeToString(), device)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """[N, classes] explained scores of ``batch``."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        parts = [self.session.run([self.scores_name], {self.input_name: batch[part]})[0]
+                 for part in chunks(len(batch), self.batch_size)]
+        return np.concatenate(parts).reshape(len(batch), -1)
+
+

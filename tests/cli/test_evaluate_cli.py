@@ -1,0 +1,63 @@
+"""``fg-onnx evaluate`` and the --method options, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fg_onnx.cli.main import main
+
+ROOT = Path(__file__).parents[2]
+SAMPLE = ROOT / "sample_models" / "shapes_cnn.onnx"
+IMAGES = ROOT / "sample_models" / "images"
+
+
+def test_evaluate_writes_table_json_and_plot(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "eval"
+    args = ["evaluate", str(SAMPLE), str(IMAGES / "circle.png"), str(IMAGES / "cross.jpg"),
+            "--methods", "gradient,grad-cam++", "--k", "1,10", "--deletion-steps", "4",
+            "--fill", "black", "-o", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    table = (out / "evaluation.md").read_text()
+    assert "| 1 % | 10 % |" in table and "black pixel" in table
+    assert {"| random |", "| gradient |", "| grad-cam++ |"} <= {
+        line[: line.index(" |", 2) + 2] for line in table.splitlines() if line.startswith("| ")}
+    data = json.loads((out / "evaluation.json").read_text())
+    assert [r["method"] for r in data["results"]] == ["random", "gradient", "grad-cam++"]
+    assert data["images"] == 2 and data["ks"] == [1.0, 10.0]
+    plot = cv2.imread(str(out / "evaluation.png"))
+    assert plot is not None and plot.shape[0] > 100
+    assert "| gradient |" in capsys.readouterr().out
+    assert main(args) == 2  # results exist: --force needed
+    assert "--force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", str(SAMPLE), str(IMAGES), "--methods", "fullgrad,nope"],
+    ["evaluate", str(SAMPLE), str(IMAGES), "--k", "0.1,150"],
+    ["evaluate", str(SAMPLE), str(IMAGES), "--k", "abc"],
+    ["explain", str(SAMPLE), str(IMAGES), "--method", "nope"],
+    ["augment", str(SAMPLE), "--method", "smoothgrad"],
+    ["explain", str(SAMPLE), str(IMAGES), "--method", "smoothgrad", "--samples", "0"],
+])
+def test_user_errors_are_one_line(argv: list[str], tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*argv, "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fg-onnx: error:") and "\n" not in err
+
+
+def test_explain_with_a_method(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["explain", str(SAMPLE), str(IMAGES / "square.jpg"), "--method",
+                 "integrated-gradients", "--steps", "64", "-o", str(out),
+                 "--device", "cpu"]) == 0
+    row = json.loads((out / "summary.json").read_text())[0]
+    assert row["overlay"] == "square_integrated-gradients.png"
+    assert row["completeness_error"] < 0.05  # IG's own check: Σ IG ≈ f(x) − f(0)
+    assert np.load(out / row["map"]).shape == (64, 64)

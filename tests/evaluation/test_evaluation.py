@@ -1,0 +1,106 @@
+"""The faithfulness tests: pixel removal, metrics, the evaluate API and its outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fg_onnx.errors import FgOnnxError
+from fg_onnx.evaluation import PerturbationConfig, evaluate, markdown, plot, to_json
+from fg_onnx.evaluation.perturbation import (
+    Images,
+    area_under,
+    deletion_curve,
+    pixel_perturbation,
+    pixel_ranks,
+    removed_scores,
+)
+from fg_onnx.methods import MethodParams
+from fg_onnx.vision.images import iter_image_paths, load_image
+from fg_onnx.vision.preprocess import preprocess_batch, preset
+
+ROOT = Path(__file__).parents[2]
+SAMPLE = ROOT / "sample_models" / "shapes_cnn.onnx"
+
+
+def pixel_sum(batch: np.ndarray) -> np.ndarray:
+    """A 'model' whose one score is the sum of all inputs."""
+    return batch.reshape(len(batch), -1).sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_removal_order_and_fill(layout: str) -> None:
+    plane = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    batch = np.stack([plane, 10 * plane])[None]  # [1, 2, 2, 2]: two channels
+    if layout == "nhwc":
+        batch = batch.transpose(0, 2, 3, 1)
+    images = Images(batch, layout, np.array([0]), np.array([110.0]))
+    ranks = pixel_ranks(plane[None], np.random.default_rng(0))
+    assert ranks.tolist() == [[0, 1, 2, 3]]
+    counts = np.array([1, 2])
+    least = removed_scores(pixel_sum, images, ranks, counts, (0.0, 0.0), most_first=False)
+    most = removed_scores(pixel_sum, images, ranks, counts, (0.0, 0.0), most_first=True)
+    assert least.tolist() == [[110 - 11, 110 - 33]]
+    assert most.tolist() == [[110 - 44, 110 - 77]]
+    mean_fill = removed_scores(pixel_sum, images, ranks, np.array([4]), None, most_first=True)
+    assert mean_fill[0, 0] == pytest.approx(110.0)  # every pixel becomes its channel's mean
+
+
+def test_ties_are_broken_randomly() -> None:
+    flat = np.zeros((1, 10, 10))
+    first = pixel_ranks(flat, np.random.default_rng(0))
+    second = pixel_ranks(flat, np.random.default_rng(1))
+    assert sorted(first[0].tolist()) == list(range(100))
+    assert first[0].tolist() != second[0].tolist()
+
+
+def test_metrics_on_a_model_that_ignores_unsalient_pixels() -> None:
+    """f = sum of the top-left quarter; a map marking exactly it is perfect."""
+    def quarter(batch: np.ndarray) -> np.ndarray:
+        return batch[:, :, :4, :4].reshape(len(batch), -1).sum(1, keepdims=True)
+
+    batch = np.random.default_rng(0).uniform(1, 2, (2, 1, 8, 8)).astype(np.float32)
+    scores = quarter(batch)[:, 0]
+    images = Images(batch, "nchw", np.zeros(2, np.int64), scores)
+    perfect = np.zeros((2, 8, 8))
+    perfect[:, :4, :4] = 1
+    config = PerturbationConfig(ks=(10.0, 50.0), deletion_steps=4, fill=(0.0,))
+    rng = np.random.default_rng(0)
+    assert pixel_perturbation(quarter, images, pixel_ranks(perfect, rng), config).tolist() == [
+        0.0, 0.0]
+    curve = deletion_curve(quarter, images, pixel_ranks(perfect, rng), config)
+    np.testing.assert_allclose(curve, [1, 0, 0, 0, 0], atol=1e-6)
+    assert area_under(curve, config.fractions) == pytest.approx(0.125)
+    inverted = pixel_perturbation(quarter, images, pixel_ranks(1 - perfect, rng), config)
+    assert inverted[1] > 0.5
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(FgOnnxError, match=r"k must be a percentage in \(0, 100\], got 0"):
+        PerturbationConfig(ks=(0.0, 1.0))
+    with pytest.raises(FgOnnxError, match="deletion-steps"):
+        PerturbationConfig(deletion_steps=0)
+    with pytest.raises(FgOnnxError, match="unknown method"):
+        evaluate(SAMPLE, np.zeros((1, 3, 64, 64), np.float32), ["nope"])
+
+
+def test_evaluate_the_sample_images(tmp_path: Path) -> None:
+    paths = iter_image_paths([ROOT / "sample_models" / "images"])
+    batch = preprocess_batch([load_image(p) for p in paths], preset("imagenet", (64, 64)))
+    config = PerturbationConfig(ks=(1.0, 5.0, 10.0), deletion_steps=5)
+    result = evaluate(SAMPLE, batch, ["fullgrad", "grad-cam", "random"], config=config,
+                      params=MethodParams(samples=2, steps=4), device="cpu")
+    assert [r.method for r in result.results] == ["random", "fullgrad", "grad-cam"]
+    for row in result.results:
+        assert len(row.perturbation) == 3 and np.all(np.isfinite(row.perturbation))
+        assert len(row.deletion) == 6 and row.deletion[0] == 1.0
+    by_name = {r.method: r for r in result.results}
+    # the paper's finding, on these six images: FullGrad's least salient pixels matter less
+    assert np.mean(by_name["fullgrad"].perturbation) < np.mean(by_name["random"].perturbation)
+    table = markdown(result)
+    assert table.count("\n| ") == 4 and "| random |" in table and "6 images" in table
+    assert '"deletion_auc"' in to_json(result)
+    image = plot(result)
+    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8

@@ -1,0 +1,106 @@
+"""Runtime: NaN/Inf reported per image, and CUDA that cannot be used."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from fg_onnx.runtime import providers
+from fg_onnx.runtime.providers import CPU, CUDA
+from fg_onnx.runtime.session import FullGrad
+from hardening.support import IMAGES, SAMPLE, assert_clean_failure, run_cli, save, tiny_cnn
+
+
+def test_nan_input_is_confined_to_its_image() -> None:
+    batch = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    batch[1, 0, 5, 5] = np.nan
+    result = FullGrad(SAMPLE, device="cpu").explain(batch)
+    finite = [bool(np.all(np.isfinite(m))) for m in result.saliency]
+    assert finite == [True, False, True]
+
+
+def _inf_for_black_images() -> onnx.ModelProto:
+    """tiny_cnn's logits divided by the image mean: Inf/NaN for an all-black input."""
+    model = tiny_cnn()
+    graph = model.graph
+    graph.node[-1].output[0] = "logits"
+    graph.node.extend([
+        helper.make_node("ReduceMean", ["x"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Unsqueeze", ["mean", "one"], ["mean2"]),
+        helper.make_node("Div", ["logits", "mean2"], ["y"], name="div"),
+    ])
+    graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
+    graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3]))
+    return model
+
+
+def test_inf_results_are_reported_per_image(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    model = save(_inf_for_black_images(), tmp_path / "div.onnx")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "black.png"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(folder / "grey.png"), np.full((8, 8, 3), 128, np.uint8))
+    code, out, err = run_cli(["explain", model, folder, "-o", tmp_path / "out",
+                              "--preset", "zero-one", "--device", "cpu"], capsys)
+    assert code == 1 and "Traceback" not in err
+    warnings = [line for line in err.splitlines() if line.startswith("fg-onnx: warning:")]
+    assert len(warnings) == 1 and "black.png" in warnings[0] and "NaN/Inf" in warnings[0]
+    assert "1 with NaN/Inf" in out
+    text = (tmp_path / "out" / "summary.json").read_text()
+    rows = {Path(r["file"]).name: r for r in json.loads(text)}  # strict JSON: no NaN literal
+    assert "NaN" not in text and "Infinity" not in text
+    assert rows["black.png"]["finite"] is False and rows["grey.png"]["finite"] is True
+    assert rows["grey.png"]["score"] is not None
+    assert np.isfinite(np.load(tmp_path / "out" / "grey_fullgrad.npy")).all()
+
+
+class _LostCuda(ort.InferenceSession):  # type: ignore[misc]
+    """What onnxruntime does when the CUDA provider fails to load: it quietly runs on CPU."""
+
+    def __init__(self, model: Any, options: Any = None, providers: Any = None,
+                 **kwargs: Any) -> None:
+        super().__init__(model, options, providers=[CPU])
+
+
+@pytest.fixture
+def broken_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(providers, "_preload_cuda_libraries", lambda: None)
+    monkeypatch.setattr(providers, "nvidia_driver_present", lambda: True)
+    monkeypatch.setattr(ort, "InferenceSession", _LostCuda)
+
+
+@pytest.mark.usefixtures("broken_cuda")
+def test_unusable_cuda_falls_back_to_cpu_and_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = IMAGES / "circle.png"
+    code, _, err = run_cli(["explain", SAMPLE, image, "-o", tmp_path / "a"], capsys)
+    assert code == 0, err
+    assert f"running on {CPU} (CUDA provider is installed but failed to load" in err
+    assert_clean_failure(["explain", SAMPLE, image, "-o", tmp_path / "b", "--device", "cuda"],
+                         capsys, "--device cuda: the CUDA provider failed to load")
+    assert not (tmp_path / "b").exists()
+
+
+def test_cuda_forced_without_a_cuda_build(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CPU])
+    assert_clean_failure(["explain", SAMPLE, IMAGES / "circle.png", "-o", tmp_path / "o",
+                          "--device", "cuda"], capsys, "no CUDA provider")
+
+
+def test_model_onnxruntime_cannot_run_is_one_line(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    model = save(tiny_cnn(TensorProto.DOUBLE), tmp_path / "double.onnx")  # no CPU Conv(double)
+    assert_clean_failure(["explain", model, IMAGES / "circle.png", "-o", tmp_path / "o",
+                          "--size", "8x8", "--device", "cpu"], capsys,
+                         "onnxruntime could not load the model")

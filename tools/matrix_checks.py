@@ -1,0 +1,218 @@
+"""Framework-neutral checks of the model matrix (see ``tools/make_model_matrix.py``).
+
+A framework module supplies, per model, the exported ONNX file, deterministic inputs and a
+reference (logits and input gradient by the framework's own autodiff); this module augments
+the file and compares.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+import fg_onnx
+
+TOLERANCE = 1e-4
+INPUT_SEEDS = 3
+TARGETS = np.array([3, 7], dtype=np.int64)
+BATCH = len(TARGETS)
+CLASSES = 10
+
+Reference = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""(input, targets) -> (model output, ∂ Σ_n logits[n, targets[n]] / ∂ input)."""
+Inputs = Callable[[int], np.ndarray]
+"""seed -> a deterministic float32 input batch."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the matrix."""
+
+    name: str
+    family: str
+    build: Callable[[], object]
+    size: int
+    """Input height and width."""
+    relu: bool
+    """Positively homogeneous (ReLU/MaxPool) apart from explicit biases: completeness must
+    hold without implicit biases."""
+    tier: str
+    """"fast" (CI) or "slow" (full-size, opt-in)."""
+
+
+@dataclass
+class MatrixResult:
+    """What the checks found for one (model, exporter)."""
+
+    model: str
+    family: str
+    exporter: str
+    tier: str
+    relu: bool
+    opset: int = 0
+    nodes: int = 0
+    output_error: float = float("nan")
+    """Augmented model's original output vs onnxruntime on the exported model (relative)."""
+    export_error: float = float("nan")
+    """Exported model on onnxruntime vs the framework (relative); a sanity check of export."""
+    grad_error: float = float("nan")
+    grad_scale: float = float("nan")
+    """max |reference gradient|: zero would make the gradient check vacuous."""
+    completeness_plain: float = float("nan")
+    completeness_implicit: float = float("nan")
+    augment_seconds: float = float("nan")
+    input_seeds: int = 0
+    """Inputs tried until the gradient agreed (see :func:`check_exported`)."""
+    error: str = ""
+
+    @property
+    def failures(self) -> list[str]:
+        """The criteria this model misses (empty: it passes)."""
+        if self.error:
+            return [self.error]
+        checks = {
+            "original output changed": self.output_error <= 1e-6,
+            "export differs from the framework": self.export_error < TOLERANCE,
+            "input gradient differs from the framework": self.grad_error < TOLERANCE,
+            "reference gradient is zero": self.grad_scale > 0.0,
+            "incomplete with implicit biases": self.completeness_implicit < TOLERANCE,
+        }
+        if self.relu:
+            checks["incomplete without implicit biases"] = self.completeness_plain < TOLERANCE
+        # NaN compares false, so a missing number counts as a failure.
+        return [what for what, ok in checks.items() if not ok]
+
+    @property
+    def passed(self) -> bool:
+        """Whether every criterion holds."""
+        return not self.failures
+
+
+def session(model: onnx.ModelProto | Path) -> ort.InferenceSession:
+    """A CPU session with onnxruntime's warnings silenced."""
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # exporters leave unused initializers; ORT warns per one
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every output of ``sess`` by name."""
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, feeds), strict=True))
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got - want| / max |want| (inf when the shapes differ)."""
+    if got.shape != want.shape:
+        return float("inf")
+    scale = max(float(np.abs(want).max(initial=0.0)), 1e-12)
+    return float(np.abs(got - want).max(initial=0.0)) / scale
+
+
+def completeness_error(out: dict[str, np.ndarray], x: np.ndarray) -> float:
+    """Worst |score - (Σ input·grad + bias total)| / max(|score|, 1e-3) over the batch."""
+    total = (out["fg_input_grad"].astype(np.float64) * x).reshape(len(x), -1).sum(1)
+    total = total + out["fg_bias_total"]
+    score = out["fg_score"].astype(np.float64)
+    return float((np.abs(total - score) / np.maximum(np.abs(score), 1e-3)).max())
+
+
+def check_exported(path: Path, reference: Reference, inputs: Inputs,
+                   result: MatrixResult) -> MatrixResult:
+    """Augments ``path`` (plain and with implicit biases) and fills in ``result``.
+
+    The gradient is compared at up to ``INPUT_SEEDS`` inputs, stopping at the first that
+    agrees: two frameworks' float32 forward passes differ by rounding, and a pre-activation
+    within that rounding of a ReLU/ReLU6/MaxPool kink takes a different branch in each (a
+    different, equally exact gradient). A wrong rule fails at every input.
+    """
+    proto = onnx.load(str(path))
+    result.opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    result.nodes = len(proto.graph.node)
+    start = time.perf_counter()
+    plain = fg_onnx.augment(proto)
+    result.augment_seconds = time.perf_counter() - start
+    implicit = fg_onnx.augment(proto, implicit_biases=True)
+    sessions = [session(m) for m in (proto, plain, implicit)]
+    for seed in range(INPUT_SEEDS):
+        result.input_seeds = seed + 1
+        _compare(sessions, reference, inputs(seed), result)
+        if result.grad_error < TOLERANCE:
+            break
+    return result
+
+
+def _compare(sessions: Sequence[ort.InferenceSession], reference: Reference, x: np.ndarray,
+             result: MatrixResult) -> None:
+    original_session, plain_session, implicit_session = sessions
+    image = original_session.get_inputs()[0].name
+    output = original_session.get_outputs()[0].name
+    original = run(original_session, {image: x})[output]
+    expected_output, expected_grad = reference(x, TARGETS)
+    result.export_error = relative_error(original, expected_output)
+    feeds = {image: x, "fg_target": TARGETS}
+    out_plain = run(plain_session, feeds)
+    out_implicit = run(implicit_session, feeds)
+    result.output_error = max(relative_error(out[output], original)
+                              for out in (out_plain, out_implicit))
+    result.grad_error = max(relative_error(out["fg_input_grad"], expected_grad)
+                            for out in (out_plain, out_implicit))
+    result.grad_scale = float(np.abs(expected_grad).max())
+    result.completeness_plain = completeness_error(out_plain, x)
+    result.completeness_implicit = completeness_error(out_implicit, x)
+
+
+def number(value: float) -> str:
+    """A table cell for a measured error ("-" when missing)."""
+    return "-" if np.isnan(value) else f"{value:.1e}"
+
+
+def markdown_table(results: Sequence[MatrixResult], command: str, versions: str) -> str:
+    """The documentation page for ``results``."""
+    today = datetime.date.today().isoformat()
+    passed = sum(r.passed for r in results)
+    lines = [
+        "# Model matrix",
+        "",
+        f"<!-- Generated by `{command}` on {today}; do not edit. -->",
+        "",
+        f"Generated on {today} with {versions}, onnx {onnx.__version__}, onnxruntime "
+        f"{ort.__version__} (CPU provider). **{passed} of {len(results)} pass.**",
+        "",
+        "Each model has deterministic random weights (non-trivial BatchNorm statistics), batch "
+        f"{BATCH}, {CLASSES} classes and a dynamic batch dimension. *Gradient*: "
+        "max |fg_input_grad − reference| / max |reference|, the reference being the "
+        "framework's own autodiff (torch autograd, TF GradientTape) in float32. "
+        "*Completeness*: max over the batch of |score − (Σ input·grad + bias total)| / "
+        "|score|, without (*plain*) and with `--implicit-biases`. Criteria: gradient and "
+        f"completeness with implicit biases below {TOLERANCE:g}; plain completeness too for "
+        "ReLU networks (✓ in the ReLU column); the original output unchanged (1e-6). "
+        "*Inputs*: how many input batches were tried until the gradient agreed (at most "
+        f"{INPUT_SEEDS}): two float32 forward passes round differently, and a pre-activation "
+        "within rounding of a ReLU/MaxPool kink takes a different branch in each. *Fast* "
+        "models run in CI (`tests/models/test_model_matrix.py`); *slow* ones with "
+        "`pytest -m slow`.",
+        "",
+        "| Model | Family | Tier | Exporter | Opset | Nodes | ReLU | Passes | Gradient error | "
+        "Inputs | Completeness plain | Completeness implicit | Augment s | Notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        notes = "; ".join(r.failures).replace("|", "\\|")
+        seconds = "-" if np.isnan(r.augment_seconds) else f"{r.augment_seconds:.2f}"
+        lines.append(
+            f"| {r.model} | {r.family} | {r.tier} | {r.exporter} | {r.opset or '-'} | "
+            f"{r.nodes or '-'} | {'✓' if r.relu else ''} | {'yes' if r.passed else '**no**'} | "
+            f"{number(r.grad_error)} | {r.input_seeds or '-'} | "
+            f"{number(r.completeness_plain)} | {number(r.completeness_implicit)} | "
+            f"{seconds} | {notes} |"
+        )
+    return "\n".join(lines) + "\n"
