@@ -23,7 +23,9 @@ Method:
       ``fg_saliency`` and ``fg_score`` with ``fg_target = -1`` (the predicted class). On CUDA
       both use IO binding as ``fg_onnx.runtime.session`` does; the timed call includes the
       input upload and the output download. reference: ``tools/reference_fullgrad.py`` on the
-      same device, explaining the predicted class; it copies its map to the host.
+      same device, explaining the predicted class; it copies its map to the host. On CPU it
+      runs only at batch 1 by default (``--reference-max-batch``), once after a warm-up call
+      on one image: at batch 16 one ResNet-50 call takes minutes.
     * Each time is the median over ``--repeats`` calls (``time.perf_counter``) after
       ``--warmup`` calls, divided by the batch size. onnxruntime and torch get the same number
       of intra-op threads (``--threads``, default every CPU this process may use).
@@ -40,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import statistics
@@ -274,7 +275,10 @@ def worker_reference(spec: dict[str, Any]) -> dict[str, Any]:
         # .cpu() waits for the device, like the saliency call's download.
         return fullgrad(x).cpu().numpy()  # type: ignore[no-any-return]
 
-    times = _timed(call, spec["warmup"], spec["repeats"])
+    # A call takes minutes on a CPU at batch 16: warm up (threads, allocator, kernels) on one
+    # image instead of the whole batch.
+    _timed(lambda: fullgrad(x[:1]).cpu(), spec["warmup"], 0)
+    times = _timed(call, 0, spec["repeats"])
     result: dict[str, Any] = {"times": times}
     if spec.get("map_out"):
         np.save(spec["map_out"], call())
@@ -347,10 +351,10 @@ class Row:
 
         rss = "/".join(num(self.peak_rss_mib.get(k), ".0f")
                        for k in ("forward", "saliency", "reference"))
-        return [self.model, str(self.batch), num(self.forward_ms, ".2f"),
-                num(self.saliency_ms, ".2f"), num(self.saliency_over_forward, ".2f"),
-                num(self.reference_ms, ".1f"), num(self.reference_over_saliency, ".1f"),
-                num(self.augment_s, ".2f"), num(self.rewrite_ratio, ".2f"),
+        return [self.model, str(self.batch), num(self.forward_ms, ".3g"),
+                num(self.saliency_ms, ".3g"), num(self.saliency_over_forward, ".3g"),
+                num(self.reference_ms, ".3g"), num(self.reference_over_saliency, ".3g"),
+                num(self.augment_s, ".3g"), num(self.rewrite_ratio, ".3g"),
                 num(self.ref_diff, ".1e"), rss]
 
     def as_json(self) -> dict[str, Any]:
@@ -398,7 +402,7 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path,
                                "map_out": str(sal_map),
                                "profile_dir": str(folder) if args.profile else None}, folder)
         reference = None
-        if not args.skip_reference:
+        if not args.skip_reference and batch <= args.reference_max_batch:
             reference = run_worker({**common, "kind": "reference", "name": name,
                                     "state": str(state_path), "map_out": str(ref_map),
                                     "repeats": args.reference_repeats}, folder)
@@ -453,7 +457,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="timed calls per measurement (default 3)")
     parser.add_argument("--warmup", type=int, help="untimed calls first (default 1)")
     parser.add_argument("--reference-repeats", type=int,
-                        help="timed reference calls (default --repeats; it is the slow one)")
+                        help="timed reference calls (default 1 on CPU, where one call at batch "
+                             "16 takes minutes, else --repeats)")
+    parser.add_argument("--reference-max-batch", type=int,
+                        help="run the reference only up to this batch size (default 1 on CPU: "
+                             "its memory and time grow fast, e.g. ResNet-50 at batch 16 needs "
+                             "minutes per call; unlimited on CUDA)")
     parser.add_argument("--augment-repeats", type=int, default=1)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
@@ -471,7 +480,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.batch_sizes = args.batch_sizes or quick.get("batch_sizes", DEFAULT_BATCHES[args.device])
     args.repeats = max(1, args.repeats or quick.get("repeats", 3))
     args.warmup = max(0, args.warmup if args.warmup is not None else quick.get("warmup", 1))
-    args.reference_repeats = max(1, args.reference_repeats or args.repeats)
+    on_cpu = args.device == "cpu"
+    args.reference_repeats = max(1, args.reference_repeats or (1 if on_cpu else args.repeats))
+    if args.reference_max_batch is None:
+        args.reference_max_batch = 1 if on_cpu else max(args.batch_sizes)
     return args
 
 
@@ -519,11 +531,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             args.out.write_text(table + "\n")
     return 0
-
-
-def finite_positive(value: float | None) -> bool:
-    """True for a finite number > 0 (used by the smoke test)."""
-    return value is not None and math.isfinite(value) and value > 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 EPSILON = 1e-6
 BIASED = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
+CHUNK_BYTES = 256 * 2**20
 
 
 def _bias_of(module: nn.Module) -> torch.Tensor | None:
@@ -81,14 +82,27 @@ class ReferenceFullGrad:
         used = predicted if target is None else torch.where(target < 0, predicted, target)
         logits.gather(1, used[:, None]).sum().backward()
         assert image.grad is not None
+        size = (int(x.shape[2]), int(x.shape[3]))
         with torch.no_grad():
-            cam = _psi(image.grad * image).sum(1, keepdim=True)
+            cam = _psi(image.grad * image).sum(1)
             for term in self._terms:
                 if term.dim() == 4:
-                    cam += F.interpolate(_psi(term), size=tuple(x.shape[2:]), mode="bilinear",
-                                         align_corners=True).sum(1, keepdim=True)
+                    cam += _resized_channel_sum(_psi(term), size)
         self._terms = []
-        return cam[:, 0]
+        return cam
+
+
+def _resized_channel_sum(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Σ_c resize(t[:, c]) as the paper computes it (every channel resized), in channel chunks
+    so the resized temporary stays near CHUNK_BYTES (ResNet-50's 2048-channel 7x7 taps would
+    need 6.6 GB at batch 16 otherwise)."""
+    per_channel = t.shape[0] * size[0] * size[1] * t.element_size()
+    step = max(1, CHUNK_BYTES // per_channel)
+    total = torch.zeros((t.shape[0], *size), dtype=t.dtype, device=t.device)
+    for start in range(0, t.shape[1], step):
+        chunk = t[:, start:start + step]
+        total += F.interpolate(chunk, size=size, mode="bilinear", align_corners=True).sum(1)
+    return total
 
 
 def reference_fullgrad(model: nn.Module, x: np.ndarray,

@@ -1,0 +1,84 @@
+"""The model matrix (tools/make_model_matrix.py): real exports augmented and checked against
+the framework's own gradient. Fast tier by default; full-size models with ``-m slow``."""
+
+from __future__ import annotations
+
+import importlib
+import types
+from pathlib import Path
+
+import pytest
+from matrix_checks import TOLERANCE, MatrixResult, ModelSpec
+
+
+def _framework(name: str) -> types.ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def _cases(module_name: str, tier: str) -> list[object]:
+    """(spec, exporter) params of a framework module's tier; one skipped param when the
+    framework is not installed."""
+    module = _framework(module_name)
+    if module is None:
+        reason = f"{module_name} needs a framework that is not installed"
+        return [pytest.param(None, None, marks=pytest.mark.skip(reason=reason), id="missing")]
+    specs: list[ModelSpec] = module.FAST if tier == "fast" else module.SLOW
+    marks = [pytest.mark.slow] if tier == "slow" else []
+    return [
+        pytest.param(module, (spec, exporter), marks=marks, id=f"{spec.name}-{exporter}")
+        for spec in specs for exporter in module.EXPORTERS
+    ]
+
+
+def _assert_passes(result: MatrixResult) -> None:
+    assert not result.error, result.error
+    assert result.output_error <= 1e-6, "original output changed"
+    assert result.export_error < TOLERANCE, "the export itself differs from the framework"
+    assert result.grad_scale > 0.0, "zero reference gradient: the check would be vacuous"
+    assert result.grad_error < TOLERANCE, f"input gradient error {result.grad_error:.3g}"
+    assert result.completeness_implicit < TOLERANCE, (
+        f"completeness error with implicit biases {result.completeness_implicit:.3g}"
+    )
+    if result.relu:
+        assert result.completeness_plain < TOLERANCE, (
+            f"completeness error of a ReLU network {result.completeness_plain:.3g}"
+        )
+    assert result.passed, result.failures
+
+
+CASES = [
+    *_cases("matrix_torch", "fast"), *_cases("matrix_keras", "fast"),
+    *_cases("matrix_torch", "slow"), *_cases("matrix_keras", "slow"),
+]
+
+
+@pytest.mark.parametrize(("module", "case"), CASES)
+def test_model_matrix(module: types.ModuleType, case: tuple[ModelSpec, str],
+                      tmp_path: Path) -> None:
+    spec, exporter = case
+    _assert_passes(module.run_one(spec, exporter, tmp_path))
+
+
+def test_fast_tier_covers_every_family_and_exporter() -> None:
+    module = _framework("matrix_torch")
+    if module is None:
+        pytest.skip("torchvision is not installed")
+    families = {s.family for s in module.FAST}
+    assert families == {s.family for s in module.SLOW}
+    assert len(families) == 10
+    assert set(module.EXPORTERS) == {"torchscript", "dynamo"}
+
+
+def test_failures_are_reported() -> None:
+    good = MatrixResult("m", "f", "e", "fast", relu=True, output_error=0.0, export_error=0.0,
+                        grad_error=1e-6, grad_scale=1.0, completeness_plain=1e-6,
+                        completeness_implicit=1e-6)
+    assert good.passed
+    bad = MatrixResult("m", "f", "e", "fast", relu=True, output_error=0.0, export_error=0.0,
+                       grad_error=1e-6, grad_scale=1.0, completeness_plain=0.5,
+                       completeness_implicit=1e-6)
+    assert bad.failures == ["incomplete without implicit biases"]
+    assert not MatrixResult("m", "f", "e", "fast", relu=False).passed  # nothing measured

@@ -1,0 +1,49 @@
+"""Smoke test of tools/bench.py on its tiny model (the real runs take minutes)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch", reason="tools/bench.py exports torch models")
+import bench  # noqa: E402  (tools/ is on pytest's pythonpath)
+
+
+MAY_BE_ZERO = ("rewrite mem/model size", "ref diff")
+
+
+def _numbers(cell: str) -> list[float]:
+    return [float(part) for part in cell.split("/")]
+
+
+def test_tiny_run_prints_a_complete_table(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    code = bench.main(["--models", "tiny", "--batch-sizes", "1", "--repeats", "1",
+                       "--out", str(out)])
+    assert code == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert tuple(header) == bench.COLUMNS
+    cells = dict(zip(header, (c.strip() for c in lines[2].strip("|").split("|")), strict=True))
+    assert cells["model"] == "tiny" and cells["batch"] == "1"
+    for column in header[2:]:
+        for value in _numbers(cells[column]):
+            assert math.isfinite(value), (column, cells[column])
+            # A rewrite may fit in memory already mapped; two maps may agree exactly.
+            assert value >= 0 if column in MAY_BE_ZERO else value > 0, (column, cells[column])
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["ref_diff"] < 1e-4  # fg-onnx and the PyTorch reference compute the same map
+    assert row["saliency_over_forward"] > 0 and row["reference_over_saliency"] > 0
+
+
+def test_missing_torchvision_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    assert bench.main(["--models", "resnet50"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "torchvision is not installed" in err[0]
