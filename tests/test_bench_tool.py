@@ -7,10 +7,10 @@ import math
 import sys
 from pathlib import Path
 
+import bench  # tools/ is on pytest's pythonpath
 import pytest
 
 pytest.importorskip("torch", reason="tools/bench.py exports torch models")
-import bench  # noqa: E402  (tools/ is on pytest's pythonpath)
 
 
 MAY_BE_ZERO = ("rewrite mem/model size", "ref diff")

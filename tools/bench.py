@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -101,10 +102,12 @@ def export_model(name: str, folder: Path, image_size: int, seed: int) -> tuple[P
     model = build_torch_model(name)
     onnx_path, state_path = folder / f"{name}.onnx", folder / f"{name}.pt"
     torch.save(model.state_dict(), state_path)
-    torch.onnx.export(model, (torch.zeros(1, 3, image_size, image_size),), str(onnx_path),
-                      dynamo=False, opset_version=17, input_names=["image"],
-                      output_names=["logits"],
-                      dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}})
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (torch.zeros(1, 3, image_size, image_size),), str(onnx_path),
+                          dynamo=False, opset_version=17, input_names=["image"],
+                          output_names=["logits"],
+                          dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}})
     return onnx_path, state_path
 
 
@@ -347,7 +350,9 @@ class Row:
     def cells(self) -> list[str]:
         """The markdown table cells, in COLUMNS order."""
         def num(value: float | None, fmt: str) -> str:
-            return "—" if value is None else format(value, fmt)
+            if value is None:
+                return "—"
+            return format(value, ".0f" if fmt == ".3g" and abs(value) >= 1000 else fmt)
 
         rss = "/".join(num(self.peak_rss_mib.get(k), ".0f")
                        for k in ("forward", "saliency", "reference"))
@@ -491,12 +496,14 @@ def _check_device(device: str) -> None:
     if device != "cuda":
         return
     from fg_onnx.errors import FgOnnxError
-    from fg_onnx.runtime.providers import candidate_providers
+    from fg_onnx.runtime.providers import candidate_providers, nvidia_driver_present
 
     try:
         candidate_providers("cuda")
     except FgOnnxError as exc:
         raise BenchError(str(exc)) from exc
+    if not nvidia_driver_present():
+        raise BenchError("--device cuda: this machine has no NVIDIA driver")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

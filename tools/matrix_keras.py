@@ -15,11 +15,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf2onnx  # noqa: E402
-from matrix_checks import BATCH, CLASSES, MatrixResult, ModelSpec, check_exported  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
+import tf2onnx
+from matrix_checks import BATCH, CLASSES, MatrixResult, ModelSpec, check_exported
 
 EXPORTERS = ("tf2onnx",)
 OPSET = 17
@@ -78,8 +78,7 @@ def build_model(spec: ModelSpec) -> keras.Model:
     rng = np.random.default_rng(1)
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            c = gamma.shape
+            c = layer.get_weights()[0].shape
             layer.set_weights([rng.uniform(0.75, 1.25, c), rng.uniform(-0.1, 0.1, c),
                                rng.uniform(-0.1, 0.1, c), rng.uniform(0.75, 1.25, c)])
         elif isinstance(layer, layers.Conv2D | layers.Dense) and layer.use_bias:
