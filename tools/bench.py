@@ -12,12 +12,12 @@ Method:
       ``torch.manual_seed(seed)``), exported with the TorchScript exporter (opset 17, dynamic
       batch, eval mode, so BatchNorm is folded into Conv as in a usual deployment export).
     * Every measurement runs in a fresh subprocess of this script, so the peak resident set
-      size it reports (VmHWM from /proc/self/status, the ``ru_maxrss`` high-water mark
-      without what Linux inherits from the parent over fork and exec) belongs to that
-      measurement alone. It includes the
-      interpreter, the libraries, the weights and the runtime's arena; compare columns, not
-      absolute values. On CUDA the GPU column is the process's device memory after the runs
-      (``nvidia-smi``; onnxruntime's arena and torch's caching allocator keep their peak).
+      size it reports belongs to that measurement alone: VmHWM from /proc/self/status, the
+      ``ru_maxrss`` high-water mark without what Linux carries over from the parent across
+      fork and exec. It includes the interpreter, the libraries, the weights and the
+      runtime's arena: compare columns, not absolute values. On CUDA the JSON output also has
+      ``gpu_mib``, the process's device memory after the runs (``nvidia-smi``; onnxruntime's
+      arena and torch's caching allocator keep their peak).
     * forward: the exported model on an onnxruntime session (ORT_ENABLE_ALL, opened with
       ``fg_onnx.runtime.providers.open_session``). saliency: the augmented model fetching only
       ``fg_saliency`` and ``fg_score`` with ``fg_target = -1`` (the predicted class). On CUDA
@@ -33,9 +33,10 @@ Method:
       process; rewrite memory: its peak RSS increase over the process before the call,
       divided by the model file size.
     * ref diff: max |saliency − reference| / max |reference| over the batch, a check that both
-      compute the same maps (BatchNorm folding makes them differ slightly where a Conv with its
-      own bias feeds a BatchNorm with a non-zero implicit bias, e.g. VGG-BN with trained
-      statistics; with random weights the BN implicit bias is zero).
+      compute the same maps. Expect float32 noise (ReLU masks flipped by rounding in deep
+      random networks), and a real difference where a Conv with its own bias feeds a
+      BatchNorm with a non-zero implicit bias: the export folds them into one tap, the
+      reference keeps two (not the case with random weights, whose BN implicit bias is zero).
 """
 
 from __future__ import annotations
