@@ -113,9 +113,10 @@ def build_fullgrad(source: ModelSource, options: AugmentOptions | None = None) -
     options = options or AugmentOptions()
     _check_method(options)
     model = load_model(source)
+    owned = not isinstance(source, onnx.ModelProto)  # loaded here: no copy needed
     if options.input_size is not None:
-        model = _fix_input_size(model, options)
-    model = normalize(model)
+        model, owned = _fix_input_size(model, options), True
+    model = normalize(model, in_place=owned)
     info = GraphInfo(model)
     explained = resolve(info, options.input, options.output, options.explain_probabilities,
                         options.layout, options.seed_input)
@@ -327,4 +328,8 @@ def _check(model: onnx.ModelProto) -> None:
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise UnsupportedModelError(
             f"internal error: the augmented model fails onnx.checker: {str(exc).splitlines()[0]}"
+        ) from exc
+    except OSError as exc:
+        raise FgOnnxError(
+            f"could not write the temporary copy onnx.checker reads: {exc.strerror or exc}"
         ) from exc

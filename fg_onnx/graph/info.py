@@ -143,10 +143,12 @@ class GraphInfo:
             value = numpy_helper.to_array(self.initializers[name])
         elif name in self._constant_nodes:
             value = _constant_value(self._constant_nodes[name])
-        if value is not None:
-            self._const_cache[name] = value
+        if value is not None and value.nbytes <= CACHED_CONSTANT_BYTES:
+            self._const_cache[name] = value  # weights are read once; caching them doubles memory
         return value
 
+
+CACHED_CONSTANT_BYTES = 1 << 16
 
 TYPE_CHANGING_OPS = frozenset({
     "Cast", "CastLike", "Shape", "Size", "ArgMax", "ArgMin", "NonZero", "Equal", "Greater",

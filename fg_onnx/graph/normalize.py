@@ -12,7 +12,7 @@ from onnx import numpy_helper, version_converter
 from fg_onnx.errors import ModelLoadError, UnsupportedModelError
 from fg_onnx.graph.fold import fold_constants
 from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, opset_of
-from fg_onnx.graph.save import check_model, is_large, without_weights
+from fg_onnx.graph.save import check_model, without_weights
 
 T = TypeVar("T")
 MIN_OPSET = 17
@@ -89,22 +89,19 @@ def blaming_invalid_input(model: onnx.ModelProto, step: Callable[[onnx.ModelProt
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Runs ONNX shape inference (with data propagation) and returns the annotated model.
+    """Runs ONNX shape inference (with data propagation) and annotates ``model`` in place.
 
-    Models over 2 GB are inferred without their weights and the results copied back, since
-    protobuf cannot serialise them for in-memory inference.
+    Inference runs on a copy without the weights (shape constants stay) and the results are
+    copied back: models over 2 GB cannot be serialised whole, and for the others this avoids
+    two extra copies of the weights (the rewrite's memory peak).
     """
-    large = is_large(model)
     try:
         inferred = onnx.shape_inference.infer_shapes(
-            without_weights(model) if large else model, check_type=False, strict_mode=False,
-            data_prop=True)
+            without_weights(model), check_type=False, strict_mode=False, data_prop=True)
     except ValueError:
         return model  # still too large: rules fall back to the shapes the exporter recorded
     except onnx.shape_inference.InferenceError as exc:
         raise UnsupportedModelError(f"shape inference failed: {_first_line(exc)}") from exc
-    if not large:
-        return inferred
     del model.graph.value_info[:]
     model.graph.value_info.extend(inferred.graph.value_info)
     for mine, theirs in zip(model.graph.output, inferred.graph.output, strict=True):
@@ -185,11 +182,14 @@ def _first_line(exc: Exception, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
+def normalize(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelProto:
     """Upgrades the opset if needed, folds constant-only nodes and infers shapes; the input
-    model is not modified."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
+    model is modified only with ``in_place`` (which saves a copy of the weights)."""
+    if in_place:
+        copy = model
+    else:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
     lower_ir_version(copy)
     upgraded = upgrade_opset(copy)
     fold_dequantized_weights(upgraded)
