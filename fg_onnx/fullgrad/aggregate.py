@@ -26,16 +26,22 @@ class MapTerm:
     spatial: tuple[int, int]
 
 
+def per_sample(b: GraphBuilder, tensor: str, batch: str) -> str:
+    """``tensor`` as [N, everything else]; the batch must be the outermost factor of dim 0
+    (true for exporters' head-merged attention tensors too). The row length is size / N
+    rather than -1, which Reshape cannot resolve for an empty batch."""
+    row = b.Div(b.Reshape(b.Size(tensor), b.ints([1])), b.Max(batch, b.ints([1])))
+    return b.Reshape(tensor, b.Concat(batch, row, axis=0))
+
+
 def per_sample_sum(b: GraphBuilder, tensor: str, batch: str) -> str:
-    """Σ over everything but the batch, as [N]; the batch must be the outermost factor of
-    dim 0 (true for exporters' head-merged attention tensors too)."""
-    flat = b.Reshape(tensor, b.Concat(batch, b.ints([-1]), axis=0))
-    return b.reduce("ReduceSum", flat, [1], keepdims=0)
+    """Σ over everything but the batch, as [N] (see :func:`per_sample`)."""
+    return b.reduce("ReduceSum", per_sample(b, tensor, batch), [1], keepdims=0)
 
 
 def _normalised_channel_sum(b: GraphBuilder, term: MapTerm, batch: str, elem: int) -> str:
     magnitude = b.Abs(term.tensor)
-    flat = b.Reshape(magnitude, b.Concat(batch, b.ints([-1]), axis=0))
+    flat = per_sample(b, magnitude, batch)
     low = b.reduce("ReduceMin", flat, [1], keepdims=1)  # [N, 1]
     span = b.Sub(b.reduce("ReduceMax", flat, [1], keepdims=1), low)
     channel_sum = b.reduce("ReduceSum", magnitude, [term.channel_axis], keepdims=0)  # [N, h, w]
