@@ -11,7 +11,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -61,6 +61,13 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     parser.add_argument("--method", choices=METHOD_NAMES, default="fullgrad",
                         help="saliency method (default: fullgrad)")
     add_method_options(parser)
+    parser.add_argument("--engine", choices=["local", "ray"], default="local",
+                        help="local: this process; ray: Ray Data actors, one session each "
+                             "(pip install 'fg-onnx[ray]')")
+    parser.add_argument("--address", help="Ray cluster to join (default: a local Ray); images, "
+                                          "model and -o must be on a shared file system")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Ray actors, one onnxruntime session each (default 1)")
     add_augment_options(parser)
     parser.set_defaults(run=run)
 
@@ -190,9 +197,13 @@ def run(args: argparse.Namespace) -> int:
     have NaN/Inf results."""
     jobs = _jobs(iter_image_paths(args.images))
     _check_outdir(args.outdir, jobs, args.force, args.method)
+    engine = getattr(args, "engine", "local")
+    if engine == "ray" and args.workers < 1:
+        raise FgOnnxError(f"--workers must be at least 1, got {args.workers}")
+    # With Ray the workers hold the sessions; this one only reads the model's facts.
     explainer = Explainer(args.model, args.method, params=method_params(args),
-                          device=args.device, batch_size=args.batch_size,
-                          options=options_from_args(args))
+                          device="cpu" if engine == "ray" else args.device,
+                          batch_size=args.batch_size, options=options_from_args(args))
     fullgrad = explainer.session
     report = fullgrad.provider_report
     print(f"running on {report.active}" + (f" ({report.note})" if report.note else ""),
@@ -203,7 +214,10 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict[str, object]] = []
     skipped = 0
     progress = _Progress(len(jobs))
-    for start in range(0, len(jobs), args.batch_size):
+    if engine == "ray":
+        rows, skipped = _run_ray(args, jobs, spec, labels)
+        progress.advance(len(jobs))
+    for start in range(0, len(jobs) if engine == "local" else 0, args.batch_size):
         chunk = jobs[start:start + args.batch_size]
         loaded = []
         for job in chunk:
@@ -222,6 +236,59 @@ def run(args: argparse.Namespace) -> int:
     print(f"explained {len(rows)} image(s)" + (f", skipped {skipped}" if skipped else "")
           + (f", {broken} with NaN/Inf" if broken else "") + f"; results in {args.outdir}")
     return 1 if skipped or broken else 0
+
+
+def _run_ray(args: argparse.Namespace, jobs: list[_Job], spec: Preprocess,
+             labels: list[str]) -> tuple[list[dict[str, object]], int]:
+    """Explains ``jobs`` with Ray actors that write the files; returns the summary rows (in
+    ``jobs`` order) and the number of skipped images."""
+    from fg_onnx.ray import FileOutputs, _ray, explain_dataset
+
+    ray = _ray()
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        outdir = args.outdir.resolve()
+        items = [{"index": i, "path": str(job.source.resolve()), "stem": job.stem}
+                 for i, job in enumerate(jobs)]
+        results = explain_dataset(
+            ray.data.from_items(items), str(Path(args.model).resolve()), method=args.method,
+            params=method_params(args), options=options_from_args(args), preprocess=spec,
+            target=args.target, device=args.device, batch_size=args.batch_size,
+            concurrency=args.workers, files=FileOutputs(outdir, args.method, args.alpha))
+        done = [row for batch in results.drop_columns(["saliency"]).iter_batches(
+                    batch_size=1024, batch_format="numpy")
+                for row in _rows_of(batch)]
+    finally:
+        if started:
+            ray.shutdown()
+    rows: list[dict[str, object]] = []
+    skipped = 0
+    for row in sorted(done, key=lambda r: int(r["index"])):
+        job = jobs[int(row["index"])]
+        if row["error"]:
+            print(f"fg-onnx: skipped: {row['error']}", file=sys.stderr)
+            skipped += 1
+            continue
+        overlay_path, map_path = _outputs_of(args.outdir, job, args.method)
+        if not row["finite"]:
+            print(f"fg-onnx: warning: {job.source}: NaN/Inf in the results "
+                  "(finite: false in the summary)", file=sys.stderr)
+        target, predicted = int(row["target"]), int(row["predicted"])
+        rows.append({
+            "file": str(job.source), "target": target, "target_label": _label(labels, target),
+            "score": _number(row["score"]), "predicted": predicted,
+            "predicted_label": _label(labels, predicted),
+            "completeness_error": _number(row["completeness_error"]),
+            "finite": bool(row["finite"]), "overlay": overlay_path.name, "map": map_path.name,
+        })
+    return rows, skipped
+
+
+def _rows_of(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    return [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
 
 
 def _display_map(saliency: np.ndarray) -> np.ndarray:

@@ -26,13 +26,13 @@ class Explainer:
     def __init__(self, model: ModelSource, method: str = "fullgrad", *,
                  params: MethodParams | None = None, device: Device = "auto",
                  batch_size: int = 16, options: AugmentOptions | None = None,
-                 io_binding: bool | None = None) -> None:
+                 io_binding: bool | None = None, threads: int | None = None) -> None:
         """Augments ``model`` (unless it already is) for ``method`` and opens the session."""
         self.method = get_method(method)
         self.params = params or MethodParams()
         options = dataclasses.replace(options or AugmentOptions(), method=self.method.graph)
         self.session = FullGrad(model, device=device, batch_size=batch_size, options=options,
-                                io_binding=io_binding)
+                                io_binding=io_binding, threads=threads)
 
     def explain(self, batch: np.ndarray, targets: int | Sequence[int] | None = None,
                 ) -> Explanation:

@@ -56,12 +56,15 @@ class FullGrad:
     """
 
     def __init__(self, model: ModelSource, *, device: Device = "auto", batch_size: int = 16,
-                 options: AugmentOptions | None = None, io_binding: bool | None = None) -> None:
+                 options: AugmentOptions | None = None, io_binding: bool | None = None,
+                 threads: int | None = None) -> None:
         """Loads/augments the model and opens the session.
 
         ``io_binding`` (default: on CUDA only) feeds inputs as device OrtValues and binds the
         outputs, so that intermediate tensors never leave the device. ``options.method`` picks
         the map; an already augmented model must hold that map when ``options`` are given.
+        ``threads`` caps onnxruntime's intra-op threads (default: all cores), e.g. for
+        several sessions on one machine.
         """
         if batch_size < 1:
             raise FgOnnxError(f"batch size must be at least 1, got {batch_size}")
@@ -85,7 +88,14 @@ class FullGrad:
         self.batch_size = batch_size
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         path = model if augmented and not isinstance(model, onnx.ModelProto) else None
-        self.session, self.provider = open_session(self._session_source(proto, path), device)
+        session_options = None
+        if threads is not None:
+            if threads < 1:
+                raise FgOnnxError(f"threads must be at least 1, got {threads}")
+            session_options = ort.SessionOptions()
+            session_options.intra_op_num_threads = threads
+        self.session, self.provider = open_session(self._session_source(proto, path), device,
+                                                   session_options)
         self.io_binding = self.provider.on_cuda if io_binding is None else io_binding
         self.input_shape = self._input_shape()
 

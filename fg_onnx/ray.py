@@ -1,0 +1,230 @@
+"""Explain Ray Datasets of images on a Ray cluster (the optional extra ``fg-onnx[ray]``).
+
+``explain_dataset`` maps batches of images through ``ExplainBatch`` actors, each holding one
+onnxruntime session (``Explainer``). Ray restarts an actor that dies and retries its batch,
+so no image is lost or explained twice. ``ray`` is imported only when these are used.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from fg_onnx.errors import FgOnnxError, ImageError
+from fg_onnx.fullgrad.augment import AugmentOptions
+from fg_onnx.graph.load import ModelSource
+from fg_onnx.methods.explainer import Explainer
+from fg_onnx.methods.params import MethodParams
+from fg_onnx.runtime.providers import Device
+from fg_onnx.vision.images import load_image
+from fg_onnx.vision.overlay import overlay_heatmap, save_png
+from fg_onnx.vision.preprocess import PRESETS, Preprocess, preprocess_batch
+
+if TYPE_CHECKING:
+    import ray.data
+
+PATH_COLUMN = "path"
+IMAGE_COLUMN = "image"
+RESULT_COLUMNS = ("saliency", "score", "target", "predicted", "completeness_error", "finite",
+                  "error")
+"""Columns ``explain_dataset`` adds; ``error`` is "" or why the image was skipped (its map
+and score are then NaN)."""
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise FgOnnxError("the ray engine needs Ray: pip install 'fg-onnx[ray]'") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class FileOutputs:
+    """Per-image files the workers write, as ``fg-onnx explain`` names them.
+
+    ``outdir`` must be reachable by every worker (a shared file system); rows need a ``stem``
+    column. Files are written atomically, so a retried batch rewrites the same files.
+    """
+
+    outdir: Path
+    method: str = "fullgrad"
+    alpha: float = 0.5
+    overlays: bool = True
+    maps: bool = True
+
+
+def default_preprocess(explainer: Explainer) -> Preprocess:
+    """The model's own preprocessing: its ``fg_onnx.preprocess`` preset (else imagenet) at
+    its fixed input size."""
+    fullgrad = explainer.session
+    size = fullgrad.image_size
+    if size is None:
+        raise FgOnnxError("the model's input size is not fixed; pass a Preprocess")
+    norm = PRESETS.get(fullgrad.metadata.get("fg_onnx.preprocess", "imagenet"),
+                       PRESETS["imagenet"])
+    return Preprocess(size, norm.mean, norm.std, norm.scale, False,
+                      fullgrad.layout)  # type: ignore[arg-type]
+
+
+class ExplainBatch:
+    """The ``map_batches`` callable: one ``Explainer`` (one onnxruntime session) per actor."""
+
+    def __init__(self, model: ModelSource, method: str, params: MethodParams | None,
+                 options: AugmentOptions | None, device: Device, batch_size: int,
+                 threads: int | None, preprocess: Preprocess | None,
+                 target: int | None, files: FileOutputs | None) -> None:
+        """Opens the session (once per actor)."""
+        self.explainer = Explainer(model, method, params=params, device=device,
+                                   batch_size=batch_size, options=options, threads=threads)
+        self.spec = preprocess or default_preprocess(self.explainer)
+        self.target = target
+        self.files = files
+
+    def _images(self, batch: dict[str, np.ndarray]) -> list[np.ndarray | str]:
+        """Each row's RGB uint8 image, or why it could not be loaded."""
+        if IMAGE_COLUMN in batch:
+            return [np.asarray(image) for image in batch[IMAGE_COLUMN]]
+        if PATH_COLUMN not in batch:
+            raise FgOnnxError(f"the dataset needs a {PATH_COLUMN!r} or {IMAGE_COLUMN!r} column")
+        images: list[np.ndarray | str] = []
+        for path in batch[PATH_COLUMN]:
+            try:
+                images.append(load_image(str(path)))
+            except ImageError as exc:
+                images.append(str(exc))
+        return images
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Explains one batch of rows; every other input column but ``image`` passes through."""
+        images = self._images(batch)
+        n = len(images)
+        height, width = self.spec.size
+        saliency = np.full((n, height, width), np.nan, np.float32)
+        score = np.full(n, np.nan, np.float32)
+        target = np.full(n, -1, np.int64)
+        predicted = np.full(n, -1, np.int64)
+        error = np.full(n, np.nan, np.float32)
+        messages = [image if isinstance(image, str) else "" for image in images]
+        good = [i for i, image in enumerate(images) if not isinstance(image, str)]
+        if good:
+            inputs = preprocess_batch([images[i] for i in good], self.spec)  # type: ignore[misc]
+            result = self.explainer.explain(inputs, self.target)
+            saliency[good] = result.saliency
+            score[good] = result.scores
+            target[good] = result.targets
+            predicted[good] = result.predicted
+            error[good] = result.completeness_error
+        finite = np.isfinite(score) & np.isfinite(saliency.reshape(n, -1)).all(1)
+        if self.files is not None:
+            stems = batch.get("stem")
+            if stems is None:
+                raise FgOnnxError("writing files needs a 'stem' column")
+            for i in good:
+                self._write(str(stems[i]), images[i], saliency[i])  # type: ignore[arg-type]
+        out = {k: v for k, v in batch.items() if k != IMAGE_COLUMN}
+        out.update(saliency=saliency, score=score, target=target, predicted=predicted,
+                   completeness_error=error, finite=finite,
+                   error=np.asarray(messages, dtype=object))
+        return out
+
+    def _write(self, stem: str, image: np.ndarray, saliency: np.ndarray) -> None:
+        files = self.files
+        assert files is not None
+        base = files.outdir / f"{stem}_{files.method}"
+        if files.overlays:
+            shown = np.where(np.isfinite(saliency), saliency, 0.0)
+            low, high = float(shown.min()), float(shown.max())
+            shown = (shown - low) / (high - low) if high > low else np.zeros_like(shown)
+            save_png(base.with_suffix(".png"), overlay_heatmap(image, shown, alpha=files.alpha))
+        if files.maps:
+            buffer = io.BytesIO()
+            np.save(buffer, saliency)
+            path = base.with_suffix(".npy")
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(buffer.getvalue())
+            os.replace(tmp, path)
+
+
+def cluster_gpus() -> int:
+    """GPUs of the connected Ray cluster."""
+    return int(_ray().cluster_resources().get("GPU", 0))
+
+
+def explain_dataset(dataset: ray.data.Dataset, model: ModelSource, *,
+                    method: str = "fullgrad", params: MethodParams | None = None,
+                    options: AugmentOptions | None = None,
+                    preprocess: Preprocess | None = None, target: int | None = None,
+                    device: Device = "auto", batch_size: int = 16, concurrency: int = 1,
+                    num_gpus: float | None = None, threads: int | None = 1,
+                    files: FileOutputs | None = None, max_restarts: int = 3,
+                    max_task_retries: int = 3,
+                    worker_class: type[ExplainBatch] = ExplainBatch) -> ray.data.Dataset:
+    """Saliency maps, scores and targets for a Ray Dataset of images.
+
+    Args:
+        dataset: rows with a ``path`` (an image file every worker can read) or an ``image``
+            (RGB uint8 HxWx3) column; other columns (ids) pass through.
+        model: ONNX model (a path every worker can read, or a ModelProto).
+        method: saliency method (see ``fg_onnx.methods``).
+        params: settings of the methods that combine several runs.
+        options: augmentation options.
+        preprocess: how images become inputs (default: the model's own, see
+            ``default_preprocess``).
+        target: class to explain (default: each image's predicted class).
+        device: onnxruntime device of each actor.
+        batch_size: rows per batch (and per onnxruntime run).
+        concurrency: number of actors (one session each).
+        num_gpus: GPUs per actor (default: 1 when the cluster has GPUs, else none).
+        threads: onnxruntime intra-op threads and Ray CPUs per actor.
+        files: per-image overlays/maps for the workers to write, or None.
+        max_restarts: restarts of an actor that dies.
+        max_task_retries: retries of a batch whose actor died.
+        worker_class: ``ExplainBatch`` or a subclass.
+
+    Returns:
+        A lazy Dataset with the input columns (but ``image``) and ``RESULT_COLUMNS``.
+    """
+    if num_gpus is None:
+        num_gpus = 1 if cluster_gpus() > 0 else 0
+    constructor = {"model": model, "method": method, "params": params, "options": options,
+                   "device": device, "batch_size": batch_size, "threads": threads,
+                   "preprocess": preprocess, "target": target, "files": files}
+    remote: dict[str, Any] = {"num_cpus": threads or 1}
+    if num_gpus:
+        remote["num_gpus"] = num_gpus
+    pool = _ray().data.ActorPoolStrategy(size=concurrency)
+    return dataset.map_batches(worker_class, fn_constructor_kwargs=constructor,
+                               batch_size=batch_size, batch_format="numpy",
+                               compute=pool, max_restarts=max_restarts,
+                               max_task_retries=max_task_retries, **remote)
+
+
+def dataset_of(images: Sequence[str | os.PathLike[str]] | Sequence[np.ndarray],
+               ) -> ray.data.Dataset:
+    """A Dataset with an ``id`` column and a ``path`` or ``image`` column."""
+    data = _ray().data
+    if all(isinstance(image, np.ndarray) for image in images):
+        rows = [{"id": i, IMAGE_COLUMN: image} for i, image in enumerate(images)]
+    else:
+        rows = [{"id": i, PATH_COLUMN: str(Path(image).resolve())}  # type: ignore[arg-type]
+                for i, image in enumerate(images)]
+    dataset: ray.data.Dataset = data.from_items(rows)
+    return dataset
+
+
+def write_maps(results: ray.data.Dataset, path: str | os.PathLike[str],
+               fmt: Literal["parquet", "numpy"] = "parquet") -> None:
+    """Writes the results: every column as Parquet, or the ``saliency`` column as .npy files."""
+    if fmt == "parquet":
+        results.write_parquet(str(path))
+    elif fmt == "numpy":
+        results.write_numpy(str(path), column="saliency")
+    else:
+        raise FgOnnxError(f"unknown format {fmt!r}: parquet or numpy")

@@ -1,0 +1,117 @@
+"""The Ray engine on a local Ray of two worker processes: same results as one process, no
+image lost or repeated when a worker dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from fg_onnx.cli.main import main  # noqa: E402
+from fg_onnx.methods.explainer import Explainer  # noqa: E402
+from fg_onnx.ray import ExplainBatch, dataset_of, explain_dataset, write_maps  # noqa: E402
+from fg_onnx.vision.images import load_image  # noqa: E402
+from fg_onnx.vision.preprocess import preprocess_batch  # noqa: E402
+
+ROOT = Path(__file__).parents[2]
+SAMPLE = ROOT / "sample_models" / "shapes_cnn.onnx"
+IMAGES = sorted((ROOT / "sample_models" / "images").iterdir())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    # Workers unpickle the test's subclass by value: they cannot import this module.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    ray.shutdown()
+
+
+def _local(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    explainer = Explainer(SAMPLE, device="cpu", threads=1)
+    from fg_onnx.ray import default_preprocess
+
+    batch = preprocess_batch([load_image(p) for p in paths], default_preprocess(explainer))
+    result = explainer.explain(batch)
+    return result.saliency, result.scores, result.targets
+
+
+def _by_id(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    return sorted(rows, key=lambda r: int(r["id"]))  # type: ignore[call-overload]
+
+
+def test_paths_and_arrays_match_the_single_process_path(tmp_path: Path) -> None:
+    paths = [*IMAGES, *IMAGES]  # 12 images: several batches over two actors
+    saliency, scores, targets = _local(paths)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    results = explain_dataset(dataset_of([*paths, broken]), SAMPLE, device="cpu",
+                              batch_size=3, concurrency=2)
+    rows = _by_id(results.take_all())
+    assert [r["id"] for r in rows] == list(range(len(paths) + 1))
+    for i, row in enumerate(rows[:-1]):
+        assert row["error"] == "" and row["finite"]
+        np.testing.assert_array_equal(row["saliency"], saliency[i])
+        assert row["score"] == scores[i] and row["target"] == targets[i]
+    assert "broken.png" in str(rows[-1]["error"]) and not rows[-1]["finite"]
+    assert np.isnan(rows[-1]["saliency"]).all()  # type: ignore[call-overload]
+
+    arrays = explain_dataset(dataset_of([load_image(p) for p in IMAGES]), SAMPLE,
+                             device="cpu", batch_size=4, concurrency=2)
+    write_maps(arrays, tmp_path / "parquet")
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "parquet").to_pandas().sort_values("id")
+    assert list(table["id"]) == list(range(len(IMAGES)))
+    assert "image" not in table.columns
+    np.testing.assert_array_equal(np.stack(list(table["saliency"])), saliency[:len(IMAGES)])
+
+
+class _DiesOnce(ExplainBatch):
+    """Kills its own worker process on the first batch holding image 5 (once: a marker file)."""
+
+    marker = ""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        marker = Path(self.marker)
+        if 5 in batch["id"] and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os._exit(1)
+        return super().__call__(batch)
+
+
+def test_a_killed_worker_loses_and_repeats_no_image(tmp_path: Path) -> None:
+    paths = [*IMAGES, *IMAGES]
+    saliency, _, _ = _local(paths)
+    marker = tmp_path / "died"
+    _DiesOnce.marker = str(marker)  # pickled with the class
+    results = explain_dataset(dataset_of(paths), SAMPLE, device="cpu", batch_size=2, concurrency=2,
+                              worker_class=_DiesOnce)
+    rows = _by_id(results.take_all())
+    assert marker.exists()  # a worker did die mid-run
+    assert [r["id"] for r in rows] == list(range(len(paths)))
+    for i, row in enumerate(rows):
+        np.testing.assert_array_equal(row["saliency"], saliency[i])
+
+
+def test_cli_ray_engine_writes_what_the_local_engine_writes(tmp_path: Path) -> None:
+    common = [str(SAMPLE), str(IMAGES[0].parent), "--device", "cpu", "--batch-size", "4"]
+    assert main(["explain", *common, "-o", str(tmp_path / "local")]) == 0
+    assert main(["explain", *common, "-o", str(tmp_path / "ray"), "--engine", "ray",
+                 "--workers", "2"]) == 0
+    local = json.loads((tmp_path / "local" / "summary.json").read_text())
+    distributed = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert distributed == local
+    for row in local:
+        np.testing.assert_array_equal(np.load(tmp_path / "ray" / str(row["map"])),
+                                      np.load(tmp_path / "local" / str(row["map"])))
+        assert (tmp_path / "ray" / str(row["overlay"])).read_bytes() == \
+            (tmp_path / "local" / str(row["overlay"])).read_bytes()
