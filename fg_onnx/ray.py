@@ -7,7 +7,6 @@ so no image is lost or explained twice. ``ray`` is imported only when these are 
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,13 +16,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from fg_onnx.errors import FgOnnxError, ImageError
+from fg_onnx.files import save_npy_atomic
 from fg_onnx.fullgrad.augment import AugmentOptions
 from fg_onnx.graph.load import ModelSource
 from fg_onnx.methods.explainer import Explainer
 from fg_onnx.methods.params import MethodParams
 from fg_onnx.runtime.providers import Device
 from fg_onnx.vision.images import load_image
-from fg_onnx.vision.overlay import overlay_heatmap, save_png
+from fg_onnx.vision.overlay import display_map, overlay_heatmap, save_png
 from fg_onnx.vision.preprocess import PRESETS, Preprocess, preprocess_batch
 
 if TYPE_CHECKING:
@@ -139,17 +139,10 @@ class ExplainBatch:
         assert files is not None
         base = files.outdir / f"{stem}_{files.method}"
         if files.overlays:
-            shown = np.where(np.isfinite(saliency), saliency, 0.0)
-            low, high = float(shown.min()), float(shown.max())
-            shown = (shown - low) / (high - low) if high > low else np.zeros_like(shown)
-            save_png(base.with_suffix(".png"), overlay_heatmap(image, shown, alpha=files.alpha))
+            save_png(base.with_suffix(".png"),
+                     overlay_heatmap(image, display_map(saliency), alpha=files.alpha))
         if files.maps:
-            buffer = io.BytesIO()
-            np.save(buffer, saliency)
-            path = base.with_suffix(".npy")
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(buffer.getvalue())
-            os.replace(tmp, path)
+            save_npy_atomic(base.with_suffix(".npy"), saliency)
 
 
 def cluster_gpus() -> int:

@@ -6,9 +6,7 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,10 +15,11 @@ import numpy as np
 
 from fg_onnx.cli.augment_cmd import add_augment_options, options_from_args, parse_size
 from fg_onnx.errors import FgOnnxError, ImageError
+from fg_onnx.files import save_npy_atomic, write_bytes_atomic
 from fg_onnx.methods import METHOD_NAMES, Explainer, MethodParams
 from fg_onnx.runtime.session import Explanation, FullGrad
 from fg_onnx.vision.images import iter_image_paths, load_image
-from fg_onnx.vision.overlay import overlay_heatmap, save_png
+from fg_onnx.vision.overlay import display_map, overlay_heatmap, save_png
 from fg_onnx.vision.preprocess import PRESETS, Preprocess, preprocess_batch
 
 PREPROCESS_KEY = "fg_onnx.preprocess"
@@ -291,11 +290,6 @@ def _rows_of(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     return [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
 
 
-def _display_map(saliency: np.ndarray) -> np.ndarray:
-    low, high = float(saliency.min()), float(saliency.max())
-    return (saliency - low) / (high - low) if high > low else np.zeros_like(saliency)
-
-
 def _write_results(args: argparse.Namespace, loaded: list[tuple[_Job, np.ndarray]],
                    result: Explanation, labels: list[str]) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
@@ -306,9 +300,8 @@ def _write_results(args: argparse.Namespace, loaded: list[tuple[_Job, np.ndarray
         if broken:
             print(f"fg-onnx: warning: {job.source}: NaN/Inf in the {' and the '.join(broken)} "
                   "(finite: false in the summary)", file=sys.stderr)
-        display = np.where(np.isfinite(saliency), saliency, 0.0)
-        save_png(overlay_path, overlay_heatmap(image, _display_map(display), alpha=args.alpha))
-        _save_npy(map_path, saliency)
+        save_png(overlay_path, overlay_heatmap(image, display_map(saliency), alpha=args.alpha))
+        save_npy_atomic(map_path, saliency)
         target, predicted = int(result.targets[i]), int(result.predicted[i])
         rows.append({
             "file": str(job.source), "target": target, "target_label": _label(labels, target),
@@ -336,27 +329,10 @@ def _label(labels: list[str], index: int) -> str:
     return labels[index] if 0 <= index < len(labels) else ""
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    _atomic_write(path, buffer.getvalue())
-
-
 def _write_summary(outdir: Path, rows: list[dict[str, object]]) -> None:
-    _atomic_write(outdir / "summary.json", json.dumps(rows, indent=2).encode())
+    write_bytes_atomic(outdir / "summary.json", json.dumps(rows, indent=2).encode())
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=SUMMARY_FIELDS)
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write(outdir / "summary.csv", text.getvalue().encode())
+    write_bytes_atomic(outdir / "summary.csv", text.getvalue().encode())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import cv2
@@ -11,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fg_onnx.errors import OutputExistsError
+from fg_onnx.files import write_bytes_atomic
 
 
 def colorize(saliency: npt.NDArray[np.floating], size: tuple[int, int]) -> npt.NDArray[np.uint8]:
@@ -62,18 +62,14 @@ def save_png(path: str | os.PathLike[str], rgb: npt.NDArray[np.uint8], *,
     target = Path(path)
     if not overwrite and target.exists():
         raise OutputExistsError(f"refusing to overwrite existing file {target}")
-    data = _encode_png(rgb)
-    # open(..., "x") keeps the usual umask permissions, unlike mkstemp's private 0600.
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(temp, "xb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(target, _encode_png(rgb))
+
+
+def display_map(saliency: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
+    """A map rescaled to [0, 1] for display (NaN/Inf shown as 0; a flat map as all 0)."""
+    shown = np.where(np.isfinite(saliency), saliency, 0.0)
+    low, high = float(shown.min()), float(shown.max())
+    return (shown - low) / (high - low) if high > low else np.zeros_like(shown)
 
 
 def _encode_png(rgb: npt.NDArray[np.uint8]) -> bytes:
