@@ -1,10 +1,30 @@
 """fg-onnx: FullGrad saliency for any exported ONNX model, on stock ONNX Runtime."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from fg_onnx.api import augment, augment_with_report
 from fg_onnx.errors import FgOnnxError
 from fg_onnx.fullgrad.augment import AugmentOptions, AugmentResult
 
+if TYPE_CHECKING:
+    from fg_onnx.methods.explainer import Explainer
+    from fg_onnx.runtime.session import FullGrad
+
 __version__ = "0.1.0"
 
-__all__ = ["AugmentOptions", "AugmentResult", "FgOnnxError", "__version__", "augment",
-           "augment_with_report"]
+__all__ = ["AugmentOptions", "AugmentResult", "Explainer", "FgOnnxError", "FullGrad",
+           "__version__", "augment", "augment_with_report"]
+
+# The runtime classes load onnxruntime; importing them lazily keeps `import fg_onnx` (and the
+# rewrite alone) light.
+_LAZY = {"FullGrad": "fg_onnx.runtime.session", "Explainer": "fg_onnx.methods.explainer"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fg_onnx' has no attribute {name!r}")
