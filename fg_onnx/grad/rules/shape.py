@@ -209,13 +209,18 @@ def _distinct_indices(ctx: VJPContext, indices: str, dim: object) -> bool:
     return len(np.unique(flat)) == flat.size
 
 
+def _gather_axis(ctx: VJPContext, x: str, indices: str) -> tuple[int, bool]:
+    """The gather axis, and whether the indices may repeat (then scatters must add)."""
+    axis = normalize_axis(int(ctx.attr("axis", 0)), ctx.rank(x))
+    shape = ctx.shape(x)
+    return axis, not _distinct_indices(ctx, indices, None if shape is None else shape[axis])
+
+
 @vjp("Gather")
 def gather_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """Scatter of the cotangent back to the gathered positions; repeated indices add up."""
     g, x, indices = _g(gy), ctx.input(0), ctx.input(1)
-    axis = normalize_axis(int(ctx.attr("axis", 0)), ctx.rank(x))
-    shape = ctx.shape(x)
-    repeats = not _distinct_indices(ctx, indices, None if shape is None else shape[axis])
+    axis, repeats = _gather_axis(ctx, x, indices)
     dx = scatter_through(
         ctx, g, x, lambda index: ctx.b.Gather(index, indices, axis=axis), repeats=repeats
     )
@@ -226,9 +231,7 @@ def gather_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 def gather_elements_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """ScatterElements with the same indices; repeated indices add up."""
     g, x, indices = _g(gy), ctx.input(0), ctx.input(1)
-    axis = normalize_axis(int(ctx.attr("axis", 0)), ctx.rank(x))
-    shape = ctx.shape(x)
-    repeats = not _distinct_indices(ctx, indices, None if shape is None else shape[axis])
+    axis, repeats = _gather_axis(ctx, x, indices)
     dx = ctx.b.ScatterElements(
         zeros_like(ctx, x), indices, g, axis=axis, reduction="add" if repeats else None
     )
