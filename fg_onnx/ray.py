@@ -24,7 +24,7 @@ from fg_onnx.methods.params import MethodParams
 from fg_onnx.runtime.providers import Device
 from fg_onnx.vision.images import load_image
 from fg_onnx.vision.overlay import display_map, overlay_heatmap, save_png
-from fg_onnx.vision.preprocess import PRESETS, Preprocess, preprocess_batch
+from fg_onnx.vision.preprocess import Preprocess, model_preprocess, preprocess_batch
 
 if TYPE_CHECKING:
     import ray.data
@@ -63,14 +63,7 @@ class FileOutputs:
 def default_preprocess(explainer: Explainer) -> Preprocess:
     """The model's own preprocessing: its ``fg_onnx.preprocess`` preset (else imagenet) at
     its fixed input size."""
-    fullgrad = explainer.session
-    size = fullgrad.image_size
-    if size is None:
-        raise FgOnnxError("the model's input size is not fixed; pass a Preprocess")
-    norm = PRESETS.get(fullgrad.metadata.get("fg_onnx.preprocess", "imagenet"),
-                       PRESETS["imagenet"])
-    return Preprocess(size, norm.mean, norm.std, norm.scale, False,
-                      fullgrad.layout)  # type: ignore[arg-type]
+    return model_preprocess(explainer.session)
 
 
 class ExplainBatch:

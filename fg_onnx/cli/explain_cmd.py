@@ -9,7 +9,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -20,9 +20,14 @@ from fg_onnx.methods import METHOD_NAMES, Explainer, MethodParams
 from fg_onnx.runtime.session import Explanation, FullGrad
 from fg_onnx.vision.images import iter_image_paths, load_image
 from fg_onnx.vision.overlay import display_map, overlay_heatmap, save_png
-from fg_onnx.vision.preprocess import PRESETS, Preprocess, preprocess_batch
+from fg_onnx.vision.preprocess import (
+    PRESETS,
+    ModelFacts,
+    Preprocess,
+    model_preprocess,
+    preprocess_batch,
+)
 
-PREPROCESS_KEY = "fg_onnx.preprocess"
 LABELS_KEY = "fg_onnx.labels"
 SUMMARY_FIELDS = ("file", "target", "target_label", "score", "predicted", "predicted_label",
                   "completeness_error", "finite", "overlay", "map")
@@ -108,35 +113,10 @@ class _Job:
     stem: str
 
 
-class ModelFacts(Protocol):
-    """What preprocessing reads off a model (a FullGrad session or an evaluation Scorer)."""
-
-    metadata: dict[str, str]
-    layout: str
-
-    @property
-    def image_size(self) -> tuple[int, int] | None:
-        """(H, W) the model takes, when fixed."""
-
-
-def preprocess_spec(args: argparse.Namespace, fullgrad: ModelFacts) -> Preprocess:
+def preprocess_spec(args: argparse.Namespace, model: ModelFacts) -> Preprocess:
     """The preprocessing the options ask for, completed from the model's metadata."""
-    size = args.size or fullgrad.image_size
-    if size is None:
-        raise FgOnnxError("the model's input size is not fixed; pass --size HxW")
-    name = args.preset or fullgrad.metadata.get(PREPROCESS_KEY, "imagenet")
-    if name not in PRESETS:
-        raise FgOnnxError(f"unknown preprocessing preset {name!r} in the model's metadata; "
-                          "pass --preset")
-    norm = PRESETS[name]
-    mean = args.mean or norm.mean
-    std = args.std or norm.std
-    if args.bgr:
-        mean, std = mean[::-1], std[::-1]
-    try:
-        return Preprocess(size, mean, std, norm.scale, args.bgr, fullgrad.layout)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise FgOnnxError(str(exc)) from exc
+    return model_preprocess(model, size=args.size, preset_name=args.preset, mean=args.mean,
+                            std=args.std, bgr=args.bgr)
 
 
 def _jobs(paths: list[Path]) -> list[_Job]:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
 import numpy.typing as npt
+
+from fg_onnx.errors import FgOnnxError
 
 Layout = Literal["nchw", "nhwc"]
 Triple = tuple[float, float, float]
@@ -130,3 +132,44 @@ def preprocess_batch(
     if spec.layout == "nchw":
         batch = batch.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+PREPROCESS_KEY = "fg_onnx.preprocess"
+"""Model metadata naming the preset the model was trained with."""
+
+
+class ModelFacts(Protocol):
+    """What preprocessing reads off a model (a FullGrad session or an evaluation Scorer)."""
+
+    metadata: dict[str, str]
+    layout: str
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """(H, W) the model takes, when fixed."""
+
+
+def model_preprocess(model: ModelFacts, *, size: tuple[int, int] | None = None,
+                     preset_name: str | None = None, mean: Triple | None = None,
+                     std: Triple | None = None, bgr: bool = False) -> Preprocess:
+    """The model's preprocessing (its fixed size, its ``fg_onnx.preprocess`` preset, else
+    imagenet), with any of the given values in its place; ``mean``/``std`` in RGB order.
+
+    Raises:
+        FgOnnxError: no size known, an unknown preset, or invalid values.
+    """
+    size = size or model.image_size
+    if size is None:
+        raise FgOnnxError("the model's input size is not fixed; pass --size HxW")
+    name = preset_name or model.metadata.get(PREPROCESS_KEY, "imagenet")
+    if name not in PRESETS:
+        raise FgOnnxError(f"unknown preprocessing preset {name!r} in the model's metadata; "
+                          "pass --preset")
+    norm = PRESETS[name]
+    mean, std = mean or norm.mean, std or norm.std
+    if bgr:
+        mean, std = _swap(mean), _swap(std)
+    try:
+        return Preprocess(size, mean, std, norm.scale, bgr, model.layout)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise FgOnnxError(str(exc)) from exc
