@@ -77,22 +77,28 @@ class BenchError(Exception):
 # ---------------------------------------------------------------- models (torch, lazily) --
 
 def build_torch_model(name: str) -> Any:
-    """An eval-mode torch model with random weights (seeded by the caller)."""
+    """An eval-mode torch model with random weights (seeded by the caller) and random
+    BatchNorm statistics, so that its folded biases are not zero (as in a trained model)."""
+    import torch
     import torch.nn as nn
+    from matrix_torch import set_batchnorm_statistics
 
     if name == "tiny":
         # Conv-BN-ReLU, max pool, stride-2 conv, global pool, Linear: the tap kinds of a CNN.
-        return nn.Sequential(
+        model: nn.Module = nn.Sequential(
             nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
             nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16),
             nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
-        ).eval()
-    import torchvision.models
+        )
+    else:
+        import torchvision.models
 
-    factory = getattr(torchvision.models, name, None)
-    if not callable(factory):
-        raise BenchError(f"unknown model {name!r}: use 'tiny' or a torchvision.models name")
-    return factory(weights=None).eval()
+        factory = getattr(torchvision.models, name, None)
+        if not callable(factory):
+            raise BenchError(f"unknown model {name!r}: use 'tiny' or a torchvision.models name")
+        model = factory(weights=None)
+    set_batchnorm_statistics(model, torch.Generator().manual_seed(1))
+    return model.eval()
 
 
 def export_model(name: str, folder: Path, image_size: int, seed: int) -> tuple[Path, Path]:

@@ -89,12 +89,10 @@ SLOW = [
 SPECS = {spec.name: spec for spec in [*FAST, *SLOW]}
 
 
-def build_model(spec: ModelSpec) -> nn.Module:
-    """The model in eval mode with seeded weights and non-trivial BatchNorm statistics."""
-    torch.manual_seed(0)
-    model = spec.build()
-    assert isinstance(model, nn.Module)
-    generator = torch.Generator().manual_seed(1)
+def set_batchnorm_statistics(model: nn.Module, generator: torch.Generator) -> None:
+    """Gives every BatchNorm2d random statistics and affine parameters, as a trained network
+    has: freshly initialised ones are the identity, so folded convolutions get zero biases
+    and FullGrad's bias terms would vanish."""
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
@@ -103,7 +101,18 @@ def build_model(spec: ModelSpec) -> nn.Module:
                 module.running_var.copy_(torch.rand(c, generator=generator) * 0.5 + 0.75)
                 module.weight.copy_(torch.rand(c, generator=generator) * 0.5 + 0.75)
                 module.bias.copy_((torch.rand(c, generator=generator) - 0.5) * 0.2)
-            elif isinstance(module, nn.Linear) and not module.weight.any():
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
+    """The model in eval mode with seeded weights and non-trivial BatchNorm statistics."""
+    torch.manual_seed(0)
+    model = spec.build()
+    assert isinstance(model, nn.Module)
+    generator = torch.Generator().manual_seed(1)
+    set_batchnorm_statistics(model, generator)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear) and not module.weight.any():
                 # torchvision zero-initialises ViT's head: constant logits, zero gradient.
                 nn.init.normal_(module.weight, std=module.in_features**-0.5, generator=generator)
                 nn.init.normal_(module.bias, std=0.1, generator=generator)

@@ -4,6 +4,10 @@ Each term ψ(v) = (|v| − min|v|) / (max(|v| − min|v|) + ε) is affine in |v|
 channel sum is (Σ_c |v| − C·min) / (max − min + ε): one reduction over channels instead of a
 normalised full tensor. Bilinear resizing is linear too, so same-resolution terms are summed
 before a single Resize per resolution. The map equals the reference formula exactly.
+
+A bias tap v = g ⊙ b with a per-channel bias never needs v itself: |v| = |g| ⊙ |b|, so
+max|v| = max_c |b_c|·max|g_c|, likewise min, and Σ_c |v| is |g| times the vector |b| (a
+MatMul). Only |g| is written; everything else reads it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ class MapTerm:
     channel_axis: int
     channels: int
     spatial: tuple[int, int]
+    weights: str | None = None
+    """Non-negative 1-D [channels] factors: the term is |tensor| ⊙ weights along the channel
+    axis (which must then be 1 or 3)."""
 
 
 def per_sample(b: GraphBuilder, tensor: str, batch: str) -> str:
@@ -41,14 +48,44 @@ def per_sample_sum(b: GraphBuilder, tensor: str, batch: str) -> str:
 
 def _normalised_channel_sum(b: GraphBuilder, term: MapTerm, batch: str, elem: int) -> str:
     magnitude = b.Abs(term.tensor)
-    flat = per_sample(b, magnitude, batch)
-    low = b.reduce("ReduceMin", flat, [1], keepdims=1)  # [N, 1]
-    span = b.Sub(b.reduce("ReduceMax", flat, [1], keepdims=1), low)
-    channel_sum = b.reduce("ReduceSum", magnitude, [term.channel_axis], keepdims=0)  # [N, h, w]
+    if term.weights is None:
+        flat = per_sample(b, magnitude, batch)
+        low = b.reduce("ReduceMin", flat, [1], keepdims=1)  # [N, 1]
+        high = b.reduce("ReduceMax", flat, [1], keepdims=1)
+        channel_sum = b.reduce("ReduceSum", magnitude, [term.channel_axis], keepdims=0)
+    else:
+        low, high = (_weighted_extreme(b, op, magnitude, term) for op in ("ReduceMin", "ReduceMax"))
+        channel_sum = _weighted_channel_sum(b, magnitude, term, batch)
     low3 = b.Unsqueeze(low, b.ints([2]))
-    span3 = b.Unsqueeze(span, b.ints([2]))
-    shifted = b.Sub(channel_sum, b.Mul(low3, b.scalar(float(term.channels), elem)))
+    span3 = b.Unsqueeze(b.Sub(high, low), b.ints([2]))
+    shifted = b.Sub(channel_sum, b.Mul(low3, b.scalar(float(term.channels), elem)))  # [N, h, w]
     return b.Div(shifted, b.Add(span3, b.scalar(EPSILON, elem)))
+
+
+def _weighted_extreme(b: GraphBuilder, op: str, magnitude: str, term: MapTerm) -> str:
+    """min or max of |tensor| ⊙ weights per sample, [N, 1] (weights ≥ 0 commute with both)."""
+    assert term.weights is not None
+    spatial_axes = [a for a in (1, 2, 3) if a != term.channel_axis]
+    per_channel = b.reduce(op, magnitude, spatial_axes, keepdims=0)  # [N, C]
+    return b.reduce(op, b.Mul(per_channel, term.weights), [1], keepdims=1)
+
+
+def _weighted_channel_sum(b: GraphBuilder, magnitude: str, term: MapTerm, batch: str) -> str:
+    """Σ_c weights_c · magnitude_c as [N, h, w]: a batched MatMul over a [N, C, h·w] (or
+    [N, h·w, C]) view. The weights are expanded to the batch because onnxruntime's MatMul
+    refuses to broadcast against an empty batch; the 0 in the shapes copies the batch."""
+    assert term.weights is not None
+    height, width = term.spatial
+    pixels = height * width
+    nchw = term.channel_axis == 1
+    per_sample_shape = [1, term.channels] if nchw else [term.channels, 1]
+    weights = b.Expand(b.Reshape(term.weights, b.ints(per_sample_shape)),
+                       b.Concat(batch, b.ints(per_sample_shape), axis=0))
+    if nchw:
+        summed = b.MatMul(weights, b.Reshape(magnitude, b.ints([0, term.channels, pixels])))
+    else:
+        summed = b.MatMul(b.Reshape(magnitude, b.ints([0, pixels, term.channels])), weights)
+    return b.Reshape(summed, b.ints([0, height, width]))
 
 
 def saliency_map(b: GraphBuilder, terms: Sequence[MapTerm], batch: str, size: tuple[int, int],
@@ -59,9 +96,9 @@ def saliency_map(b: GraphBuilder, terms: Sequence[MapTerm], batch: str, size: tu
         by_size.setdefault(term.spatial, []).append(_normalised_channel_sum(b, term, batch, elem))
     resized = []
     for spatial, parts in by_size.items():
-        total = parts[0] if len(parts) == 1 else b.Sum(*parts)
+        total = b.add_all(parts)
         resized.append(total if spatial == size else resize_map(b, total, batch, size))
-    return resized[0] if len(resized) == 1 else b.Sum(*resized)
+    return b.add_all(resized)
 
 
 def resize_map(b: GraphBuilder, maps: str, batch: str, size: tuple[int, int]) -> str:

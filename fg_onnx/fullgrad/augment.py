@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
@@ -231,13 +232,15 @@ class _Augmenter:
         b = self.b
         terms = []
         for tap in self.taps:
+            if tap.constant_bias is not None and not np.any(tap.constant_bias):
+                continue
             for tensor, sign in tap.total_parts:
                 total = per_sample_sum(b, tensor, self.batch)
                 terms.append(total if sign > 0 else b.Neg(total))
         if not terms:
             zero = helper.make_tensor("zero", self.elem, [1], [0])
             return b.ConstantOfShape(self.batch, value=zero)
-        return terms[0] if len(terms) == 1 else b.Sum(*terms)
+        return b.add_all(terms)
 
     def _input_size(self) -> tuple[int, int]:
         shape = self.info.shape(self.ex.input) or ()
@@ -273,10 +276,25 @@ class _Augmenter:
         terms = [MapTerm(b.Mul(input_grad, x), axis, channels, size)]
         for tap in self.taps:
             # simple-fullgrad: the paper code's variant, ψ of the layer gradient alone
-            term = _map_term(tap, tap.product if method == "fullgrad" else tap.gradient)
+            term = self._tap_term(tap) if method == "fullgrad" else _map_term(tap, tap.gradient)
             if term is not None:
                 terms.append(term)
         return saliency_map(b, terms, self.batch, size, self.elem)
+
+    def _tap_term(self, tap: Tap) -> MapTerm | None:
+        """ψ of bias ⊙ gradient; None where it adds nothing to the map (ψ of a zero bias
+        is exactly zero)."""
+        term = _map_term(tap, tap.product)
+        if term is None or tap.bias_vector is None or term.channel_axis not in (1, 3):
+            return term
+        if tap.constant_bias is not None:
+            if not np.any(tap.constant_bias):
+                return None
+            weights = self.b.const(np.abs(tap.constant_bias), hint="abs_bias")
+        else:
+            weights = self.b.Abs(tap.bias_vector)
+        assert tap.gradient is not None
+        return replace(term, tensor=tap.gradient, weights=weights)
 
     def _input(self, name: str, elem: int, shape: Shape | list[object] | None) -> None:
         self.model.graph.input.append(helper.make_tensor_value_info(name, elem, shape))  # type: ignore[arg-type]

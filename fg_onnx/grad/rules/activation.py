@@ -62,14 +62,18 @@ def prelu_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 def clip_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """Clip computes ``min(max(x, lo), hi)``; its derivatives follow that order of operations.
 
+    x passes where lo < y < hi (strict, as PyTorch's hardtanh). Reading y rather than x leaves
+    x to the Clip alone, so onnxruntime can still fuse a Conv + Clip of the forward pass.
     ``y < hi`` is exactly "the outer min passed its first argument", so it also covers
     ``lo > hi`` (where y is hi everywhere and nothing reaches x or lo).
     """
     g, b = _g(gy), ctx.b
     x, lo, hi, y = ctx.input(0), ctx.input(1), ctx.input(2), ctx.output(0)
     below_hi = b.Less(y, hi) if hi else None
-    # y == x exactly where neither bound acted: one comparison instead of two and an And.
-    dx = (_keep(ctx, b.Equal(x, y), g) if lo or hi else g) if ctx.needs[0] else None
+    dx = None
+    if ctx.needs[0]:
+        inside = _both(ctx, b.Greater(y, lo) if lo else None, below_hi)
+        dx = g if inside is None else _keep(ctx, inside, g)
     dlo = dhi = None
     if lo and ctx.needs[1]:
         clamped_lo = _both(ctx, b.Less(x, lo), below_hi)

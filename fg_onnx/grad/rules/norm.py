@@ -87,7 +87,7 @@ def _normalized_vjp(
         if g_inv_std is not None:
             coef = b.Mul(b.Mul(g_inv_std, b.Mul(inv_std, inv_std)), per_element)
             parts.append(b.Neg(b.Mul(coef, x_hat)))
-    return parts[0] if len(parts) == 1 else b.Sum(*parts)
+    return b.add_all(parts)
 
 
 def _inverse_count(ctx: VJPContext, x: str, axes: Sequence[int]) -> str:
