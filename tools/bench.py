@@ -9,8 +9,11 @@ Usage (torch and torchvision required; ``--models tiny`` needs torch only)::
 
 Method:
     * Models are torchvision's with random weights (``weights=None`` after
-      ``torch.manual_seed(seed)``), exported with the TorchScript exporter (opset 17, dynamic
-      batch, eval mode, so BatchNorm is folded into Conv as in a usual deployment export).
+      ``torch.manual_seed(seed)``) and random BatchNorm statistics and affine parameters (as
+      a trained network has; fresh ones are the identity and would leave the folded
+      convolutions without biases, hence without bias taps), exported with the TorchScript
+      exporter (opset 17, dynamic batch, eval mode, so BatchNorm is folded into Conv as in a
+      usual deployment export).
     * Every measurement runs in a fresh subprocess of this script, so the peak resident set
       size it reports belongs to that measurement alone: VmHWM from /proc/self/status, the
       ``ru_maxrss`` high-water mark without what Linux carries over from the parent across
@@ -35,8 +38,8 @@ Method:
     * ref diff: max |saliency − reference| / max |reference| over the batch, a check that both
       compute the same maps. Expect float32 noise (ReLU masks flipped by rounding in deep
       random networks), and a real difference where a Conv with its own bias feeds a
-      BatchNorm with a non-zero implicit bias: the export folds them into one tap, the
-      reference keeps two (not the case with random weights, whose BN implicit bias is zero).
+      BatchNorm: the export folds them into one tap, the reference keeps two (torchvision's
+      convolutions before a BatchNorm have no bias, and neither have the tiny model's).
 """
 
 from __future__ import annotations
@@ -86,8 +89,9 @@ def build_torch_model(name: str) -> Any:
     if name == "tiny":
         # Conv-BN-ReLU, max pool, stride-2 conv, global pool, Linear: the tap kinds of a CNN.
         model: nn.Module = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
-            nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16),
+            nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(16),
             nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
         )
     else:

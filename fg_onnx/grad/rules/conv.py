@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from fg_onnx.grad.registry import Cotangents, VJPContext, vjp
 from fg_onnx.grad.rules._common import (
     explicit_pads,
@@ -57,19 +59,36 @@ def _flipped_conv(ctx: VJPContext, g: str, w: str, group: int, kernel: Sequence[
                   dilations: Sequence[int], pads: Sequence[int]) -> str | None:
     """The input gradient of a stride-1 Conv as a Conv with spatially flipped, transposed
     constant weights: the same result as ConvTranspose, about twice as fast on onnxruntime's
-    CPU provider. None when the weights are not constant or a pad exceeds the kernel."""
+    CPU provider. None when the weights are not constant or a pad exceeds the kernel.
+
+    The flipped weights are computed by nodes on the original initializer rather than stored:
+    onnxruntime folds them once when it opens the model, and the augmented file and the
+    rewrite do not hold a second copy of the weights.
+    """
     weights = ctx.const(w)
-    spatial = len(kernel)
     reach = [(k - 1) * d for k, d in zip(kernel, dilations, strict=True)]
     new_pads = [r - p for r, p in zip(reach * 2, pads, strict=True)]
     if weights is None or min(new_pads) < 0:
         return None
-    m, c_per_group = weights.shape[:2]
-    grouped = weights.reshape(group, m // group, c_per_group, *weights.shape[2:])
-    swapped = grouped.swapaxes(1, 2).reshape(group * c_per_group, m // group, *weights.shape[2:])
-    flipped = swapped[(slice(None), slice(None), *[slice(None, None, -1)] * spatial)]
-    return ctx.b.Conv(g, ctx.b.const(flipped.copy(), hint="flipped_weights"), group=group,
+    return ctx.b.Conv(g, _flip_weights(ctx, w, weights.shape, group), group=group,
                       dilations=list(dilations), pads=new_pads, kernel_shape=list(kernel))
+
+
+def _flip_weights(ctx: VJPContext, w: str, shape: Sequence[int], group: int) -> str:
+    """[M, C/group, k...] → [C, M/group, k...] reversed along every spatial axis."""
+    b, (m, c_per_group), spatial = ctx.b, shape[:2], len(shape) - 2
+    if m // group > 1 and c_per_group > 1:
+        grouped = b.Reshape(w, b.ints([group, m // group, c_per_group, *shape[2:]]))
+        swapped = b.Transpose(grouped, perm=[0, 2, 1, *range(3, 3 + spatial)])
+        w = b.Reshape(swapped, b.ints([group * c_per_group, m // group, *shape[2:]]))
+    elif m // group > 1 or c_per_group > 1:  # one of the two is 1: a reshape swaps them
+        w = b.Reshape(w, b.ints([group * c_per_group, m // group, *shape[2:]]))
+    if all(k == 1 for k in shape[2:]):
+        return w
+    axes = list(range(2, 2 + spatial))
+    big = np.iinfo(np.int64).max
+    return b.Slice(w, b.ints([-1] * spatial), b.ints([-big] * spatial), b.ints(axes),
+                   b.ints([-1] * spatial))
 
 
 @vjp("ConvTranspose")
