@@ -131,7 +131,8 @@ def build_backward(
         if entry is None or entry.rule is None:
             continue
         needs = tuple(bool(i) and i in forward and info.is_float(i) for i in node.input)
-        context = VJPContext(node=node, info=info, b=builder, needs=needs)
+        context = VJPContext(node=node, info=info, b=builder, needs=needs,
+                             wanted=frozenset(wrt_set))
         grads = entry.rule(context, gy)
         result.differentiated[node.op_type] += 1
         if on_node is not None:

@@ -32,6 +32,9 @@ class VJPContext:
     info: GraphInfo
     b: GraphBuilder
     needs: tuple[bool, ...]
+    wanted: frozenset[str] = frozenset()
+    """Tensors whose full cotangent the caller reads: a rule must not route another node's
+    share of it elsewhere (see the Mul rule's x·σ(x) case)."""
 
     @property
     def opset(self) -> int:

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 from helpers import assert_vjp, randn
+from onnx import TensorProto, helper
+
+from fg_onnx.grad import GRAD_PREFIX, SEED_INPUT, gradient_model
+from fg_onnx.grad.check import check_vjp, single_node_model
 
 RNG = np.random.default_rng(1234)
 
@@ -56,9 +62,6 @@ def test_conv_stride_one(inputs: list, attrs: dict) -> None:
 
 
 def test_stride_one_gradient_stores_no_second_copy_of_the_weights() -> None:
-    from fg_onnx.grad import gradient_model
-    from fg_onnx.grad.check import single_node_model
-
     weights = r(64, 32, 3, 3)
     model, _ = single_node_model("Conv", [("x", r(1, 32, 8, 8)), ("w:W", weights)],
                                  pads=[1, 1, 1, 1])
@@ -107,3 +110,40 @@ def test_sum_and_neg() -> None:
 
 def test_relu() -> None:
     assert_vjp("Relu", [("a", randn(RNG, 3, 5, away_from=0.0))])
+
+
+def _silu_model(extra_use: bool) -> onnx.ModelProto:
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]),
+             helper.make_node("Mul", ["x", "s"], ["y"])]
+    if extra_use:  # the gate also feeds another node: its cotangent has two sources
+        nodes += [helper.make_node("Mul", ["s", "s"], ["s2"]),
+                  helper.make_node("Add", ["y", "s2"], ["z"])]
+    out = "z" if extra_use else "y"
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(nodes, "silu", [value("x", TensorProto.FLOAT, [2, 3, 4])],
+                              [value(out, TensorProto.FLOAT, [2, 3, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("extra_use", [False, True])
+def test_silu_gradient_skips_the_sigmoid_node(extra_use: bool) -> None:
+    model = _silu_model(extra_use)
+    result = check_vjp(model, {"x": r(2, 3, 4) * 3})
+    assert result.adjoint_error < 1e-6 and result.float32_error < 1e-4
+    ops = [n.op_type for n in gradient_model(model).graph.node[len(model.graph.node):]]
+    assert ops.count("Sub") == (2 if extra_use else 1)  # σ(1 − σ) only for the extra use
+
+
+def test_silu_gate_wanted_for_itself_keeps_its_whole_cotangent() -> None:
+    model = _silu_model(False)
+    x = r(2, 3, 4)
+    grad = gradient_model(model, wrt=["x", "s"])
+    session = ort.InferenceSession(grad.SerializeToString(), providers=["CPUExecutionProvider"])
+    seed = r(2, 3, 4)
+    dx, ds = session.run([GRAD_PREFIX + "x", GRAD_PREFIX + "s"], {"x": x, SEED_INPUT: seed})
+    sigma = 1 / (1 + np.exp(-x.astype(np.float64)))
+    np.testing.assert_allclose(ds, seed * x, rtol=1e-5)  # ∂y/∂s with x held
+    np.testing.assert_allclose(dx, seed * (sigma + x * sigma * (1 - sigma)), rtol=1e-4, atol=1e-6)
