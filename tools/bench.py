@@ -25,10 +25,14 @@ Method:
       ``fg_onnx.runtime.providers.open_session``). saliency: the augmented model fetching only
       ``fg_saliency`` and ``fg_score`` with ``fg_target = -1`` (the predicted class). On CUDA
       both use IO binding as ``fg_onnx.runtime.session`` does; the timed call includes the
-      input upload and the output download. reference: ``tools/reference_fullgrad.py`` on the
-      same device, explaining the predicted class; it copies its map to the host. On CPU it
-      runs only at batch 1 by default (``--reference-max-batch``), once after a warm-up call
-      on one image: at batch 16 one ResNet-50 call takes minutes.
+      input upload and the output download. Their times come from one process holding both
+      sessions and calling them alternately (forward, saliency, forward, ...), so that the
+      ratio compares like with like on a shared machine; their peak memory, the map and the
+      ``--profile`` data come from a process per session.
+    * reference: ``tools/reference_fullgrad.py`` on the same device, explaining the predicted
+      class; it copies its map to the host. On CPU it runs only at batch 1 by default
+      (``--reference-max-batch``), once after a warm-up call on one image: at batch 16 one
+      ResNet-50 call takes minutes.
     * Each time is the median over ``--repeats`` calls (``time.perf_counter``) after
       ``--warmup`` calls, divided by the batch size. onnxruntime and torch get the same number
       of intra-op threads (``--threads``, default every CPU this process may use).
@@ -206,8 +210,10 @@ def worker_augment(spec: dict[str, Any]) -> dict[str, Any]:
             "model_mib": os.path.getsize(spec["model"]) / 2**20}
 
 
-def worker_ort(spec: dict[str, Any]) -> dict[str, Any]:
-    """Times the original (forward) or augmented (saliency) model on onnxruntime."""
+def _ort_call(spec: dict[str, Any], model: str, kind: str,
+              profile_dir: str | None = None) -> tuple[Any, Any, Callable[[], list[np.ndarray]]]:
+    """Opens ``model`` as the ``kind`` ("forward" or "saliency") measurement runs it:
+    (session, provider report, one inference call)."""
     import onnxruntime as ort
 
     from fg_onnx.fullgrad import augment as contract
@@ -215,19 +221,24 @@ def worker_ort(spec: dict[str, Any]) -> dict[str, Any]:
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = spec["threads"]
-    if spec.get("profile_dir"):
+    if profile_dir:
         options.enable_profiling = True
-        options.profile_file_prefix = str(Path(spec["profile_dir"]) / spec["kind"])
-    session, report = open_session(spec["model"], spec["device"], options)
+        options.profile_file_prefix = str(Path(profile_dir) / kind)
+    session, report = open_session(model, spec["device"], options)
     x = _images(spec)
-    input_name = session.get_inputs()[0].name
-    feeds: dict[str, np.ndarray] = {input_name: x}
-    if spec["kind"] == "saliency":
+    feeds: dict[str, np.ndarray] = {session.get_inputs()[0].name: x}
+    if kind == "saliency":
         feeds[contract.TARGET] = np.full(len(x), -1, dtype=np.int64)
         names = [contract.SALIENCY, contract.SCORE]
     else:
         names = [o.name for o in session.get_outputs()]
-    call = _runner(session, report.on_cuda, names, feeds)
+    return session, report, _runner(session, report.on_cuda, names, feeds)
+
+
+def worker_ort(spec: dict[str, Any]) -> dict[str, Any]:
+    """Runs the original (forward) or augmented (saliency) model alone: its peak memory, the
+    map it computes and, with ``--profile``, where its time goes."""
+    session, report, call = _ort_call(spec, spec["model"], spec["kind"], spec.get("profile_dir"))
     times = _timed(call, spec["warmup"], spec["repeats"])
     result: dict[str, Any] = {"times": times, "provider": report.active}
     if spec["kind"] == "saliency" and spec.get("map_out"):
@@ -238,6 +249,24 @@ def worker_ort(spec: dict[str, Any]) -> dict[str, Any]:
         result["profile"] = _op_times(session.end_profiling(), spec["warmup"] + spec["repeats"])
     result["peak_rss_mib"] = _peak_rss_mib()
     return result
+
+
+def worker_interleaved(spec: dict[str, Any]) -> dict[str, Any]:
+    """Times forward and saliency calls alternately in one process, so that both times see
+    the same machine: on a shared host, load that comes and goes between two separate
+    measurements moves their ratio by tens of percent."""
+    _, _, forward = _ort_call(spec, spec["forward_model"], "forward")
+    _, _, saliency = _ort_call(spec, spec["model"], "saliency")
+    for _ in range(spec["warmup"]):
+        forward()
+        saliency()
+    times: dict[str, list[float]] = {"forward": [], "saliency": []}
+    for _ in range(spec["repeats"]):
+        for kind, call in (("forward", forward), ("saliency", saliency)):
+            start = time.perf_counter()
+            call()
+            times[kind].append(time.perf_counter() - start)
+    return {"times": times}
 
 
 def _runner(session: Any, on_cuda: bool, names: list[str],
@@ -304,7 +333,7 @@ def worker_reference(spec: dict[str, Any]) -> dict[str, Any]:
 
 WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "augment": worker_augment, "forward": worker_ort, "saliency": worker_ort,
-    "reference": worker_reference,
+    "interleaved": worker_interleaved, "reference": worker_reference,
 }
 
 
@@ -413,10 +442,13 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path,
         common = {"batch": batch, "image_size": size, "seed": args.seed, "device": args.device,
                   "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats}
         sal_map, ref_map = folder / f"{name}_{batch}_sal.npy", folder / f"{name}_{batch}_ref.npy"
-        forward = run_worker({**common, "kind": "forward", "model": str(onnx_path)}, folder)
-        saliency = run_worker({**common, "kind": "saliency", "model": str(augmented),
+        alone = {**common, "warmup": 1, "repeats": 1}  # memory, map and profile
+        forward = run_worker({**alone, "kind": "forward", "model": str(onnx_path)}, folder)
+        saliency = run_worker({**alone, "kind": "saliency", "model": str(augmented),
                                "map_out": str(sal_map),
                                "profile_dir": str(folder) if args.profile else None}, folder)
+        timed = run_worker({**common, "kind": "interleaved", "model": str(augmented),
+                            "forward_model": str(onnx_path)}, folder)["times"]
         reference = None
         if not args.skip_reference and batch <= args.reference_max_batch:
             reference = run_worker({**common, "kind": "reference", "name": name,
@@ -426,8 +458,8 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path,
         if reference is not None:
             measured["reference"] = reference
         row = Row(
-            model=name, batch=batch, forward_ms=_per_image_ms(forward["times"], batch),
-            saliency_ms=_per_image_ms(saliency["times"], batch),
+            model=name, batch=batch, forward_ms=_per_image_ms(timed["forward"], batch),
+            saliency_ms=_per_image_ms(timed["saliency"], batch),
             reference_ms=None if reference is None else _per_image_ms(reference["times"], batch),
             augment_s=augment_s, rewrite_ratio=aug["rss_increase_mib"] / aug["model_mib"],
             ref_diff=_ref_diff(sal_map, ref_map),
