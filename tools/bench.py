@@ -69,6 +69,7 @@ import numpy as np
 TOOLS = Path(__file__).resolve().parent
 DEFAULT_MODELS = ("resnet50", "vgg16_bn", "mobilenet_v2", "efficientnet_b0")
 DEFAULT_BATCHES = {"cpu": (1, 16), "cuda": (1, 16, 64)}
+SETTLE_S = 0.5  # pause before each interleaved call (see worker_interleaved)
 QUICK = {"models": ("resnet50",), "batch_sizes": (1, 16), "repeats": 2, "warmup": 1}
 TINY_SIZE = 32
 WORKER_FLAG = "--worker"
@@ -263,6 +264,10 @@ def worker_interleaved(spec: dict[str, Any]) -> dict[str, Any]:
     times: dict[str, list[float]] = {"forward": [], "saliency": []}
     for _ in range(spec["repeats"]):
         for kind, call in (("forward", forward), ("saliency", saliency)):
+            # The other session's intra-op threads spin for a while after its call; on few
+            # cores they would take this call's CPU (measured: ResNet-50's batch-1 forward
+            # 2.4x slower right after a saliency call).
+            time.sleep(SETTLE_S)
             start = time.perf_counter()
             call()
             times[kind].append(time.perf_counter() - start)
