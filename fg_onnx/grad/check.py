@@ -123,6 +123,22 @@ class Gelu(OpRun):
         return (y.astype(x.dtype),)
 
 
+class MaxUnpool(OpRun):
+    """The reference MaxUnpool ignores ``output_shape`` when the pooling had pads or
+    ceil_mode; this one places each value at its flat index in a tensor of that shape."""
+
+    op_domain = ""
+
+    def _run(self, x: np.ndarray, indices: np.ndarray, output_shape: np.ndarray | None = None,
+             kernel_shape: Any = None, pads: Any = None, strides: Any = None
+             ) -> tuple[np.ndarray]:
+        if output_shape is None:
+            raise ValueError("MaxUnpool without output_shape is not used by fg-onnx")
+        out = np.zeros(int(np.prod(output_shape)), dtype=x.dtype)
+        out[indices.reshape(-1)] = x.reshape(-1)
+        return (out.reshape(tuple(int(d) for d in output_shape)),)
+
+
 _RefMaxPool: Any = op_max_pool.MaxPool  # untyped base: seen as Any, not as a typed override
 
 
@@ -167,7 +183,7 @@ class LRN(OpRun):
 
 def reference_evaluator(model: onnx.ModelProto) -> ReferenceEvaluator:
     """The onnx reference evaluator with fg-onnx's corrections to its op bodies."""
-    return ReferenceEvaluator(model, new_ops=[ConvTranspose, Erf, Gelu, MaxPool, LRN])
+    return ReferenceEvaluator(model, new_ops=[ConvTranspose, Erf, Gelu, MaxPool, MaxUnpool, LRN])
 
 
 # onnxruntime's float64 kernels of these ops compute in float32, too coarse for differences.
