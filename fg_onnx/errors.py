@@ -6,6 +6,7 @@ what is wrong and, where possible, what to do about it. The CLI prints it and ex
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 
@@ -52,3 +53,14 @@ class OutputExistsError(FgOnnxError):
 
 class ImageError(FgOnnxError):
     """An image file is missing, unreadable, corrupt, unsupported or too large."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message as one line for the user: its first paragraph (onnx wraps long
+    messages over several lines; onnxruntime and others append details after a blank line or
+    a traceback), whitespace collapsed, shortened to ``limit``; the type name when empty."""
+    paragraph = re.split(r"\n\s*\n|\n(?:Traceback |Stacktrace:)", str(exc).strip(), maxsplit=1)[0]
+    text = " ".join(paragraph.split())
+    if not text:
+        return type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."

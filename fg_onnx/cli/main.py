@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from fg_onnx.cli import augment_cmd, evaluate_cmd, explain_cmd
-from fg_onnx.errors import FgOnnxError
+from fg_onnx.errors import FgOnnxError, one_line
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
@@ -59,9 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug of ours: still one line unless --debug
         if args.debug:
             traceback.print_exc()
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"fg-onnx: internal error: {type(exc).__name__}: {first} (rerun with --debug "
-              "for details)", file=sys.stderr)
+        print(f"fg-onnx: internal error: {type(exc).__name__}: {one_line(exc)} (rerun with "
+              "--debug for details)", file=sys.stderr)
         return EXIT_INTERNAL_ERROR
 
 

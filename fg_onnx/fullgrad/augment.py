@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from fg_onnx.errors import FgOnnxError, UnsupportedModelError
+from fg_onnx.errors import FgOnnxError, UnsupportedModelError, one_line
 from fg_onnx.fullgrad.aggregate import MapTerm, channel_abs_sum, per_sample_sum, saliency_map
 from fg_onnx.fullgrad.cam import CAM_METHODS, cam_map, find_cam_layer
 from fg_onnx.fullgrad.explained import (
@@ -345,7 +345,7 @@ def _check(model: onnx.ModelProto) -> None:
         check_model(model, full_check=True)  # over 2 GB: without the weights
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise UnsupportedModelError(
-            f"internal error: the augmented model fails onnx.checker: {str(exc).splitlines()[0]}"
+            f"internal error: the augmented model fails onnx.checker: {one_line(exc)}"
         ) from exc
     except OSError as exc:
         raise FgOnnxError(

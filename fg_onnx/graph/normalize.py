@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, version_converter
 
-from fg_onnx.errors import ModelLoadError, UnsupportedModelError
+from fg_onnx.errors import ModelLoadError, UnsupportedModelError, one_line
 from fg_onnx.graph.fold import fold_constants
 from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, opset_of
 from fg_onnx.graph.save import check_model, without_weights
@@ -31,7 +31,7 @@ def upgrade_opset(model: onnx.ModelProto, target: int = MIN_OPSET) -> onnx.Model
         converted = version_converter.convert_version(model, target)
     except Exception as exc:
         raise UnsupportedModelError(
-            f"could not upgrade the model from opset {current} to {target}: {_first_line(exc)}"
+            f"could not upgrade the model from opset {current} to {target}: {one_line(exc)}"
         ) from exc
     _keep_other_domains(model, converted)
     return converted
@@ -70,7 +70,7 @@ def checker_error(model: onnx.ModelProto) -> ModelLoadError | None:
     try:
         check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
-        return ModelLoadError(f"not a valid ONNX model: onnx.checker says: {_first_line(exc)}")
+        return ModelLoadError(f"not a valid ONNX model: onnx.checker says: {one_line(exc)}")
     return None
 
 
@@ -101,7 +101,7 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     except ValueError:
         return model  # still too large: rules fall back to the shapes the exporter recorded
     except onnx.shape_inference.InferenceError as exc:
-        raise UnsupportedModelError(f"shape inference failed: {_first_line(exc)}") from exc
+        raise UnsupportedModelError(f"shape inference failed: {one_line(exc)}") from exc
     del model.graph.value_info[:]
     model.graph.value_info.extend(inferred.graph.value_info)
     for mine, theirs in zip(model.graph.output, inferred.graph.output, strict=True):
@@ -172,14 +172,6 @@ def reject_quantized(model: onnx.ModelProto) -> None:
             f"quantized models are not supported ({shown}{more}); explain the float model "
             "the quantized one was made from"
         )
-
-
-def _first_line(exc: Exception, limit: int = 300) -> str:
-    """The message on one line (onnx wraps long messages), shortened to ``limit``."""
-    text = " ".join(str(exc).split())
-    if not text:
-        return type(exc).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def normalize(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelProto:

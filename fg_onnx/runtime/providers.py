@@ -11,7 +11,7 @@ from typing import Literal
 
 import onnxruntime as ort
 
-from fg_onnx.errors import FgOnnxError
+from fg_onnx.errors import FgOnnxError, one_line
 
 Device = Literal["auto", "cpu", "cuda"]
 CUDA = "CUDAExecutionProvider"
@@ -92,8 +92,7 @@ def open_session(model: bytes | str, device: Device = "auto",
     try:
         session = ort.InferenceSession(model, options, providers=providers)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FgOnnxError(f"onnxruntime could not load the model: {first}") from exc
+        raise FgOnnxError(f"onnxruntime could not load the model: {one_line(exc)}") from exc
     finally:
         ort.set_default_logger_severity(ORT_DEFAULT_LOG_SEVERITY)
     active = session.get_providers()[0]

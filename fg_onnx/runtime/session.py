@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from fg_onnx.errors import FgOnnxError
+from fg_onnx.errors import FgOnnxError, one_line
 from fg_onnx.fullgrad import augment as contract
 from fg_onnx.fullgrad.augment import AugmentOptions, build_fullgrad
 from fg_onnx.graph.load import ModelSource, load_model
@@ -186,8 +186,8 @@ class FullGrad:
         try:
             return self._execute(names, feeds)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise FgOnnxError(f"onnxruntime failed while explaining a batch: {first}") from exc
+            raise FgOnnxError(
+                f"onnxruntime failed while explaining a batch: {one_line(exc)}") from exc
 
     def _run(self, x: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, ...]:
         names = [*FETCHED, self.output_name]
