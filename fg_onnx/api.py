@@ -19,6 +19,7 @@ def augment(
     seed_input: bool = False,
     components: bool = False,
     input_size: tuple[int, int] | None = None,
+    provider: str = "any",
 ) -> onnx.ModelProto:
     """Returns ``model`` augmented with FullGrad outputs (the same contract as the CLI).
 
@@ -33,10 +34,12 @@ def augment(
         seed_input: take the output cotangent as input ``fg_grad_output`` instead of a class.
         components: also output each map tap's bias-gradient tensor.
         input_size: (H, W) to fix an input whose spatial size is symbolic.
+        provider: "any" onnxruntime provider (default) or "cpu" only, which allows faster
+            CPU-only ops (MaxUnpool for max pools with disjoint windows).
     """
     return augment_with_report(
         model, AugmentOptions(input, output, layout, implicit_biases, explain_probabilities,
-                              seed_input, components, input_size)
+                              seed_input, components, input_size, provider=provider)
     ).model
 
 

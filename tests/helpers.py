@@ -25,11 +25,12 @@ def assert_vjp(
     opset: int = 17,
     adjoint_tol: float = ADJOINT_TOL,
     float32_tol: float = FLOAT32_TOL,
+    provider: str = "any",
     **attrs: Any,
 ) -> None:
     """Adjoint test of one node's VJP rule (see ``single_node_model`` for ``inputs``)."""
     model, feeds = single_node_model(op_type, inputs, outputs=outputs, opset=opset, **attrs)
-    result = check_vjp(model, feeds, wrt=wrt, output=output)
+    result = check_vjp(model, feeds, wrt=wrt, output=output, provider=provider)
     assert result.adjoint_error < adjoint_tol, (
         f"{op_type}: <u, VJP v> = {result.lhs:.10g} but <JVP u, v> = {result.rhs:.10g}"
     )
@@ -50,13 +51,13 @@ def randn(rng: np.random.Generator, *shape: int, away_from: float | None = None,
 
 def assert_runs_on_onnxruntime(
     op_type: str, inputs: list[tuple[str, Any]], *, outputs: int = 1, opset: int = 17,
-    **attrs: Any,
+    provider: str = "any", **attrs: Any,
 ) -> None:
     """The float32 gradient graph of one node loads and runs on onnxruntime's CPU provider
     (no silent fallback) and agrees with the reference evaluator."""
     model, feeds = single_node_model(op_type, inputs, outputs=outputs, opset=opset, **attrs)
     model.ir_version = min(model.ir_version, 10)  # newer IR versions than onnxruntime reads
-    grad_model = gradient_model(model)
+    grad_model = gradient_model(model, provider=provider)
     seed_shape = reference_evaluator(model).run(["y0"], feeds)[0].shape
     feeds = {**feeds, SEED_INPUT: np.random.default_rng(0).standard_normal(seed_shape)
              .astype(np.float32)}
@@ -123,11 +124,12 @@ def assert_vjp_symbolic(
     outputs: int = 1,
     output: str | None = None,
     opset: int = 17,
+    provider: str = "any",
     **attrs: Any,
 ) -> None:
     """``assert_vjp`` on a model whose inputs have symbolic dims (rules take dynamic paths)."""
     model, feeds = single_node_model(op_type, inputs, outputs=outputs, opset=opset, **attrs)
-    result = check_vjp(with_symbolic_dims(model, dims), feeds, output=output)
+    result = check_vjp(with_symbolic_dims(model, dims), feeds, output=output, provider=provider)
     assert result.adjoint_error < ADJOINT_TOL, (
         f"{op_type}: <u, VJP v> = {result.lhs:.10g} but <JVP u, v> = {result.rhs:.10g}"
     )

@@ -36,7 +36,8 @@ Method:
     * Each time is the median over ``--repeats`` calls (``time.perf_counter``) after
       ``--warmup`` calls, divided by the batch size. onnxruntime and torch get the same number
       of intra-op threads (``--threads``, default every CPU this process may use).
-    * augment: the time of ``fg_onnx.augment(path)`` (load, rewrite, checker) in a fresh
+    * augment: the time of ``fg_onnx.augment(path)`` (with ``provider="cpu"`` on CPU, as
+      ``fg-onnx explain`` augments for a CPU session; load, rewrite, checker) in a fresh
       process; rewrite memory: its peak RSS increase over the process before the call,
       divided by the model file size.
     * ref diff: max |saliency − reference| / max |reference| over the batch, a check that both
@@ -202,7 +203,9 @@ def worker_augment(spec: dict[str, Any]) -> dict[str, Any]:
     for _ in range(max(1, spec["repeats"])):
         model = None  # the previous result must not stay alive during the next call
         start = time.perf_counter()
-        model = fg_onnx.augment(spec["model"])
+        # as fg-onnx explain does for a CPU-only session (see FullGrad)
+        model = fg_onnx.augment(spec["model"], provider="cpu" if spec["device"] == "cpu"
+                                else "any")
         times.append(time.perf_counter() - start)
     peak = _peak_rss_mib()
     assert model is not None
@@ -438,7 +441,7 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path,
     onnx_path, state_path = export_model(name, folder, size, args.seed)
     augmented = folder / f"{name}.fg.onnx"
     aug = run_worker({"kind": "augment", "model": str(onnx_path), "out": str(augmented),
-                      "repeats": args.augment_repeats}, folder)
+                      "repeats": args.augment_repeats, "device": args.device}, folder)
     augment_s = statistics.median(aug["times"])
     log(f"{name}: augment {augment_s:.2f} s, rewrite peak +{aug['rss_increase_mib']:.0f} MiB "
         f"for a {aug['model_mib']:.0f} MiB model")

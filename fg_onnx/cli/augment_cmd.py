@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from fg_onnx.errors import OutputExistsError
-from fg_onnx.fullgrad.augment import GRAPH_METHODS, AugmentOptions, build_fullgrad
+from fg_onnx.fullgrad.augment import GRAPH_METHODS, PROVIDERS, AugmentOptions, build_fullgrad
 from fg_onnx.graph.load import external_data_paths, load_model
 from fg_onnx.graph.normalize import blaming_invalid_input
 from fg_onnx.graph.save import check_output_path, data_file_of, is_large, save_model_atomic
@@ -53,6 +53,7 @@ def options_from_args(args: argparse.Namespace) -> AugmentOptions:
         seed_input=getattr(args, "seed_input", False),
         components=getattr(args, "components", False), input_size=args.input_size,
         method=getattr(args, "method", "fullgrad"), cam_layer=args.cam_layer,
+        provider=getattr(args, "provider", "any"),
     )
 
 
@@ -75,6 +76,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     parser.add_argument("--method", choices=GRAPH_METHODS, default="fullgrad",
                         help="what fg_saliency holds (default: fullgrad); the other outputs "
                              "stay the same")
+    parser.add_argument("--provider", choices=PROVIDERS, default="any",
+                        help="where the model will run: any onnxruntime provider (default), "
+                             "or cpu only, which allows faster CPU-only ops (MaxUnpool for "
+                             "max pools whose windows do not overlap; onnxruntime's CUDA "
+                             "provider has no MaxUnpool)")
     parser.set_defaults(run=run)
 
 

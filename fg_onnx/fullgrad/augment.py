@@ -46,6 +46,7 @@ INPUT_GRAD = "fg_input_grad"
 BIAS_TOTAL = "fg_bias_total"
 SALIENCY = "fg_saliency"
 METADATA_KEY = "fg_onnx.augment"
+PROVIDERS = ("any", "cpu")
 GRAPH_METHODS = ("fullgrad", "simple-fullgrad", "gradient", "gradient-x-input", *CAM_METHODS)
 """What ``fg_saliency`` can hold (AugmentOptions.method); all other outputs stay the same."""
 
@@ -66,6 +67,9 @@ class AugmentOptions:
     """The map in ``fg_saliency``: one of GRAPH_METHODS."""
     cam_layer: str | None = None
     """Grad-CAM's activation (default: the last rank-4 Conv output on the gradient path)."""
+    provider: str = "any"
+    """Where the augmented model will run: "any" onnxruntime provider, or "cpu" only (allows
+    ops that only onnxruntime's CPU provider runs well; see VJPContext.provider)."""
 
 
 @dataclass
@@ -134,6 +138,9 @@ def _check_method(options: AugmentOptions) -> None:
     if options.cam_layer is not None and options.method not in CAM_METHODS:
         raise FgOnnxError(f"--cam-layer applies to {' and '.join(CAM_METHODS)}, not to "
                           f"{options.method}")
+    if options.provider not in PROVIDERS:
+        raise FgOnnxError(f"unknown provider {options.provider!r}; use one of "
+                          f"{', '.join(PROVIDERS)}")
 
 
 def _fix_input_size(model: onnx.ModelProto, options: AugmentOptions) -> onnx.ModelProto:
@@ -176,7 +183,7 @@ class _Augmenter:
             self.cam_layer = find_cam_layer(self.info, path, self.options.cam_layer)
             wrt.append(self.cam_layer)
         backward = build_backward(self.info, self.b, {self.ex.scores: seed}, wrt,
-                                  on_node=self._on_node)
+                                  on_node=self._on_node, provider=self.options.provider)
         input_grad = backward.grads[self.ex.input]
         if input_grad is None:
             raise UnsupportedModelError(

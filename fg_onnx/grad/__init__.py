@@ -35,6 +35,7 @@ def gradient_model(
     source: ModelSource,
     output: str | None = None,
     wrt: Sequence[str] | None = None,
+    provider: str = "any",
 ) -> onnx.ModelProto:
     """Returns the model extended with the gradient of one output.
 
@@ -46,6 +47,8 @@ def gradient_model(
         source: a model path or ModelProto.
         output: the differentiated output (default: the first graph output).
         wrt: graph inputs or intermediate tensors (default: every float graph input).
+        provider: "any" (default) or "cpu": where the model will run (see
+            ``fg_onnx.grad.registry.VJPContext.provider``).
     """
     model = normalize(load_model(source))
     info = GraphInfo(model)
@@ -55,7 +58,7 @@ def gradient_model(
     wanted = list(wrt) if wrt is not None else [n for n in info.graph_inputs if info.is_float(n)]
     builder = GraphBuilder(info)
     seed = builder.reserve(SEED_INPUT)
-    backward = build_backward(info, builder, {output: seed}, wanted)
+    backward = build_backward(info, builder, {output: seed}, wanted, provider=provider)
     out_value = next(v for v in model.graph.output if v.name == output)
     model.graph.input.append(helper.make_value_info(seed, out_value.type))
     for name in wanted:

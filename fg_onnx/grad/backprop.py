@@ -100,6 +100,7 @@ def build_backward(
     seeds: Mapping[str, str],
     wrt: Sequence[str],
     on_node: NodeHook | None = None,
+    provider: str = "any",
 ) -> Backward:
     """Builds the gradient subgraph.
 
@@ -109,6 +110,7 @@ def build_backward(
         seeds: forward tensor name -> name of its cotangent (for example a one-hot row).
         wrt: tensors whose cotangents are wanted (graph inputs or intermediate tensors).
         on_node: optional hook seeing every differentiated node (bias taps use it).
+        provider: "any" or "cpu", where the graph will run (see VJPContext.provider).
 
     Returns:
         The cotangent names of ``wrt`` and what was differentiated. No gradient w.r.t. weights
@@ -132,7 +134,7 @@ def build_backward(
             continue
         needs = tuple(bool(i) and i in forward and info.is_float(i) for i in node.input)
         context = VJPContext(node=node, info=info, b=builder, needs=needs,
-                             wanted=frozenset(wrt_set))
+                             wanted=frozenset(wrt_set), provider=provider)
         grads = entry.rule(context, gy)
         result.differentiated[node.op_type] += 1
         if on_node is not None:

@@ -235,6 +235,7 @@ def check_vjp(
     output: str | None = None,
     eps: float = 1e-6,
     seed: int = 0,
+    provider: str = "any",
 ) -> VJPCheck:
     """Runs the adjoint test of the gradient of ``output`` w.r.t. ``wrt`` at ``inputs``.
 
@@ -245,6 +246,7 @@ def check_vjp(
         output: the differentiated output (default: the first).
         eps: central-difference step, in float64.
         seed: seed of the random directions ``u`` and cotangent ``v``.
+        provider: passed to :func:`gradient_model` (the float32 check runs on the CPU).
     """
     info = GraphInfo(model)
     output = output or info.graph_outputs[0]
@@ -258,7 +260,7 @@ def check_vjp(
     plus = forward64({**x64, **{k: x64[k] + eps * u[k] for k in wrt}})[0]
     minus = forward64({**x64, **{k: x64[k] - eps * u[k] for k in wrt}})[0]
     rhs = float(np.vdot((plus - minus) / (2 * eps), v))
-    grad_model = gradient_model(_only_output(model, output), output, wrt)
+    grad_model = gradient_model(_only_output(model, output), output, wrt, provider)
     grads64 = _run_grads(make_runner(to_float64(grad_model)), x64, v, wrt)
     grads32 = _run_grads(
         make_runner(grad_model, fallback=False), dict(inputs),

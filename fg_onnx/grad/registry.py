@@ -35,6 +35,10 @@ class VJPContext:
     wanted: frozenset[str] = frozenset()
     """Tensors whose full cotangent the caller reads: a rule must not route another node's
     share of it elsewhere (see the Mul rule's x·σ(x) case)."""
+    provider: str = "any"
+    """Where the gradient graph will run: "any" (only ops every onnxruntime provider has
+    kernels for) or "cpu" (rules may pick ops that only the CPU provider runs fast, such as
+    MaxUnpool, which onnxruntime's CUDA provider lacks)."""
 
     @property
     def opset(self) -> int:

@@ -66,6 +66,16 @@ def candidate_providers(device: Device, available: list[str] | None = None) -> l
     return [CUDA, CPU]
 
 
+def planned_providers(device: Device) -> tuple[list[str], str | None]:
+    """The providers a session for ``device`` will ask for, and why CUDA is left out when
+    onnxruntime has it but the machine cannot use it (None otherwise)."""
+    providers = candidate_providers(device)
+    if CUDA in providers and device == "auto" and not nvidia_driver_present():
+        return [CPU], ("CUDA provider is installed but this machine has no NVIDIA driver; "
+                       "running on CPU")
+    return providers, None
+
+
 def open_session(model: bytes | str, device: Device = "auto",
                  options: ort.SessionOptions | None = None,
                  ) -> tuple[ort.InferenceSession, ProviderReport]:
@@ -74,11 +84,7 @@ def open_session(model: bytes | str, device: Device = "auto",
     A CUDA provider that onnxruntime lists but cannot load (missing driver or libraries) is
     reported in the note; with ``device="cuda"`` it is an error instead of a CPU fallback.
     """
-    providers = candidate_providers(device)
-    note = None
-    if CUDA in providers and device == "auto" and not nvidia_driver_present():
-        providers = [CPU]
-        note = "CUDA provider is installed but this machine has no NVIDIA driver; running on CPU"
+    providers, note = planned_providers(device)
     if CUDA in providers:
         _preload_cuda_libraries()
         # onnxruntime logs a provider that fails to load through its default logger; the

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,13 @@ from fg_onnx.fullgrad.augment import AugmentOptions, build_fullgrad
 from fg_onnx.graph.load import ModelSource, load_model
 from fg_onnx.graph.normalize import blaming_invalid_input
 from fg_onnx.graph.save import is_large, save_model_atomic
-from fg_onnx.runtime.providers import Device, ProviderReport, open_session
+from fg_onnx.runtime.providers import (
+    CUDA,
+    Device,
+    ProviderReport,
+    open_session,
+    planned_providers,
+)
 
 FETCHED = (contract.SALIENCY, contract.SCORE, contract.TARGET_USED, contract.INPUT_GRAD,
            contract.BIAS_TOTAL)
@@ -42,6 +48,15 @@ class Explanation:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+
+def _for_device(options: AugmentOptions | None, device: Device) -> AugmentOptions:
+    """``options`` for a model augmented in memory: CPU-only ops when the session cannot
+    run on CUDA (the same decision open_session makes)."""
+    options = options or AugmentOptions()
+    if CUDA in planned_providers(device)[0]:
+        return options
+    return replace(options, provider="cpu")
 
 
 def _is_augmented(model: onnx.ModelProto) -> bool:
@@ -71,7 +86,8 @@ class FullGrad:
         proto = load_model(model)
         augmented = _is_augmented(proto)
         if not augmented:
-            proto = blaming_invalid_input(proto, lambda m: build_fullgrad(m, options).model)
+            target = _for_device(options, device)
+            proto = blaming_invalid_input(proto, lambda m: build_fullgrad(m, target).model)
         facts = json.loads(
             next(p.value for p in proto.metadata_props if p.key == contract.METADATA_KEY)
         )

@@ -66,3 +66,23 @@ def test_bad_model_files_give_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["augment", str(bad)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_models" / "shapes_cnn.onnx"
+
+
+@pytest.mark.parametrize(("flags", "unpool"), [([], False), (["--provider", "any"], False),
+                                               (["--provider", "cpu"], True)])
+def test_provider_decides_cpu_only_ops(tmp_path: Path, flags: list[str], unpool: bool,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "shapes.fg.onnx"
+    assert main(["augment", str(SAMPLE), "-o", str(out), *flags]) == 0
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert ("MaxUnpool" in ops) is unpool and ("ScatterElements" in ops) is not unpool
+
+
+def test_unknown_provider_is_a_usage_error(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["augment", str(SAMPLE), "-o", str(tmp_path / "x.onnx"),
+                 "--provider", "cuda"]) == 2
+    assert "invalid choice: 'cuda'" in capsys.readouterr().err

@@ -56,3 +56,23 @@ def test_io_binding_path_gives_the_same_results(batch: np.ndarray) -> None:
 def test_bad_batch_size() -> None:
     with pytest.raises(FgOnnxError, match="batch size"):
         FullGrad(SAMPLE, batch_size=0)
+
+
+def test_models_augmented_for_a_cpu_session_may_use_cpu_only_ops(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from fg_onnx.fullgrad.augment import AugmentOptions
+    from fg_onnx.runtime import session
+
+    assert session._for_device(None, "cpu").provider == "cpu"
+    kept = AugmentOptions(method="gradient")
+    assert session._for_device(kept, "cpu") == AugmentOptions(method="gradient", provider="cpu")
+    monkeypatch.setattr(session, "planned_providers",
+                        lambda device: (["CUDAExecutionProvider", "CPUExecutionProvider"], None))
+    assert session._for_device(kept, "auto").provider == "any"  # may end up on CUDA
+
+
+def test_cpu_session_explains_the_same_with_cpu_only_ops(batch: np.ndarray) -> None:
+    portable = fg_onnx.augment(SAMPLE)
+    cpu = FullGrad(SAMPLE, device="cpu").explain(batch)
+    reference = FullGrad(portable, device="cpu").explain(batch)
+    np.testing.assert_allclose(cpu.saliency, reference.saliency, rtol=1e-5, atol=1e-6)

@@ -22,7 +22,7 @@ from fg_onnx.grad.rules._common import (
 
 @vjp("MaxPool")
 def max_pool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    """Cotangents go to each window's argmax: a MaxUnpool if windows are disjoint, else a sum.
+    """Cotangents go to each window's argmax: a scatter-add (MaxUnpool for disjoint, on CPU).
 
     Overlapping windows may share an argmax, so their contributions are scatter-added
     (MaxUnpool would overwrite them)."""
@@ -50,8 +50,12 @@ def max_pool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 def _unpool_pads(ctx: VJPContext) -> list[int] | None:
     """Pads for a MaxUnpool that inverts this pool, or None when that is not exact or
     possible: windows that share inputs, unknown spatial sizes, a type onnxruntime's
-    MaxUnpool lacks. The output shape is given; the pads only keep onnxruntime's size
-    check, (out − 1)·stride + kernel − pads ≤ size, from refusing ceil_mode and SAME pools."""
+    MaxUnpool lacks, or a graph that may run on onnxruntime's CUDA provider, which has no
+    MaxUnpool (a CPU fallback there would copy the tensors to the host and back). The output
+    shape is given; the pads only keep onnxruntime's size check, (out − 1)·stride + kernel −
+    pads ≤ size, from refusing ceil_mode and SAME pools."""
+    if ctx.provider != "cpu":
+        return None
     kernel = [int(k) for k in ctx.attr("kernel_shape")]
     strides = spatial_attr(ctx, "strides", len(kernel), 1)
     dilations = spatial_attr(ctx, "dilations", len(kernel), 1)
