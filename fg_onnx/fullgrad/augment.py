@@ -239,7 +239,7 @@ class _Augmenter:
         b = self.b
         terms = []
         for tap in self.taps:
-            if tap.constant_bias is not None and not np.any(tap.constant_bias):
+            if tap.bias_is_zero:
                 continue
             for tensor, sign in tap.total_parts:
                 total = per_sample_sum(b, tensor, self.batch)
@@ -294,9 +294,9 @@ class _Augmenter:
         term = _map_term(tap, tap.product)
         if term is None or tap.bias_vector is None or term.channel_axis not in (1, 3):
             return term
+        if tap.bias_is_zero:
+            return None
         if tap.constant_bias is not None:
-            if not np.any(tap.constant_bias):
-                return None
             weights = self.b.const(np.abs(tap.constant_bias), hint="abs_bias")
         else:
             weights = self.b.Abs(tap.bias_vector)

@@ -56,6 +56,11 @@ class Tap:
     constant_bias: np.ndarray | None = None
     """``bias_vector``'s value when it is a constant."""
 
+    @property
+    def bias_is_zero(self) -> bool:
+        """Whether the bias is a constant zero: then its total and its ψ are exactly zero."""
+        return self.constant_bias is not None and not np.any(self.constant_bias)
+
 
 def _data_inputs(ctx: VJPContext) -> list[int]:
     return [i for i, need in enumerate(ctx.needs) if need]
