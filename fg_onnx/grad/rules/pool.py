@@ -31,14 +31,11 @@ def max_pool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
         return [None]
     x = ctx.input(0)
     b = ctx.b
-    unpool_pads = _unpool_pads(ctx)
-    if unpool_pads is not None:
+    unpool = _unpool_attrs(ctx)
+    if unpool is not None:
         # No two windows share an input, so no index repeats and MaxUnpool's overwrite is
         # the sum: 2.4x faster than ScatterElements on onnxruntime's CPU (VGG's first pool).
-        kernel = [int(k) for k in ctx.attr("kernel_shape")]
-        return [b.MaxUnpool(g, _row_major_indices(ctx), b.Shape(x), kernel_shape=kernel,
-                            strides=spatial_attr(ctx, "strides", len(kernel), 1),
-                            pads=unpool_pads)]
+        return [b.MaxUnpool(g, _row_major_indices(ctx), b.Shape(x), **unpool)]
     flat = b.Reshape(zeros_like(ctx, x), b.ints(-1))
     summed = b.ScatterElements(
         flat, b.Reshape(_row_major_indices(ctx), b.ints(-1)), b.Reshape(g, b.ints(-1)),
@@ -47,8 +44,8 @@ def max_pool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     return [b.Reshape(summed, b.Shape(x))]
 
 
-def _unpool_pads(ctx: VJPContext) -> list[int] | None:
-    """Pads for a MaxUnpool that inverts this pool, or None when that is not exact or
+def _unpool_attrs(ctx: VJPContext) -> dict[str, list[int]] | None:
+    """Attributes of a MaxUnpool that inverts this pool, or None when that is not exact or
     possible: windows that share inputs, unknown spatial sizes, a type onnxruntime's
     MaxUnpool lacks, or a graph that may run on onnxruntime's CUDA provider, which has no
     MaxUnpool (a CPU fallback there would copy the tensors to the host and back). The output
@@ -69,7 +66,7 @@ def _unpool_pads(ctx: VJPContext) -> list[int] | None:
         return None
     tails = [max(0, (o - 1) * s + k - h)  # type: ignore[operator]
              for (h, o), s, k in zip(pairs, strides, kernel, strict=True)]
-    return [0] * len(kernel) + tails
+    return {"kernel_shape": kernel, "strides": list(strides), "pads": [0] * len(kernel) + tails}
 
 
 def _row_major_indices(ctx: VJPContext) -> str:
