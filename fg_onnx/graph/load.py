@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from fg_onnx.errors import ModelLoadError
+from fg_onnx.errors import ModelLoadError, one_line
 
 ModelSource = str | os.PathLike[str] | onnx.ModelProto
 
@@ -39,7 +39,8 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
     except (OSError, ValueError, onnx.checker.ValidationError) as exc:
         # onnx reports a missing or escaping external file as a ValidationError.
         raise ModelLoadError(
-            f"external data of {path.name} could not be read from {path.parent}: {exc}"
+            f"external data of {path.name} could not be read from {path.parent}: "
+            f"{one_line(exc)}"
         ) from exc
     return model
 
