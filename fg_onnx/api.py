@@ -20,6 +20,8 @@ def augment(
     components: bool = False,
     input_size: tuple[int, int] | None = None,
     provider: str = "any",
+    precision: str = "float32",
+    gradient_scale: float | None = None,
 ) -> onnx.ModelProto:
     """Returns ``model`` augmented with FullGrad outputs (the same contract as the CLI).
 
@@ -36,10 +38,15 @@ def augment(
         input_size: (H, W) to fix an input whose spatial size is symbolic.
         provider: "any" onnxruntime provider (default) or "cpu" only, which allows faster
             CPU-only ops (MaxUnpool for max pools with disjoint windows).
+        precision: "float32" (default) or "float16": the network and its backward pass in
+            float16, the model's inputs and outputs still float32.
+        gradient_scale: float16 only: the factor on the backward seed that keeps small
+            gradients out of float16's underflow (default 256); outputs are unscaled.
     """
     return augment_with_report(
         model, AugmentOptions(input, output, layout, implicit_biases, explain_probabilities,
-                              seed_input, components, input_size, provider=provider)
+                              seed_input, components, input_size, provider=provider,
+                              precision=precision, gradient_scale=gradient_scale)
     ).model
 
 

@@ -114,7 +114,8 @@ class ExplainBatch:
             target[good] = result.targets
             predicted[good] = result.predicted
             error[good] = result.completeness_error
-        finite = np.isfinite(score) & np.isfinite(saliency.reshape(n, -1)).all(1)
+        finite = (np.isfinite(score) & np.isfinite(saliency.reshape(n, -1)).all(1)
+                  & np.isfinite(error))
         if self.files is not None:
             stems = batch.get("stem")
             if stems is None:

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("torch", reason="tools/bench.py exports torch models")
 
 
-MAY_BE_ZERO = ("rewrite mem/model size", "ref diff")
+MAY_BE_ZERO = ("rewrite mem/model size", "ref diff", "completeness")
 
 
 def _numbers(cell: str) -> list[float]:
@@ -38,6 +38,7 @@ def test_tiny_run_prints_a_complete_table(tmp_path: Path,
             assert value >= 0 if column in MAY_BE_ZERO else value > 0, (column, cells[column])
     row = json.loads(out.read_text())["rows"][0]
     assert row["ref_diff"] < 1e-4  # fg-onnx and the PyTorch reference compute the same map
+    assert row["completeness"] < 1e-4
     assert row["saliency_over_forward"] > 0 and row["reference_over_saliency"] > 0
 
 
@@ -47,3 +48,14 @@ def test_missing_torchvision_is_one_line(monkeypatch: pytest.MonkeyPatch,
     assert bench.main(["--models", "resnet50"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "torchvision is not installed" in err[0]
+
+
+def test_float16_run_times_float16_against_float16(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    assert bench.main(["--models", "tiny", "--batch-sizes", "2", "--repeats", "1",
+                       "--skip-reference", "--precision", "float16", "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["precision"] == "float16"
+    assert 0 < row["completeness"] < 1e-2  # float16 rounding, not float32's 1e-7
+    assert row["saliency_over_forward"] > 0

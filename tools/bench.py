@@ -40,6 +40,14 @@ Method:
       ``fg-onnx explain`` augments for a CPU session; load, rewrite, checker) in a fresh
       process; rewrite memory: its peak RSS increase over the process before the call,
       divided by the model file size.
+    * completeness: the largest |Σ x·∇x + Σ bias·∇bias − score| / |score| over the batch, from
+      the saliency model's own outputs (float32: rounding only; float16 on CPU: under
+      float16 rounding as tools/float16_emulation.py emulates it, since onnxruntime's CPU
+      provider computes float16 graphs in float32).
+    * ``--precision float16``: the model is augmented with ``precision="float16"`` and the
+      forward time is that of the original converted the same way
+      (``fg_onnx.graph.float16.to_float16``), so the ratio compares float16 with float16.
+      Worth it on CUDA only: onnxruntime's CPU provider computes float16 graphs in float32.
     * ref diff: max |saliency − reference| / max |reference| over the batch, a check that both
       compute the same maps. Expect float32 noise (ReLU masks flipped by rounding in deep
       random networks), and a real difference where a Conv with its own bias feeds a
@@ -76,7 +84,7 @@ TINY_SIZE = 32
 WORKER_FLAG = "--worker"
 COLUMNS = ("model", "batch", "forward ms/img", "saliency ms/img", "saliency/forward",
            "reference ms/img", "reference/saliency", "augment s", "rewrite mem/model size",
-           "ref diff", "peak RSS MiB fwd/sal/ref")
+           "ref diff", "completeness", "peak RSS MiB fwd/sal/ref")
 
 
 class BenchError(Exception):
@@ -205,11 +213,15 @@ def worker_augment(spec: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         # as fg-onnx explain does for a CPU-only session (see FullGrad)
         model = fg_onnx.augment(spec["model"], provider="cpu" if spec["device"] == "cpu"
-                                else "any")
+                                else "any", precision=spec["precision"])
         times.append(time.perf_counter() - start)
     peak = _peak_rss_mib()
     assert model is not None
     onnx.save(model, spec["out"])
+    if spec["precision"] == "float16":
+        from fg_onnx.graph.float16 import to_float16
+
+        onnx.save(to_float16(onnx.load(spec["model"])), spec["forward_out"])
     return {"times": times, "rss_increase_mib": peak - before,
             "model_mib": os.path.getsize(spec["model"]) / 2**20}
 
@@ -247,6 +259,7 @@ def worker_ort(spec: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {"times": times, "provider": report.active}
     if spec["kind"] == "saliency" and spec.get("map_out"):
         np.save(spec["map_out"], call()[0])
+        result["completeness"] = _completeness_error(spec, session)
     if report.on_cuda:
         result["gpu_mib"] = _gpu_mib()
     if spec.get("profile_dir"):
@@ -275,6 +288,30 @@ def worker_interleaved(spec: dict[str, Any]) -> dict[str, Any]:
             call()
             times[kind].append(time.perf_counter() - start)
     return {"times": times}
+
+
+def _completeness_error(spec: dict[str, Any], session: Any) -> float:
+    """The largest relative completeness error of the augmented model over the batch; for a
+    float16 model on CPU under float16 rounding (float16_emulation), which onnxruntime's CPU
+    provider would hide."""
+    import onnx
+
+    from fg_onnx.fullgrad import augment as contract
+
+    x = _images(spec)
+    feeds = {session.get_inputs()[0].name: x,
+             contract.TARGET: np.full(len(x), -1, dtype=np.int64)}
+    names = [contract.INPUT_GRAD, contract.BIAS_TOTAL, contract.SCORE]
+    if spec["device"] == "cpu" and spec.get("precision") == "float16":
+        sys.path.insert(0, str(TOOLS))
+        from float16_emulation import run_emulated
+
+        outputs = run_emulated(onnx.load(spec["model"]), feeds)
+        gradient, bias_total, score = (outputs[name] for name in names)
+    else:
+        gradient, bias_total, score = session.run(names, feeds)
+    total = (gradient.astype(np.float64) * x).reshape(len(x), -1).sum(1) + bias_total
+    return float((np.abs(total - score) / np.maximum(np.abs(score), 1e-6)).max())
 
 
 def _runner(session: Any, on_cuda: bool, names: list[str],
@@ -381,6 +418,8 @@ class Row:
     augment_s: float
     rewrite_ratio: float
     ref_diff: float | None
+    completeness: float | None = None
+    precision: str = "float32"
     peak_rss_mib: dict[str, float] = field(default_factory=dict)
     gpu_mib: dict[str, float | None] = field(default_factory=dict)
     profile: dict[str, float] | None = None
@@ -408,7 +447,7 @@ class Row:
                 num(self.saliency_ms, ".3g"), num(self.saliency_over_forward, ".3g"),
                 num(self.reference_ms, ".3g"), num(self.reference_over_saliency, ".3g"),
                 num(self.augment_s, ".3g"), num(self.rewrite_ratio, ".3g"),
-                num(self.ref_diff, ".1e"), rss]
+                num(self.ref_diff, ".1e"), num(self.completeness, ".1e"), rss]
 
     def as_json(self) -> dict[str, Any]:
         """Everything, ratios included."""
@@ -440,8 +479,11 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path,
     size = TINY_SIZE if name == "tiny" else args.image_size
     onnx_path, state_path = export_model(name, folder, size, args.seed)
     augmented = folder / f"{name}.fg.onnx"
+    half = args.precision == "float16"
+    forward_path = folder / f"{name}.float16.onnx" if half else onnx_path
     aug = run_worker({"kind": "augment", "model": str(onnx_path), "out": str(augmented),
-                      "repeats": args.augment_repeats, "device": args.device}, folder)
+                      "repeats": args.augment_repeats, "device": args.device,
+                      "precision": args.precision, "forward_out": str(forward_path)}, folder)
     augment_s = statistics.median(aug["times"])
     log(f"{name}: augment {augment_s:.2f} s, rewrite peak +{aug['rss_increase_mib']:.0f} MiB "
         f"for a {aug['model_mib']:.0f} MiB model")
@@ -451,12 +493,12 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path,
                   "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats}
         sal_map, ref_map = folder / f"{name}_{batch}_sal.npy", folder / f"{name}_{batch}_ref.npy"
         alone = {**common, "warmup": 1, "repeats": 1}  # memory, map and profile
-        forward = run_worker({**alone, "kind": "forward", "model": str(onnx_path)}, folder)
+        forward = run_worker({**alone, "kind": "forward", "model": str(forward_path)}, folder)
         saliency = run_worker({**alone, "kind": "saliency", "model": str(augmented),
-                               "map_out": str(sal_map),
+                               "map_out": str(sal_map), "precision": args.precision,
                                "profile_dir": str(folder) if args.profile else None}, folder)
         timed = run_worker({**common, "kind": "interleaved", "model": str(augmented),
-                            "forward_model": str(onnx_path)}, folder)["times"]
+                            "forward_model": str(forward_path)}, folder)["times"]
         reference = None
         if not args.skip_reference and batch <= args.reference_max_batch:
             reference = run_worker({**common, "kind": "reference", "name": name,
@@ -470,7 +512,8 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path,
             saliency_ms=_per_image_ms(timed["saliency"], batch),
             reference_ms=None if reference is None else _per_image_ms(reference["times"], batch),
             augment_s=augment_s, rewrite_ratio=aug["rss_increase_mib"] / aug["model_mib"],
-            ref_diff=_ref_diff(sal_map, ref_map),
+            ref_diff=_ref_diff(sal_map, ref_map), completeness=saliency.get("completeness"),
+            precision=args.precision,
             peak_rss_mib={k: v["peak_rss_mib"] for k, v in measured.items()},
             gpu_mib={k: v.get("gpu_mib") for k, v in measured.items()},
             profile=saliency.get("profile"))
@@ -510,6 +553,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", type=_int_list,
                         help="comma-separated (default 1,16 on CPU, 1,16,64 on CUDA)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--precision", choices=("float32", "float16"), default="float32",
+                        help="float16: both the forward and the saliency model in float16 "
+                             "(fg-onnx augment --precision float16)")
     parser.add_argument("--repeats", type=int, help="timed calls per measurement (default 3)")
     parser.add_argument("--warmup", type=int, help="untimed calls first (default 1)")
     parser.add_argument("--reference-repeats", type=int,

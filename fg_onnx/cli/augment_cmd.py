@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fg_onnx.errors import OutputExistsError
 from fg_onnx.fullgrad.augment import GRAPH_METHODS, PROVIDERS, AugmentOptions, build_fullgrad
+from fg_onnx.fullgrad.precision import DEFAULT_GRADIENT_SCALE, PRECISIONS
 from fg_onnx.graph.load import external_data_paths, load_model
 from fg_onnx.graph.normalize import blaming_invalid_input
 from fg_onnx.graph.save import check_output_path, data_file_of, is_large, save_model_atomic
@@ -43,6 +44,15 @@ def add_augment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cam-layer", metavar="TENSOR",
                         help="grad-cam/grad-cam++ activation (default: the last Conv output "
                              "on the gradient path, after a BatchNorm/ReLU that follows it)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="float16 runs the network and its backward pass in float16 "
+                             "(fast on CUDA; inputs and outputs stay float32; check the "
+                             "completeness error)")
+    parser.add_argument("--gradient-scale", type=float, metavar="S",
+                        help=f"float16: start the backward pass from S times the one-hot "
+                             f"class (default {DEFAULT_GRADIENT_SCALE:g}); lower it if maps "
+                             "come out non-finite, raise it if completeness suffers from "
+                             "tiny gradients")
 
 
 def options_from_args(args: argparse.Namespace) -> AugmentOptions:
@@ -53,7 +63,8 @@ def options_from_args(args: argparse.Namespace) -> AugmentOptions:
         seed_input=getattr(args, "seed_input", False),
         components=getattr(args, "components", False), input_size=args.input_size,
         method=getattr(args, "method", "fullgrad"), cam_layer=args.cam_layer,
-        provider=getattr(args, "provider", "any"),
+        provider=getattr(args, "provider", "any"), precision=args.precision,
+        gradient_scale=args.gradient_scale,
     )
 
 

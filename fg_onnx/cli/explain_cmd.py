@@ -185,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
                           batch_size=args.batch_size, options=options_from_args(args))
     fullgrad = explainer.session
     report = fullgrad.provider_report
-    print(f"running on {report.active}" + (f" ({report.note})" if report.note else ""),
+    notes = [note for note in (report.note, _precision_note(fullgrad)) if note]
+    print(f"running on {report.active}" + (f" ({'; '.join(notes)})" if notes else ""),
           file=sys.stderr)
     spec = preprocess_spec(args, fullgrad)
     args.outdir.mkdir(parents=True, exist_ok=True)
@@ -214,7 +215,19 @@ def run(args: argparse.Namespace) -> int:
     broken = sum(1 for row in rows if not row["finite"])
     print(f"explained {len(rows)} image(s)" + (f", skipped {skipped}" if skipped else "")
           + (f", {broken} with NaN/Inf" if broken else "") + f"; results in {args.outdir}")
+    if broken and fullgrad.precision == "float16":
+        print("fg-onnx: float16 overflowed: lower --gradient-scale, or use --precision float32",
+              file=sys.stderr)
     return 1 if skipped or broken else 0
+
+
+def _precision_note(fullgrad: FullGrad) -> str | None:
+    if fullgrad.precision != "float16":
+        return None
+    if fullgrad.provider_report.on_cuda:
+        return "float16"
+    return ("float16; onnxruntime's CPU provider computes most float16 ops in float32, which "
+            "makes it slower than --precision float32 there")
 
 
 def _run_ray(args: argparse.Namespace, jobs: list[_Job], spec: Preprocess,
@@ -276,7 +289,8 @@ def _write_results(args: argparse.Namespace, loaded: list[tuple[_Job, np.ndarray
     for i, (job, image) in enumerate(loaded):
         overlay_path, map_path = _outputs_of(args.outdir, job, args.method)
         saliency = result.saliency[i]
-        broken = _non_finite(saliency, float(result.scores[i]))
+        broken = _non_finite(saliency, float(result.scores[i]),
+                             float(result.completeness_error[i]))
         if broken:
             print(f"fg-onnx: warning: {job.source}: NaN/Inf in the {' and the '.join(broken)} "
                   "(finite: false in the summary)", file=sys.stderr)
@@ -293,10 +307,12 @@ def _write_results(args: argparse.Namespace, loaded: list[tuple[_Job, np.ndarray
     return rows
 
 
-def _non_finite(saliency: np.ndarray, score: float) -> list[str]:
-    """What of one image's result is NaN/Inf (an input or a model that overflows)."""
+def _non_finite(saliency: np.ndarray, score: float, error: float) -> list[str]:
+    """What of one image's result is NaN/Inf (an input or a model that overflows; the
+    completeness error also when only the gradients overflow)."""
     broken = [] if np.isfinite(score) else ["score"]
-    return broken + ([] if np.all(np.isfinite(saliency)) else ["map"])
+    broken += [] if np.all(np.isfinite(saliency)) else ["map"]
+    return broken + ([] if np.isfinite(error) else ["completeness error"])
 
 
 def _number(value: np.floating | float) -> float | None:

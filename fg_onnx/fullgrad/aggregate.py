@@ -1,18 +1,20 @@
 """The FullGrad map, built inside the graph.
 
 Each term ψ(v) = (|v| − min|v|) / (max(|v| − min|v|) + ε) is affine in |v| per sample, so its
-channel sum is (Σ_c |v| − C·min) / (max − min + ε): one reduction over channels instead of a
-normalised full tensor. Bilinear resizing is linear too, so same-resolution terms are summed
-before a single Resize per resolution. The map equals the reference formula exactly.
+channel sum is C·(mean_c |v| − min) / (max − min + ε): one reduction over channels instead of
+a normalised full tensor (a mean, not a sum, so that float16 cannot overflow). Bilinear
+resizing is linear too, so same-resolution terms are summed before a single Resize per
+resolution. The map equals the reference formula exactly.
 
 A bias tap v = g ⊙ b with a per-channel bias never needs v itself: |v| = |g| ⊙ |b|, so
 max|v| = max_c |b_c|·max|g_c|, likewise min, and Σ_c |v| is |g| times the vector |b| (a
-MatMul). Only |g| is written; everything else reads it.
+MatMul). Only |g| is written; everything else reads it. Scaling |b| by 1/Σ|b| (and ε with it)
+leaves ψ unchanged and bounds that MatMul by max|g|.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fg_onnx.graph.builder import GraphBuilder
@@ -31,35 +33,45 @@ class MapTerm:
     weights: str | None = None
     """Non-negative 1-D [channels] factors: the term is |tensor| ⊙ weights along the channel
     axis (which must then be 1 or 3)."""
+    epsilon: float = EPSILON
+    """ψ's ε for this term: EPSILON times the factor by which the term's tensor and weights
+    exceed the reference quantity (a gradient scale, weights divided by their sum)."""
 
 
-def per_sample(b: GraphBuilder, tensor: str, batch: str) -> str:
-    """``tensor`` as [N, everything else]; the batch must be the outermost factor of dim 0
-    (true for exporters' head-merged attention tensors too). The row length is size / N
-    rather than -1, which Reshape cannot resolve for an empty batch."""
+def per_sample(b: GraphBuilder, tensor: str, batch: str) -> tuple[str, str]:
+    """``tensor`` as [N, everything else], and that row length as a [1] int64 tensor; the
+    batch must be the outermost factor of dim 0 (true for exporters' head-merged attention
+    tensors too). The row length is size / N rather than -1, which Reshape cannot resolve for
+    an empty batch."""
     row = b.Div(b.Reshape(b.Size(tensor), b.ints([1])), b.Max(batch, b.ints([1])))
-    return b.Reshape(tensor, b.Concat(batch, row, axis=0))
+    return b.Reshape(tensor, b.Concat(batch, row, axis=0)), row
 
 
 def per_sample_sum(b: GraphBuilder, tensor: str, batch: str) -> str:
     """Σ over everything but the batch, as [N] (see :func:`per_sample`)."""
-    return b.reduce("ReduceSum", per_sample(b, tensor, batch), [1], keepdims=0)
+    return b.reduce("ReduceSum", per_sample(b, tensor, batch)[0], [1], keepdims=0)
 
 
-def _normalised_channel_sum(b: GraphBuilder, term: MapTerm, batch: str, elem: int) -> str:
+def _normalised_channel_sum(b: GraphBuilder, term: MapTerm, batch: str,
+                            elem: int) -> tuple[str, int]:
+    """Σ_c ψ as ``ratio`` · ``factor`` (an int), [N, h, w], with ratio ≤ 1 for plain terms
+    (the channel mean) and ≤ C for weighted ones: bounded, so it cannot overflow float16."""
     magnitude = b.Abs(term.tensor)
     if term.weights is None:
-        flat = per_sample(b, magnitude, batch)
+        flat = per_sample(b, magnitude, batch)[0]
         low = b.reduce("ReduceMin", flat, [1], keepdims=1)  # [N, 1]
         high = b.reduce("ReduceMax", flat, [1], keepdims=1)
-        channel_sum = b.reduce("ReduceSum", magnitude, [term.channel_axis], keepdims=0)
+        level, factor = b.reduce("ReduceMean", magnitude, [term.channel_axis], keepdims=0), (
+            term.channels)
+        floor = low
     else:
         low, high = (_weighted_extreme(b, op, magnitude, term) for op in ("ReduceMin", "ReduceMax"))
-        channel_sum = _weighted_channel_sum(b, magnitude, term, batch)
-    low3 = b.Unsqueeze(low, b.ints([2]))
+        level, factor = _weighted_channel_sum(b, magnitude, term, batch), 1
+        floor = b.Mul(low, b.scalar(float(term.channels), elem))
     span3 = b.Unsqueeze(b.Sub(high, low), b.ints([2]))
-    shifted = b.Sub(channel_sum, b.Mul(low3, b.scalar(float(term.channels), elem)))  # [N, h, w]
-    return b.Div(shifted, b.Add(span3, b.scalar(EPSILON, elem)))
+    shifted = b.Sub(level, b.Unsqueeze(floor, b.ints([2])))  # [N, h, w]
+    ratio = b.Div(shifted, b.Add(span3, b.scalar(term.epsilon, elem)))
+    return ratio, factor
 
 
 def _weighted_extreme(b: GraphBuilder, op: str, magnitude: str, term: MapTerm) -> str:
@@ -89,11 +101,19 @@ def _weighted_channel_sum(b: GraphBuilder, magnitude: str, term: MapTerm, batch:
 
 
 def saliency_map(b: GraphBuilder, terms: Sequence[MapTerm], batch: str, size: tuple[int, int],
-                 elem: int) -> str:
-    """[N, H, W]: Σ over terms of ψ summed over channels, resized (bilinear, align_corners)."""
+                 elem: int, wide: Callable[[str], str] = lambda tensor: tensor,
+                 wide_elem: int | None = None) -> str:
+    """[N, H, W]: Σ over terms of ψ summed over channels, resized (bilinear, align_corners).
+
+    ``wide`` turns each term's [N, h, w] sum to ``wide_elem`` (float32 for float16 models,
+    see fg_onnx.fullgrad.precision), in which the terms are added and resized."""
     by_size: dict[tuple[int, int], list[str]] = {}
     for term in terms:
-        by_size.setdefault(term.spatial, []).append(_normalised_channel_sum(b, term, batch, elem))
+        ratio, factor = _normalised_channel_sum(b, term, batch, elem)
+        total = wide(ratio)
+        if factor != 1:
+            total = b.Mul(total, b.scalar(float(factor), wide_elem or elem))
+        by_size.setdefault(term.spatial, []).append(total)
     resized = []
     for spatial, parts in by_size.items():
         total = b.add_all(parts)

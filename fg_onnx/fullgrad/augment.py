@@ -6,6 +6,8 @@ Contract of the augmented model (other tools rely on it):
     outputs: every original output; ``fg_score`` [N]; ``fg_target_used`` int64 [N] (not with
              ``seed_input``); ``fg_input_grad`` (shape of the input); ``fg_bias_total`` [N];
              ``fg_saliency`` [N, H, W]; with ``components``, ``fg_tap_<i>`` per map tap.
+    types:   as the model's; with ``precision="float16"`` too (float32 in and out, float16
+             inside; the gradient scale is divided out of every output).
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ import onnx
 from onnx import TensorProto, helper
 
 from fg_onnx.errors import FgOnnxError, UnsupportedModelError, one_line
-from fg_onnx.fullgrad.aggregate import MapTerm, channel_abs_sum, per_sample_sum, saliency_map
+from fg_onnx.fullgrad.aggregate import (
+    EPSILON,
+    MapTerm,
+    channel_abs_sum,
+    per_sample_sum,
+    saliency_map,
+)
 from fg_onnx.fullgrad.cam import CAM_METHODS, cam_map, find_cam_layer
 from fg_onnx.fullgrad.explained import (
     Explained,
@@ -29,10 +37,12 @@ from fg_onnx.fullgrad.explained import (
     detect_layout,
     resolve,
 )
+from fg_onnx.fullgrad.precision import Numerics, check_precision
 from fg_onnx.fullgrad.taps import Tap, explicit_bias, is_homogeneous, make_tap, tap_description
 from fg_onnx.grad.backprop import active_nodes, build_backward
 from fg_onnx.grad.registry import Cotangents, VJPContext
 from fg_onnx.graph.builder import GraphBuilder
+from fg_onnx.graph.float16 import to_float16
 from fg_onnx.graph.info import GraphInfo, Shape
 from fg_onnx.graph.load import ModelSource, load_model
 from fg_onnx.graph.normalize import normalize
@@ -70,6 +80,11 @@ class AugmentOptions:
     provider: str = "any"
     """Where the augmented model will run: "any" onnxruntime provider, or "cpu" only (allows
     ops that only onnxruntime's CPU provider runs well; see VJPContext.provider)."""
+    precision: str = "float32"
+    """"float16" runs the network and its backward pass in float16 (the model's inputs and
+    outputs stay float32; see fg_onnx.fullgrad.precision)."""
+    gradient_scale: float | None = None
+    """float16 only: the factor on the backward seed (default DEFAULT_GRADIENT_SCALE)."""
 
 
 @dataclass
@@ -138,6 +153,7 @@ def _check_method(options: AugmentOptions) -> None:
     if options.cam_layer is not None and options.method not in CAM_METHODS:
         raise FgOnnxError(f"--cam-layer applies to {' and '.join(CAM_METHODS)}, not to "
                           f"{options.method}")
+    check_precision(options.precision, options.gradient_scale)
     if options.provider not in PROVIDERS:
         raise FgOnnxError(f"unknown provider {options.provider!r}; use one of "
                           f"{', '.join(PROVIDERS)}")
@@ -173,6 +189,13 @@ class _Augmenter:
         self.batch = self.b.Slice(self.b.Shape(explained.input), self.b.ints([0]),
                                   self.b.ints([1]))
         self.cam_layer: str | None = None
+        half = options.precision == "float16"
+        if half and self.elem != TensorProto.FLOAT:
+            raise UnsupportedModelError(
+                f"--precision float16 converts float32 models; input {explained.input!r} is "
+                f"{helper.tensor_dtype_to_string(self.elem).removeprefix('TensorProto.')}")
+        self.numerics = Numerics(self.b, self.elem, half,
+                                 check_precision(options.precision, options.gradient_scale))
 
     def run(self) -> AugmentResult:
         self._input_size()  # fails early, with the remedy, when the image size is open
@@ -193,7 +216,8 @@ class _Augmenter:
         self._output(SCORE, score, [batch_dim])
         if target_used is not None:
             self._output(TARGET_USED, target_used, [batch_dim], TensorProto.INT64)
-        self._output(INPUT_GRAD, input_grad, self.info.shape(self.ex.input))
+        self._output(INPUT_GRAD, self.numerics.unscaled(input_grad),
+                     self.info.shape(self.ex.input))
         self._output(BIAS_TOTAL, self._bias_total(), [batch_dim])
         saliency = self._saliency(input_grad, backward.grads)
         self._output(SALIENCY, saliency, [batch_dim, *self._input_size()])
@@ -201,16 +225,18 @@ class _Augmenter:
         if self.options.components:
             for i, tap in enumerate(map_taps):
                 assert tap.product is not None
-                self._output(f"fg_tap_{i}", tap.product, tap.shape)
+                self._output(f"fg_tap_{i}", self.numerics.unscaled(tap.product), tap.shape)
         self._metadata(map_taps)
         self.b.apply_to(self.model)
+        if self.numerics.half:
+            to_float16(self.model, self.numerics.float32)
         _check(self.model)
         return AugmentResult(self.model, self.ex, self.taps, backward.differentiated,
                              self.new_inputs, self.new_outputs, self.nonlinear,
                              self.options.method, self.cam_layer)
 
     def _on_node(self, ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None]) -> None:
-        tap = make_tap(ctx, gy, grads, self.options.implicit_biases)
+        tap = make_tap(ctx, gy, grads, self.options.implicit_biases, self.numerics)
         if tap is not None:
             self.taps.append(tap)
         elif not self.options.implicit_biases and not is_homogeneous(ctx) and (
@@ -222,32 +248,37 @@ class _Augmenter:
         if self.options.seed_input:
             seed = b.reserve(GRAD_OUTPUT)
             self._input(seed, self.info.elem_type(scores), self.info.shape(scores))
-            return seed, per_sample_sum(b, b.Mul(seed, scores), self.batch), None
+            score = self.numerics.sample_total(b.Mul(seed, scores), self.batch)
+            if self.numerics.scale != 1.0:
+                seed = b.Mul(seed, b.scalar(self.numerics.scale, self.elem))
+            return seed, score, None
         target = b.reserve(TARGET)
         batch_dim = (self.info.shape(self.ex.input) or ("N",))[0]
         self._input(target, TensorProto.INT64, [batch_dim])
         predicted = b.ArgMax(scores, axis=1, keepdims=0)
         used = b.Where(b.Less(target, b.const(0, dtype="int64")), predicted, target)
         depth = b.Slice(b.Shape(scores), b.ints([1]), b.ints([2]))
-        values = b.const([0, 1], dtype=helper.tensor_dtype_to_np_dtype(self.elem))
+        values = b.const([0, self.numerics.scale],
+                         dtype=helper.tensor_dtype_to_np_dtype(self.elem))
         seed = b.OneHot(used, depth, values, axis=-1)
         score = b.Squeeze(b.GatherElements(scores, b.Unsqueeze(used, b.ints([1])), axis=1),
                           b.ints([1]))
         return seed, score, used
 
     def _bias_total(self) -> str:
-        b = self.b
+        b, numerics = self.b, self.numerics
         terms = []
         for tap in self.taps:
             if tap.bias_is_zero:
                 continue
-            for tensor, sign in tap.total_parts:
-                total = per_sample_sum(b, tensor, self.batch)
-                terms.append(total if sign > 0 else b.Neg(total))
+            for part in tap.total_parts:
+                total = (per_sample_sum(b, part.tensor, self.batch) if part.wide
+                         else numerics.sample_total(part.tensor, self.batch))
+                terms.append(total if part.sign > 0 else b.Neg(total))
         if not terms:
-            zero = helper.make_tensor("zero", self.elem, [1], [0])
+            zero = helper.make_tensor("zero", numerics.elem, [1], [0])
             return b.ConstantOfShape(self.batch, value=zero)
-        return b.add_all(terms)
+        return numerics.descale(b.add_all(terms))
 
     def _input_size(self) -> tuple[int, int]:
         shape = self.info.shape(self.ex.input) or ()
@@ -263,11 +294,12 @@ class _Augmenter:
 
     def _saliency(self, input_grad: str, grads: dict[str, str | None]) -> str:
         """The map of ``options.method`` (see GRAPH_METHODS)."""
-        method, x, b = self.options.method, self.ex.input, self.b
+        method, x, b, numerics = self.options.method, self.ex.input, self.b, self.numerics
         axis = channel_axis(self.ex.layout)
         size = self._input_size()
         if method in ("gradient", "gradient-x-input"):
-            tensor = input_grad if method == "gradient" else b.Mul(input_grad, x)
+            unscaled = numerics.unscaled(input_grad)
+            tensor = unscaled if method == "gradient" else b.Mul(unscaled, numerics.wide(x))
             return channel_abs_sum(b, tensor, axis)
         if method in CAM_METHODS:
             assert self.cam_layer is not None
@@ -275,18 +307,19 @@ class _Augmenter:
             if gradient is None:
                 raise UnsupportedModelError(
                     f"the explained score does not depend on --cam-layer {self.cam_layer!r}")
-            return cam_map(b, self.cam_layer, gradient, method == "grad-cam++", self.batch,
-                           size, self.elem)
+            return cam_map(b, numerics.wide(self.cam_layer), numerics.unscaled(gradient),
+                           method == "grad-cam++", self.batch, size, numerics.elem)
         channels = (self.info.shape(x) or ())[axis]
         if not isinstance(channels, int):
             raise UnsupportedModelError(f"the channel count of input {x!r} is not fixed")
-        terms = [MapTerm(b.Mul(input_grad, x), axis, channels, size)]
+        epsilon = EPSILON * numerics.scale  # the gradients carry the scale
+        terms = [MapTerm(b.Mul(input_grad, x), axis, channels, size, epsilon=epsilon)]
         for tap in self.taps:
             # simple-fullgrad: the paper code's variant, ψ of the layer gradient alone
             term = self._tap_term(tap) if method == "fullgrad" else _map_term(tap, tap.gradient)
             if term is not None:
-                terms.append(term)
-        return saliency_map(b, terms, self.batch, size, self.elem)
+                terms.append(replace(term, epsilon=term.epsilon * numerics.scale))
+        return saliency_map(b, terms, self.batch, size, self.elem, numerics.wide, numerics.elem)
 
     def _tap_term(self, tap: Tap) -> MapTerm | None:
         """ψ of bias ⊙ gradient; None where it adds nothing to the map (ψ of a zero bias
@@ -296,12 +329,14 @@ class _Augmenter:
             return term
         if tap.bias_is_zero:
             return None
-        if tap.constant_bias is not None:
-            weights = self.b.const(np.abs(tap.constant_bias), hint="abs_bias")
-        else:
-            weights = self.b.Abs(tap.bias_vector)
         assert tap.gradient is not None
-        return replace(term, tensor=tap.gradient, weights=weights)
+        if tap.constant_bias is None:
+            return replace(term, tensor=tap.gradient, weights=self.b.Abs(tap.bias_vector))
+        magnitude = np.abs(tap.constant_bias.astype(np.float64))
+        total = float(magnitude.sum())  # weights summing to 1 bound the MatMul (aggregate.py)
+        weights = self.b.const((magnitude / total).astype(tap.constant_bias.dtype),
+                               hint="abs_bias")
+        return replace(term, tensor=tap.gradient, weights=weights, epsilon=EPSILON / total)
 
     def _input(self, name: str, elem: int, shape: Shape | list[object] | None) -> None:
         self.model.graph.input.append(helper.make_tensor_value_info(name, elem, shape))  # type: ignore[arg-type]
@@ -323,6 +358,7 @@ class _Augmenter:
             "implicit_biases": self.options.implicit_biases,
             "seed_input": self.options.seed_input,
             "method": self.options.method, "cam_layer": self.cam_layer,
+            "precision": self.options.precision, "gradient_scale": self.numerics.scale,
             "taps": [tap_description(t) for t in self.taps],
             "components": [
                 {"output": f"fg_tap_{i}", **tap_description(t)} for i, t in enumerate(map_taps)

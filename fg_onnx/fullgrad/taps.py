@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fg_onnx.fullgrad.precision import Numerics
 from fg_onnx.grad.registry import Cotangents, VJPContext
 
 # Ops that are positively homogeneous of degree one in their data input(s) whatever their
@@ -32,6 +33,16 @@ PRODUCT_OPS = {"Mul": 2, "MatMul": 2, "Einsum": 99, "Gemm": 2, "Conv": 2, "ConvT
 NORM_OPS = frozenset({"LayerNormalization", "GroupNormalization", "InstanceNormalization"})
 
 
+@dataclass(frozen=True)
+class TotalPart:
+    """A term of a tap's total: the per-sample sum of ``tensor`` times ``sign``."""
+
+    tensor: str
+    sign: float = 1.0
+    wide: bool = False
+    """Whether ``tensor`` is already a float32 sum of a float16 model (Numerics.wide)."""
+
+
 @dataclass
 class Tap:
     """One bias term of the full-gradient decomposition."""
@@ -47,8 +58,8 @@ class Tap:
     """Axis along which the bias varies (None: scalar or full-tensor bias)."""
     rank: int = 0
     shape: tuple[int | str | None, ...] | None = None
-    total_parts: list[tuple[str, float]] = field(default_factory=list)
-    """Tensors whose per-sample sums, times the given sign, add up to this tap's total."""
+    total_parts: list[TotalPart] = field(default_factory=list)
+    """What adds up to this tap's total, ⟨bias, gradient⟩ per sample."""
     gradient: str | None = None
     """∂score/∂(layer output) at an explicit bias, without the bias factor (simple-fullgrad)."""
     bias_vector: str | None = None
@@ -179,7 +190,7 @@ def _added_constant(ctx: VJPContext, out_rank: int) -> ExplicitBias:
 
 
 def make_tap(ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None],
-             implicit_mode: bool) -> Tap | None:
+             implicit_mode: bool, numerics: Numerics) -> Tap | None:
     """The tap of one differentiated node, or None when it adds no bias."""
     g = gy[0]
     if g is None:
@@ -187,26 +198,26 @@ def make_tap(ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None],
     y = ctx.output(0)
     explicit = explicit_bias(ctx, implicit_mode)
     if explicit is not None:
-        return _explicit_tap(ctx, g, explicit)
+        return _explicit_tap(ctx, g, explicit, numerics)
     if not implicit_mode or is_homogeneous(ctx):
         return None
     return _implicit_tap(ctx, gy, grads, y)
 
 
-def _explicit_tap(ctx: VJPContext, g: str, bias: ExplicitBias) -> Tap:
+def _explicit_tap(ctx: VJPContext, g: str, bias: ExplicitBias, numerics: Numerics) -> Tap:
     """Its product is built for the outputs that want it (``--components``); the total and
     the map use the per-channel bias where there is one, which saves writing a tensor of the
     layer's size (unused nodes are dropped when the graph is assembled)."""
     product = ctx.b.Mul(g, bias.tensor)
     rank = ctx.info.rank(ctx.output(0)) or 0
-    total = product
+    total = TotalPart(product)
     if bias.vector is not None and bias.channel_axis not in (None, 0):
         reduced = [a for a in range(1, rank) if a != bias.channel_axis]
-        channel_totals = ctx.b.reduce("ReduceSum", g, reduced, keepdims=0) if reduced else g
-        # [N, C] · [C] → [N, 1]; a Mul and a sum rather than a MatMul, which onnxruntime
+        sums = numerics.channel_sums(g, reduced) if reduced else g
+        # [N, C] ⊙ [C], summed per sample by the caller; not a MatMul, which onnxruntime
         # refuses for an empty batch
-        total = ctx.b.reduce("ReduceSum", ctx.b.Mul(channel_totals, bias.vector), [1])
-    tap = _tap(ctx, bias.kind, product, bias.channel_axis, [(total, 1.0)])
+        total = TotalPart(ctx.b.Mul(sums, bias.vector), wide=bool(reduced) and numerics.half)
+    tap = _tap(ctx, bias.kind, product, bias.channel_axis, [total])
     tap.gradient = g
     if bias.vector is not None:
         tap.bias_vector = bias.vector
@@ -220,7 +231,8 @@ def _implicit_tap(ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None],
     outputs = [(g, ctx.output(i)) for i, g in enumerate(gy) if g is not None]
     inputs = [(grad, ctx.input(i)) for i, grad in enumerate(grads)
               if grad is not None and ctx.needs[i]]
-    parts = [(b.Mul(g, t), 1.0) for g, t in outputs] + [(b.Mul(g, u), -1.0) for g, u in inputs]
+    parts = [TotalPart(b.Mul(g, t)) for g, t in outputs] + [
+        TotalPart(b.Mul(g, u), -1.0) for g, u in inputs]
     y_shape = ctx.info.shape(y)
     same_shape = (
         len(outputs) == 1 and y_shape is not None and None not in y_shape
@@ -228,14 +240,15 @@ def _implicit_tap(ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None],
     )
     product = None
     if same_shape:
-        product = parts[0][0]
-        for name, _ in parts[1:]:
-            product = b.Sub(product, name)
-    return _tap(ctx, "implicit", product, None, parts if product is None else [(product, 1.0)])
+        product = parts[0].tensor
+        for part in parts[1:]:
+            product = b.Sub(product, part.tensor)
+    return _tap(ctx, "implicit", product, None,
+                parts if product is None else [TotalPart(product)])
 
 
 def _tap(ctx: VJPContext, kind: str, product: str | None, axis: int | None,
-         parts: list[tuple[str, float]]) -> Tap:
+         parts: list[TotalPart]) -> Tap:
     y = ctx.output(0)
     return Tap(
         node=ctx.node.name, op_type=ctx.node.op_type, kind=kind, product=product,

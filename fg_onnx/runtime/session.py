@@ -94,9 +94,13 @@ class FullGrad:
         if facts.get("seed_input"):
             raise FgOnnxError("models augmented with --seed-input cannot explain classes")
         self.method: str = facts.get("method", "fullgrad")
+        self.precision: str = facts.get("precision", "float32")
         if options is not None and options.method != self.method:
             raise FgOnnxError(f"the model was augmented for {self.method}, not "
                               f"{options.method}; pass the original model")
+        if options is not None and options.precision == "float16" != self.precision:
+            raise FgOnnxError("the model was augmented in float32, not float16; pass the "
+                              "original model")
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         self.input_name: str = facts["input"]
         self.layout: str = facts["layout"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -86,3 +87,27 @@ def test_unknown_provider_is_a_usage_error(tmp_path: Path,
     assert main(["augment", str(SAMPLE), "-o", str(tmp_path / "x.onnx"),
                  "--provider", "cuda"]) == 2
     assert "invalid choice: 'cuda'" in capsys.readouterr().err
+
+
+def test_precision_float16(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "shapes.fg.onnx"
+    assert main(["augment", str(SAMPLE), "-o", str(out), "--precision", "float16",
+                 "--gradient-scale", "1024"]) == 0
+    model = onnx.load(str(out))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    facts = json.loads(next(p.value for p in model.metadata_props
+                            if p.key == "fg_onnx.augment"))
+    assert (facts["precision"], facts["gradient_scale"]) == ("float16", 1024)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--gradient-scale", "2"], "fg-onnx: error: --gradient-scale applies to --precision "
+                                "float16 only\n"),
+    (["--precision", "float16", "--gradient-scale", "-1"],
+     "fg-onnx: error: the gradient scale must be a positive number, got -1.0\n"),
+])
+def test_bad_gradient_scale_is_one_line(tmp_path: Path, flags: list[str], message: str,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["augment", str(SAMPLE), "-o", str(tmp_path / "x.onnx"), *flags]) == 2
+    assert capsys.readouterr().err == message
+    assert not (tmp_path / "x.onnx").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 
 from fg_onnx.cli.main import main
@@ -71,3 +72,34 @@ def test_missing_image_path_is_one_line(tmp_path: Path,
     assert main(["explain", str(SAMPLE), str(tmp_path / "nope.png")]) == 2
     err = capsys.readouterr().err
     assert "not found" in err and err.count("\n") == 1
+
+
+def test_float16_explains_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["explain", str(SAMPLE), str(IMAGES), "-o", str(out), "--device", "cpu",
+                 "--precision", "float16"]) == 0
+    assert "running on CPUExecutionProvider (float16; onnxruntime's CPU provider computes" in (
+        capsys.readouterr().err)
+    rows = json.loads((out / "summary.json").read_text())
+    assert all(row["finite"] and row["completeness_error"] < 3e-3 for row in rows)
+
+
+def test_float16_overflow_names_the_remedy(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Logits 90000 times the sample's are beyond float16's range."""
+    model = onnx.load(SAMPLE)
+    logits = model.graph.output[0].name
+    model.graph.node.extend([onnx.helper.make_node("Mul", [logits, "factor"], ["large"]),
+                             onnx.helper.make_node("Mul", ["large", "factor"], ["huge"])])
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.float32(300), "factor"))
+    model.graph.output[0].name = "huge"
+    onnx.save(model, tmp_path / "huge.onnx")
+    out = tmp_path / "out"
+    assert main(["explain", str(tmp_path / "huge.onnx"), str(IMAGES / "circle.png"), "-o",
+                 str(out), "--device", "cpu", "--precision", "float16"]) == 1
+    err = capsys.readouterr().err
+    assert "NaN/Inf in the score" in err
+    assert err.endswith("fg-onnx: float16 overflowed: lower --gradient-scale, or use "
+                        "--precision float32\n")
+    assert main(["explain", str(tmp_path / "huge.onnx"), str(IMAGES / "circle.png"), "-o",
+                 str(out), "--device", "cpu", "--force"]) == 0

@@ -1,0 +1,351 @@
+"""Running a model in float16 while its interface stays float32.
+
+Which float32 tensors become float16 is decided by type unification over the op schemas:
+the tensors one node binds to the same type variable must share a type, so they form
+classes (union-find). A class runs in float16 when it carries data (it depends on a graph
+input through something other than Shape/Size), or when it only holds parameters that an
+op accepting float16 consumes. Shape arithmetic in float (Cast(Shape) · scale) stays
+float32: float16 is exact only up to 2048 and overflows at 65504. Slots that accept no
+float16 (Resize's scales, Range) keep float32 and get a Cast where data flows in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from fg_onnx.errors import UnsupportedModelError
+from fg_onnx.graph.info import GraphInfo, opset_of
+from fg_onnx.graph.normalize import infer_shapes
+
+FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+HALF_TYPE = "tensor(float16)"
+HALF_MAX = float(np.finfo(np.float16).max)
+SHAPE_OPS = frozenset({"Shape", "Size"})
+DTYPE_ATTRIBUTES = ("dtype", "output_datatype", "to")
+# Float16 kernels onnxruntime lacks although the schema allows them (its CPU provider rejects
+# a float16 scatter-add at run time): these nodes compute in float32 between Casts.
+FLOAT32_ONLY = {"ScatterElements": lambda node: _reduction(node) != "none",
+                "ScatterND": lambda node: _reduction(node) != "none"}
+# Ops whose float output type comes from an attribute that defaults to float32.
+FLOAT_BY_DEFAULT = frozenset({"RandomNormal", "RandomUniform", "HannWindow", "HammingWindow",
+                              "BlackmanWindow"})
+
+
+def to_float16(model: onnx.ModelProto, float32: Collection[str] = ()) -> onnx.ModelProto:
+    """Converts ``model`` in place (see the module docstring) and returns it.
+
+    Args:
+        model: a float32 model.
+        float32: tensors whose classes stay float32 whatever they carry; data enters them
+            through explicit Casts (for sums that would overflow float16).
+
+    Raises:
+        UnsupportedModelError: a weight overflows float16, or the graph has subgraphs.
+    """
+    _refuse_subgraphs(model)
+    infer_shapes(model)
+    info = GraphInfo(model)
+    _Rewriter(model, info, _plan(info, set(float32))).run()
+    return model
+
+
+def _refuse_subgraphs(model: onnx.ModelProto) -> None:
+    for node in model.graph.node:
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for a in node.attribute):
+            raise UnsupportedModelError(
+                f"float16: models with control flow are not supported ({node.op_type} at node "
+                f"{node.name or '<unnamed>'}); use float32")
+    if model.graph.sparse_initializer:
+        raise UnsupportedModelError("float16: models with sparse initializers are not "
+                                    "supported; use float32")
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One float32 input or output of a node."""
+
+    node: int
+    is_output: bool
+    index: int
+    tensor: str
+
+
+@dataclass
+class _Plan:
+    half: set[str] = field(default_factory=set)
+    """Computed float32 tensors that become float16."""
+    fixed: list[_Slot] = field(default_factory=list)
+    """Slots that accept no float16, whatever their tensor becomes."""
+    half_uses: dict[str, list[_Slot]] = field(default_factory=dict)
+    """Per initializer, the slots that take it as float16."""
+    float_uses: set[str] = field(default_factory=set)
+    """Initializers that some slot (or the graph's outputs) takes as float32."""
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, key: str) -> str:
+        root = self.parent.setdefault(key, key)
+        while root != self.parent[root]:
+            root = self.parent[root]
+        while key != root:  # path compression
+            key, self.parent[key] = self.parent[key], root
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+def _plan(info: GraphInfo, float32: set[str]) -> _Plan:
+    """Each use of an initializer is a class member of its own, so that a constant shared by
+    a float16 and a float32 computation does not tie their types: it is duplicated instead."""
+    data, shaped = _dependencies(info)
+    classes, plan = _UnionFind(), _Plan()
+    uses: list[tuple[str, _Slot]] = []
+    capable: set[str] = set()  # roots holding a float16-capable slot
+    for index, node in enumerate(info.graph.node):
+        for slot, variable in _float_slots(info, index, node):
+            constant = slot.tensor in info.initializers
+            member = f"{slot.tensor}\0{index}:{int(slot.is_output)}:{slot.index}" if (
+                constant) else slot.tensor
+            if variable is None:
+                plan.fixed.append(slot)
+                if constant:
+                    plan.float_uses.add(slot.tensor)
+                classes.find(member)
+                continue
+            classes.union(member, variable)
+            capable.add(variable)
+            if constant:
+                uses.append((member, slot))
+    for name in [*info.graph_inputs, *info.graph_outputs]:
+        if info.elem_type(name) == FLOAT:
+            classes.find(name)
+    plan.float_uses |= set(info.graph_outputs) & set(info.initializers)
+
+    def roots(names: Collection[str]) -> set[str]:
+        return {classes.find(t) for t in names if t in classes.parent}
+
+    parameters = roots(capable) - roots(shaped)
+    half_roots = (roots(data) | parameters) - roots(float32)
+    plan.half = {t for t in classes.parent if classes.find(t) in half_roots
+                 and t not in info.initializers and "\0" not in t
+                 and info.elem_type(t) == FLOAT}
+    for member, slot in uses:
+        if classes.find(member) in half_roots:
+            plan.half_uses.setdefault(slot.tensor, []).append(slot)
+        else:
+            plan.float_uses.add(slot.tensor)
+    return plan
+
+
+def _dependencies(info: GraphInfo) -> tuple[set[str], set[str]]:
+    """Tensors that depend on the graph inputs' values, and tensors computed from shapes only."""
+    data, shaped = set(info.graph_inputs), set()
+    for node in info.graph.node:
+        inputs = [name for name in node.input if name]
+        if node.op_type in SHAPE_OPS:
+            shaped.update(node.output)
+        elif any(name in data for name in inputs):
+            data.update(node.output)
+        elif any(name in shaped for name in inputs):
+            shaped.update(node.output)
+    return data, shaped
+
+
+def _float_slots(info: GraphInfo, index: int,
+                 node: onnx.NodeProto) -> Iterator[tuple[_Slot, str | None]]:
+    """The node's float32 slots, each with the key of its float16-capable type variable
+    (None: the slot takes no float16)."""
+    keeps_float32 = FLOAT32_ONLY.get(node.op_type)
+    schema = None if keeps_float32 and keeps_float32(node) else _schema(info.model, node)
+    for is_output, names in ((False, node.input), (True, node.output)):
+        formals: Sequence[onnx.defs.OpSchema.FormalParameter]
+        formals = [] if schema is None else (schema.outputs if is_output else schema.inputs)
+        for i, name in enumerate(names):
+            if not name or info.elem_type(name) != FLOAT:
+                continue
+            slot = _Slot(index, is_output, i, name)
+            variable = _half_variable(schema, formals, i)
+            yield slot, None if variable is None else f"\0{index}:{variable}"
+
+
+def _schema(model: onnx.ModelProto, node: onnx.NodeProto) -> onnx.defs.OpSchema | None:
+    try:
+        return onnx.defs.get_schema(node.op_type, opset_of(model, node.domain), node.domain)
+    except onnx.defs.SchemaError:
+        return None  # an op onnx does not know (a runtime's contrib op): float32 around it
+
+
+def _reduction(node: onnx.NodeProto) -> str:
+    for attribute in node.attribute:
+        if attribute.name == "reduction":
+            return str(attribute.s.decode())
+    return "none"
+
+
+def _half_variable(schema: onnx.defs.OpSchema | None,
+                   formals: Sequence[onnx.defs.OpSchema.FormalParameter], i: int) -> str | None:
+    if schema is None or not formals:
+        return None
+    type_str = formals[min(i, len(formals) - 1)].type_str  # the last one may be variadic
+    allowed = {c.type_param_str: c.allowed_type_strs for c in schema.type_constraints}
+    return type_str if HALF_TYPE in allowed.get(type_str, ()) else None
+
+
+class _Rewriter:
+    """Applies a plan: converted constants and attributes, Casts at the fixed slots and at
+    the graph's float32 inputs and outputs."""
+
+    def __init__(self, model: onnx.ModelProto, info: GraphInfo, plan: _Plan) -> None:
+        self.graph, self.plan = model.graph, plan
+        self.initializers = set(info.initializers)
+        self.taken = set(info.producer) | set(info.initializers) | {
+            v.name for v in [*self.graph.input, *self.graph.output]}
+        self.taken |= {n.name for n in self.graph.node}
+
+    def fresh(self, base: str) -> str:
+        for count in range(1, 1 << 30):
+            name = f"{base}_{count}"
+            if name not in self.taken:
+                self.taken.add(name)
+                return name
+        raise AssertionError("unreachable")
+
+    def run(self) -> None:
+        half = self.plan.half
+        self._initializers()
+        for node in self.graph.node:
+            if any(name in half for name in node.output):
+                _convert_attributes(node)
+        for value in self.graph.value_info:
+            if value.name in half:
+                value.type.tensor_type.elem_type = HALF
+        self._fixed_slots()
+        self._inputs()
+        self._outputs()
+
+    def _initializers(self) -> None:
+        """float16 in place when every use wants float16, else a float16 copy beside it."""
+        copies = []
+        for tensor in self.graph.initializer:
+            slots = self.plan.half_uses.get(tensor.name)
+            if not slots:
+                continue
+            if tensor.name not in self.plan.float_uses:
+                tensor.CopyFrom(_half_tensor(tensor, tensor.name))
+                continue
+            copy = self.fresh(f"{tensor.name}/float16")
+            copies.append(_half_tensor(tensor, copy))
+            for slot in slots:
+                self.graph.node[slot.node].input[slot.index] = copy
+        self.graph.initializer.extend(copies)
+        for value in self.graph.input:  # initializers listed as inputs (IR < 4)
+            if value.name in self.initializers and value.name not in self.plan.float_uses and (
+                    value.name in self.plan.half_uses):
+                value.type.tensor_type.elem_type = HALF
+
+    def _cast(self, source: str, target: str, to: int) -> onnx.NodeProto:
+        return helper.make_node("Cast", [source], [target], name=self.fresh("fg_fp16/Cast"),
+                                to=to)
+
+    def _fixed_slots(self) -> None:
+        before: dict[int, list[onnx.NodeProto]] = {}
+        after: dict[int, list[onnx.NodeProto]] = {}
+        as_float: dict[str, str] = {}
+        for slot in self.plan.fixed:
+            if slot.tensor not in self.plan.half:
+                continue
+            node = self.graph.node[slot.node]
+            if slot.is_output:
+                wide = self.fresh(f"{slot.tensor}/float32")
+                node.output[slot.index] = wide
+                after.setdefault(slot.node, []).append(self._cast(wide, slot.tensor, HALF))
+                continue
+            if slot.tensor not in as_float:
+                as_float[slot.tensor] = self.fresh(f"{slot.tensor}/float32")
+                before.setdefault(slot.node, []).append(
+                    self._cast(slot.tensor, as_float[slot.tensor], FLOAT))
+            node.input[slot.index] = as_float[slot.tensor]
+        nodes = []
+        for i, node in enumerate(self.graph.node):
+            nodes.extend([*before.get(i, []), node, *after.get(i, [])])
+        _replace_nodes(self.graph, nodes)
+
+    def _inputs(self) -> None:
+        """float32 graph inputs are cast to float16 once, first thing."""
+        casts, renamed = [], {}
+        for value in self.graph.input:
+            if value.name in self.plan.half and value.name not in self.initializers:
+                renamed[value.name] = self.fresh(f"{value.name}/float16")
+                casts.append(self._cast(value.name, renamed[value.name], HALF))
+        for node in self.graph.node:
+            for i, name in enumerate(node.input):
+                if name in renamed:
+                    node.input[i] = renamed[name]
+        _replace_nodes(self.graph, [*casts, *self.graph.node])
+
+    def _outputs(self) -> None:
+        """float16 results are cast back to float32 under their own names."""
+        inputs = {v.name for v in self.graph.input}
+        for value in self.graph.output:
+            if value.name not in self.plan.half or value.name in inputs:
+                continue
+            inner = self.fresh(f"{value.name}/float16")
+            _rename(self.graph, value.name, inner)
+            self.graph.node.append(self._cast(inner, value.name, FLOAT))
+
+
+def _replace_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> None:
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for node in graph.node:
+        for names in (node.input, node.output):
+            for i, name in enumerate(names):
+                if name == old:
+                    names[i] = new
+    for holder in [*graph.initializer, *graph.value_info]:
+        if holder.name == old:
+            holder.name = new
+
+
+def _half_tensor(tensor: onnx.TensorProto, name: str) -> onnx.TensorProto:
+    value = numpy_helper.to_array(tensor)
+    finite = value[np.isfinite(value)]
+    if finite.size and float(np.abs(finite).max()) > HALF_MAX:
+        raise UnsupportedModelError(
+            f"float16: {name!r} holds values up to {float(np.abs(finite).max()):.3g}, beyond "
+            f"float16's range (±{HALF_MAX:.0f}); use float32")
+    return numpy_helper.from_array(value.astype(np.float16), name)
+
+
+def _convert_attributes(node: onnx.NodeProto) -> None:
+    """Attributes that fix a float32 output type: constants' values and dtype fields."""
+    names = {a.name for a in node.attribute}
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == FLOAT:
+            attribute.t.CopyFrom(_half_tensor(attribute.t, attribute.t.name or node.output[0]))
+        elif attribute.name in DTYPE_ATTRIBUTES and attribute.i == FLOAT:
+            attribute.i = HALF
+    if node.op_type == "Constant" and names & {"value_float", "value_floats"}:
+        value = helper.get_attribute_value(node.attribute[0])
+        del node.attribute[:]
+        node.attribute.append(helper.make_attribute(
+            "value", numpy_helper.from_array(np.asarray(value, np.float16), node.output[0])))
+    elif node.op_type == "ConstantOfShape" and "value" not in names:
+        node.attribute.append(helper.make_attribute(
+            "value", numpy_helper.from_array(np.zeros(1, np.float16))))
+    elif node.op_type in FLOAT_BY_DEFAULT and not names & set(DTYPE_ATTRIBUTES):
+        key = "dtype" if node.op_type.startswith("Random") else "output_datatype"
+        node.attribute.append(helper.make_attribute(key, HALF))

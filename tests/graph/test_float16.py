@@ -1,0 +1,221 @@
+"""The float16 conversion: which tensors change type, the Casts, and refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from float16_emulation import run_emulated
+from onnx import TensorProto, helper, numpy_helper
+
+from fg_onnx.errors import UnsupportedModelError
+from fg_onnx.graph.float16 import to_float16
+from fg_onnx.graph.info import GraphInfo
+from fg_onnx.graph.normalize import infer_shapes
+from fg_onnx.graph.save import check_model
+
+FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+HALF_TOL = 5e-3
+
+
+def make_model(nodes: list[onnx.NodeProto], inputs: dict[str, list[int]], outputs: list[str],
+               constants: dict[str, Any] | None = None) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, FLOAT, s) for n, s in inputs.items()],
+        [onnx.ValueInfoProto(name=n) for n in outputs],
+        [numpy_helper.from_array(np.asarray(v), n) for n, v in (constants or {}).items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    return model
+
+
+def convert(model: onnx.ModelProto, float32: tuple[str, ...] = ()) -> tuple[onnx.ModelProto,
+                                                                           GraphInfo]:
+    converted = onnx.ModelProto()
+    converted.CopyFrom(model)
+    to_float16(converted, float32)
+    check_model(converted, full_check=True)
+    inferred = onnx.ModelProto()
+    inferred.CopyFrom(converted)
+    return converted, GraphInfo(infer_shapes(inferred))
+
+
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return [np.asarray(v) for v in session.run(None, feeds)]
+
+
+def producer_type(info: GraphInfo, op_type: str) -> int:
+    (node,) = [n for n in info.graph.node if n.op_type == op_type]
+    return info.elem_type(node.output[0])
+
+
+def conv_relu() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Add", ["r", "shift"], ["y"])]
+    return make_model(nodes, {"x": [2, 3, 8, 8]}, ["y"], {
+        "w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        "b": rng.standard_normal(4).astype(np.float32),
+        "shift": np.float32(0.25)})
+
+
+def test_the_data_path_becomes_float16_and_the_interface_stays_float32() -> None:
+    model = conv_relu()
+    converted, info = convert(model)
+    assert [v.type.tensor_type.elem_type for v in converted.graph.input] == [FLOAT]
+    assert [v.type.tensor_type.elem_type for v in converted.graph.output] == [FLOAT]
+    assert {t.name: t.data_type for t in converted.graph.initializer} == {
+        "w": HALF, "b": HALF, "shift": HALF}
+    assert producer_type(info, "Conv") == producer_type(info, "Relu") == HALF
+    x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    (want,), (got,) = run(model, {"x": x}), run(converted, {"x": x})
+    assert got.dtype == np.float32
+    assert np.abs(got - want).max() < HALF_TOL * np.abs(want).max()
+
+
+def test_shape_arithmetic_in_float_stays_float32() -> None:
+    """256 · 1000 overflows float16: the Reshape would get a wrong shape if it were converted."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Cast", ["shape"], ["dims"], to=FLOAT),
+        helper.make_node("ReduceProd", ["dims"], ["size"], keepdims=1),
+        helper.make_node("Mul", ["size", "thousand"], ["big"]),
+        helper.make_node("Div", ["big", "thousand"], ["back"]),
+        helper.make_node("Cast", ["back"], ["length"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["x", "length"], ["flat"]),
+        helper.make_node("Mul", ["flat", "thousand"], ["y"]),
+    ]
+    model = make_model(nodes, {"x": [1, 1, 16, 16]}, ["y"], {"thousand": np.float32(1000)})
+    converted, info = convert(model)
+    assert info.elem_type("big") == FLOAT
+    assert info.elem_type("flat") == HALF
+    x = np.random.default_rng(2).standard_normal((1, 1, 16, 16)).astype(np.float32)
+    (got,) = run(converted, {"x": x})
+    np.testing.assert_allclose(got, x.reshape(-1) * 1000, rtol=HALF_TOL)
+
+
+def test_a_constant_shared_by_float16_and_float32_computations_is_duplicated() -> None:
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Cast", ["shape"], ["dims"], to=FLOAT),
+        helper.make_node("Mul", ["dims", "two"], ["twice"]),
+        helper.make_node("Cast", ["twice"], ["sizes"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["x", "two"], ["doubled"]),
+        helper.make_node("Resize", ["doubled", "", "", "sizes"], ["y"], mode="nearest"),
+    ]
+    model = make_model(nodes, {"x": [1, 1, 2, 2]}, ["y"], {"two": np.float32(2)})
+    converted, info = convert(model)
+    types = sorted(t.data_type for t in converted.graph.initializer
+                   if numpy_helper.to_array(t).tolist() == 2.0)
+    assert types == [FLOAT, HALF]
+    assert info.elem_type("twice") == FLOAT and info.elem_type("doubled") == HALF
+    x = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)
+    (got,) = run(converted, {"x": x})
+    np.testing.assert_array_equal(got, np.kron(x * 2, np.ones((2, 2, 2, 2), np.float32)))
+
+
+def test_slots_without_float16_get_casts() -> None:
+    """Resize's scales are float32 only; Range has no float16 kernel type at all."""
+    nodes = [
+        helper.make_node("Resize", ["x", "", "scales"], ["up"], mode="nearest"),
+        helper.make_node("ReduceMax", ["x"], ["start"], keepdims=0),
+        helper.make_node("Add", ["start", "three"], ["stop"]),
+        helper.make_node("Range", ["start", "stop", "one"], ["ramp"]),
+        helper.make_node("ReduceSum", ["up"], ["total"], keepdims=0),
+        helper.make_node("Add", ["ramp", "total"], ["y"]),
+    ]
+    model = make_model(nodes, {"x": [1, 1, 2, 2]}, ["y"], {
+        "scales": np.array([1, 1, 2, 2], np.float32), "three": np.float32(3),
+        "one": np.float32(1)})
+    converted, info = convert(model)
+    assert {t.name: t.data_type for t in converted.graph.initializer}["scales"] == FLOAT
+    assert info.elem_type("ramp") == HALF and info.elem_type("up") == HALF
+    ranges = [n for n in converted.graph.node if n.op_type == "Range"]
+    assert all(info.elem_type(name) == FLOAT for name in [*ranges[0].input, *ranges[0].output])
+    x = np.array([[[[0.5, 1.0], [1.5, 2.0]]]], np.float32)
+    (want,), (got,) = run(model, {"x": x}), run(converted, {"x": x})
+    np.testing.assert_allclose(got, want, rtol=1e-3)
+
+
+def test_the_float32_set_keeps_its_class_and_only_that() -> None:
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Cast", ["r"], ["wide"], to=FLOAT),
+             helper.make_node("Mul", ["wide", "scale"], ["y"]),
+             helper.make_node("Mul", ["r", "scale"], ["z"])]
+    model = make_model(nodes, {"x": [4]}, ["y", "z"], {"scale": np.float32(3e4)})
+    converted, info = convert(model, float32=("wide",))
+    assert info.elem_type("r") == HALF
+    assert info.elem_type("z/float16_1") == HALF
+    mul_y = next(n for n in converted.graph.node if n.op_type == "Mul" and "wide" in n.input)
+    assert info.elem_type(mul_y.output[0]) == FLOAT
+    x = np.array([1, 3, 4, 0.5], np.float32)
+    y, z = run_emulated(converted, {"x": x}).values()
+    np.testing.assert_allclose(y, x * 3e4, rtol=1e-3)  # 9e4 exceeds float16: kept float32
+    assert np.isinf(z[1:3]).all()
+
+
+def test_scatter_add_computes_in_float32() -> None:
+    """onnxruntime's CPU provider has no float16 scatter-add kernel."""
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["zeros"],
+                              value=numpy_helper.from_array(np.zeros(1, np.float32))),
+             helper.make_node("ScatterElements", ["zeros", "index", "x"], ["y"], axis=0,
+                              reduction="add")]
+    model = make_model(nodes, {"x": [4]}, ["y"], {"shape": np.array([3]),
+                                                 "index": np.array([0, 2, 0, 1])})
+    converted, info = convert(model)
+    assert producer_type(info, "ScatterElements") == FLOAT
+    (got,) = run(converted, {"x": np.array([1, 2, 3, 4], np.float32)})
+    np.testing.assert_array_equal(got, [4, 4, 2])
+
+
+def test_constant_nodes_convert_their_values() -> None:
+    nodes = [helper.make_node("Constant", [], ["c"], value_float=0.5),
+             helper.make_node("Constant", [], ["v"], value_floats=[1.0, 2.0]),
+             helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("ConstantOfShape", ["shape"], ["zeros"]),
+             helper.make_node("Add", ["x", "zeros"], ["a"]),
+             helper.make_node("Mul", ["a", "c"], ["m"]),
+             helper.make_node("Add", ["m", "v"], ["y"])]
+    model = make_model(nodes, {"x": [2]}, ["y"])
+    converted, info = convert(model)
+    assert info.elem_type("c") == info.elem_type("v") == info.elem_type("zeros") == HALF
+    (got,) = run(converted, {"x": np.array([2, 4], np.float32)})
+    np.testing.assert_array_equal(got, [2, 4])
+
+
+def test_a_weight_beyond_float16_range_is_refused() -> None:
+    model = conv_relu()
+    model.graph.initializer[1].CopyFrom(numpy_helper.from_array(
+        np.array([1e6, 0, 0, 0], np.float32), "b"))
+    with pytest.raises(UnsupportedModelError, match=r"'b' holds values up to 1e\+06, beyond "
+                                                    r"float16's range"):
+        to_float16(model)
+
+
+def test_control_flow_is_refused() -> None:
+    branch = helper.make_graph([helper.make_node("Identity", ["x"], ["out"])], "branch", [],
+                               [helper.make_tensor_value_info("out", FLOAT, [1])])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             helper.make_node("Greater", ["s", "zero"], ["cond"]),
+             helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch,
+                              name="choose")]
+    model = make_model(nodes, {"x": [1]}, ["y"], {"zero": np.float32(0)})
+    with pytest.raises(UnsupportedModelError, match=r"control flow.*If at node choose"):
+        to_float16(model)
+
+
+def test_the_emulation_rounds_every_float16_result() -> None:
+    """(x + 1e-4) − x is 0 in float16 for x = 1, whose spacing is 2⁻¹⁰; onnxruntime's CPU
+    provider gives 1e-4, as it computes both ops in float32 without rounding between."""
+    nodes = [helper.make_node("Add", ["x", "tiny"], ["s"]),
+             helper.make_node("Sub", ["s", "x"], ["y"])]
+    model = make_model(nodes, {"x": [1]}, ["y"], {"tiny": np.float32(1e-4)})
+    converted, _ = convert(model)
+    x = np.ones(1, np.float32)
+    assert run(converted, {"x": x})[0][0] == pytest.approx(1e-4, rel=1e-2)
+    assert run_emulated(converted, {"x": x})["y"][0] == 0
