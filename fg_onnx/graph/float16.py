@@ -26,6 +26,7 @@ FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 HALF_TYPE = "tensor(float16)"
 HALF_MAX = float(np.finfo(np.float16).max)
 SHAPE_OPS = frozenset({"Shape", "Size"})
+CASTS = frozenset({"Cast", "CastLike"})
 DTYPE_ATTRIBUTES = ("dtype", "output_datatype", "to")
 # Float16 kernels onnxruntime lacks although the schema allows them (its CPU provider rejects
 # a float16 scatter-add at run time): these nodes compute in float32 between Casts.
@@ -86,6 +87,8 @@ class _Plan:
     """Per initializer, the slots that take it as float16."""
     float_uses: set[str] = field(default_factory=set)
     """Initializers that some slot (or the graph's outputs) takes as float32."""
+    recast: list[tuple[_Slot, int]] = field(default_factory=list)
+    """Input slots that take a computed constant or shape value in the other type."""
 
 
 class _UnionFind:
@@ -105,26 +108,26 @@ class _UnionFind:
 
 
 def _plan(info: GraphInfo, float32: set[str]) -> _Plan:
-    """Each use of an initializer is a class member of its own, so that a constant shared by
-    a float16 and a float32 computation does not tie their types: it is duplicated instead."""
+    """Each use of a tensor that does not carry data (a weight, a value computed from weights
+    or from shapes) is a class member of its own, so that a float16 and a float32 computation
+    sharing it do not tie their types: an initializer is duplicated, a computed one cast."""
     data, shaped = _dependencies(info)
     classes, plan = _UnionFind(), _Plan()
     uses: list[tuple[str, _Slot]] = []
-    capable: set[str] = set()  # roots holding a float16-capable slot
+    capable: set[str] = set()  # type variables that accept float16
     for index, node in enumerate(info.graph.node):
         for slot, variable in _float_slots(info, index, node):
-            constant = slot.tensor in info.initializers
-            member = f"{slot.tensor}\0{index}:{int(slot.is_output)}:{slot.index}" if (
-                constant) else slot.tensor
+            per_use = not slot.is_output and slot.tensor not in data
+            member = f"{slot.tensor}\0{index}:{slot.index}" if per_use else slot.tensor
+            classes.find(slot.tensor)
             if variable is None:
                 plan.fixed.append(slot)
-                if constant:
+                if slot.tensor in info.initializers:
                     plan.float_uses.add(slot.tensor)
-                classes.find(member)
                 continue
             classes.union(member, variable)
             capable.add(variable)
-            if constant:
+            if per_use:
                 uses.append((member, slot))
     for name in [*info.graph_inputs, *info.graph_outputs]:
         if info.elem_type(name) == FLOAT:
@@ -140,15 +143,21 @@ def _plan(info: GraphInfo, float32: set[str]) -> _Plan:
                  and t not in info.initializers and "\0" not in t
                  and info.elem_type(t) == FLOAT}
     for member, slot in uses:
-        if classes.find(member) in half_roots:
-            plan.half_uses.setdefault(slot.tensor, []).append(slot)
-        else:
-            plan.float_uses.add(slot.tensor)
+        wants_half = classes.find(member) in half_roots
+        if slot.tensor in info.initializers:
+            if wants_half:
+                plan.half_uses.setdefault(slot.tensor, []).append(slot)
+            else:
+                plan.float_uses.add(slot.tensor)
+        elif wants_half != (slot.tensor in plan.half):
+            plan.recast.append((slot, HALF if wants_half else FLOAT))
     return plan
 
 
 def _dependencies(info: GraphInfo) -> tuple[set[str], set[str]]:
-    """Tensors that depend on the graph inputs' values, and tensors computed from shapes only."""
+    """Tensors that depend on the graph inputs' values, and shape arithmetic: values computed
+    from shapes (and constants) only. A float output takes its values from its float inputs
+    (Expand, Reshape, Slice only read shapes from their integer ones), or from a Cast's."""
     data, shaped = set(info.graph_inputs), set()
     for node in info.graph.node:
         inputs = [name for name in node.input if name]
@@ -156,8 +165,12 @@ def _dependencies(info: GraphInfo) -> tuple[set[str], set[str]]:
             shaped.update(node.output)
         elif any(name in data for name in inputs):
             data.update(node.output)
-        elif any(name in shaped for name in inputs):
-            shaped.update(node.output)
+        elif node.op_type != "ConstantOfShape":  # a fill value, only shaped by shapes
+            for name in node.output:
+                values = inputs if node.op_type in CASTS or not info.is_float(name) else [
+                    i for i in inputs if info.is_float(i)]
+                if any(i in shaped for i in values):
+                    shaped.add(name)
     return data, shaped
 
 
@@ -229,7 +242,7 @@ class _Rewriter:
         for value in self.graph.value_info:
             if value.name in half:
                 value.type.tensor_type.elem_type = HALF
-        self._fixed_slots()
+        self._slot_casts()
         self._inputs()
         self._outputs()
 
@@ -257,24 +270,25 @@ class _Rewriter:
         return helper.make_node("Cast", [source], [target], name=self.fresh("fg_fp16/Cast"),
                                 to=to)
 
-    def _fixed_slots(self) -> None:
+    def _slot_casts(self) -> None:
+        """Casts where a slot wants another type than its tensor has: the fixed slots
+        (float32) and the recast uses of computed constants."""
         before: dict[int, list[onnx.NodeProto]] = {}
         after: dict[int, list[onnx.NodeProto]] = {}
-        as_float: dict[str, str] = {}
-        for slot in self.plan.fixed:
-            if slot.tensor not in self.plan.half:
-                continue
+        cast: dict[tuple[str, int], str] = {}
+        wanted = [(slot, FLOAT) for slot in self.plan.fixed if slot.tensor in self.plan.half]
+        for slot, to in sorted([*wanted, *self.plan.recast], key=lambda item: item[0].node):
             node = self.graph.node[slot.node]
             if slot.is_output:
                 wide = self.fresh(f"{slot.tensor}/float32")
                 node.output[slot.index] = wide
                 after.setdefault(slot.node, []).append(self._cast(wide, slot.tensor, HALF))
                 continue
-            if slot.tensor not in as_float:
-                as_float[slot.tensor] = self.fresh(f"{slot.tensor}/float32")
-                before.setdefault(slot.node, []).append(
-                    self._cast(slot.tensor, as_float[slot.tensor], FLOAT))
-            node.input[slot.index] = as_float[slot.tensor]
+            key = (slot.tensor, to)
+            if key not in cast:
+                cast[key] = self.fresh(f"{slot.tensor}/{'float16' if to == HALF else 'float32'}")
+                before.setdefault(slot.node, []).append(self._cast(slot.tensor, cast[key], to))
+            node.input[slot.index] = cast[key]
         nodes = []
         for i, node in enumerate(self.graph.node):
             nodes.extend([*before.get(i, []), node, *after.get(i, [])])

@@ -119,6 +119,51 @@ def test_a_constant_shared_by_float16_and_float32_computations_is_duplicated() -
     np.testing.assert_array_equal(got, np.kron(x * 2, np.ones((2, 2, 2, 2), np.float32)))
 
 
+def test_a_computed_constant_shared_with_the_float32_set_is_cast_there() -> None:
+    """Exporters pass parameters through Identity nodes; a float32 sum that reads one must
+    not pull the network into float32 (it did: EfficientNet-B0 stayed float32 throughout)."""
+    nodes = [helper.make_node("Identity", ["b0"], ["b"]),
+             helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Add", ["r", "b"], ["y"]),
+             helper.make_node("Cast", ["r"], ["wide"], to=FLOAT),
+             helper.make_node("Mul", ["wide", "b"], ["z"])]
+    model = make_model(nodes, {"x": [3]}, ["y", "z"], {"b0": np.array([1, 2, 3], np.float32)})
+    converted, info = convert(model, float32=("wide",))
+    assert info.elem_type("r") == info.elem_type("b") == HALF
+    mul = next(n for n in converted.graph.node if n.op_type == "Mul")
+    assert info.elem_type(mul.input[1]) == info.elem_type(mul.output[0]) == FLOAT
+    x = np.array([-1, 0.5, 2], np.float32)
+    y, z = run(converted, {"x": x})
+    np.testing.assert_allclose(y, np.maximum(x, 0) + [1, 2, 3])
+    np.testing.assert_allclose(z, np.maximum(x, 0) * [1, 2, 3])
+
+
+def test_a_shape_value_that_data_also_uses_stays_float32_for_the_shape_arithmetic() -> None:
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Cast", ["shape"], ["dims"], to=FLOAT),
+             helper.make_node("Div", ["x", "dims"], ["y"]),
+             helper.make_node("Mul", ["dims", "thousand"], ["big"]),
+             helper.make_node("Div", ["big", "thousand"], ["back"]),
+             helper.make_node("Cast", ["back"], ["length"], to=TensorProto.INT64),
+             helper.make_node("Reshape", ["y", "length"], ["z"])]
+    model = make_model(nodes, {"x": [100]}, ["z"], {"thousand": np.float32(1000)})
+    converted, info = convert(model)
+    assert info.elem_type("dims") == info.elem_type("big") == FLOAT
+    assert info.elem_type("y") == HALF
+    x = np.arange(100, dtype=np.float32)
+    np.testing.assert_allclose(run(converted, {"x": x})[0], x / 100, rtol=1e-3)
+
+
+def test_a_weight_expanded_to_a_shape_is_a_weight_not_shape_arithmetic() -> None:
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Expand", ["w", "shape"], ["wide_w"]),
+             helper.make_node("Mul", ["x", "wide_w"], ["y"])]
+    model = make_model(nodes, {"x": [2, 3]}, ["y"], {"w": np.array([1, 2, 3], np.float32)})
+    converted, info = convert(model)
+    assert info.elem_type("wide_w") == HALF
+    assert [n.op_type for n in converted.graph.node].count("Cast") == 2  # in and out
+
+
 def test_slots_without_float16_get_casts() -> None:
     """Resize's scales are float32 only; Range has no float16 kernel type at all."""
     nodes = [
@@ -184,6 +229,7 @@ def test_constant_nodes_convert_their_values() -> None:
     model = make_model(nodes, {"x": [2]}, ["y"])
     converted, info = convert(model)
     assert info.elem_type("c") == info.elem_type("v") == info.elem_type("zeros") == HALF
+    assert not any(n.op_type == "Cast" and n.input[0] == "zeros" for n in converted.graph.node)
     (got,) = run(converted, {"x": np.array([2, 4], np.float32)})
     np.testing.assert_array_equal(got, [2, 4])
 
