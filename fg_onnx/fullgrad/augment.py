@@ -38,7 +38,7 @@ from fg_onnx.fullgrad.explained import (
     resolve,
 )
 from fg_onnx.fullgrad.precision import Numerics, check_precision
-from fg_onnx.fullgrad.taps import Tap, explicit_bias, is_homogeneous, make_tap, tap_description
+from fg_onnx.fullgrad.taps import Tap, is_homogeneous, make_tap, tap_description
 from fg_onnx.grad.backprop import active_nodes, build_backward
 from fg_onnx.grad.registry import Cotangents, VJPContext
 from fg_onnx.graph.builder import GraphBuilder
@@ -239,8 +239,8 @@ class _Augmenter:
         tap = make_tap(ctx, gy, grads, self.options.implicit_biases, self.numerics)
         if tap is not None:
             self.taps.append(tap)
-        elif not self.options.implicit_biases and not is_homogeneous(ctx) and (
-                explicit_bias(ctx, False) is None):
+        elif any(g is not None for g in gy) and not self.options.implicit_biases and (
+                not is_homogeneous(ctx)):
             self.nonlinear.append(ctx.node.name or ctx.node.op_type)
 
     def _seed(self) -> tuple[str, str, str | None]:
@@ -325,16 +325,17 @@ class _Augmenter:
         """ψ of bias ⊙ gradient; None where it adds nothing to the map (ψ of a zero bias
         is exactly zero)."""
         term = _map_term(tap, tap.product)
-        if term is None or tap.bias_vector is None or term.channel_axis not in (1, 3):
+        bias = tap.bias
+        if term is None or bias is None or bias.vector is None or term.channel_axis not in (1, 3):
             return term
         if tap.bias_is_zero:
             return None
         assert tap.gradient is not None
-        if tap.constant_bias is None:
-            return replace(term, tensor=tap.gradient, weights=self.b.Abs(tap.bias_vector))
-        magnitude = np.abs(tap.constant_bias.astype(np.float64))
+        if bias.value is None:
+            return replace(term, tensor=tap.gradient, weights=self.b.Abs(bias.vector))
+        magnitude = np.abs(bias.value.astype(np.float64))
         total = float(magnitude.sum())  # weights summing to 1 bound the MatMul (aggregate.py)
-        weights = self.b.const((magnitude / total).astype(tap.constant_bias.dtype),
+        weights = self.b.const((magnitude / total).astype(bias.value.dtype),
                                hint="abs_bias")
         return replace(term, tensor=tap.gradient, weights=weights, epsilon=EPSILON / total)
 

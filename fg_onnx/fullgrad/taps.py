@@ -62,15 +62,14 @@ class Tap:
     """What adds up to this tap's total, ⟨bias, gradient⟩ per sample."""
     gradient: str | None = None
     """∂score/∂(layer output) at an explicit bias, without the bias factor (simple-fullgrad)."""
-    bias_vector: str | None = None
-    """The explicit bias as a 1-D tensor along ``channel_axis`` (None: not of that form)."""
-    constant_bias: np.ndarray | None = None
-    """``bias_vector``'s value when it is a constant."""
+    bias: ExplicitBias | None = None
+    """The bias the layer declares (None: an implicit tap)."""
 
     @property
     def bias_is_zero(self) -> bool:
         """Whether the bias is a constant zero: then its total and its ψ are exactly zero."""
-        return self.constant_bias is not None and not np.any(self.constant_bias)
+        value = None if self.bias is None else self.bias.value
+        return value is not None and not np.any(value)
 
 
 def _data_inputs(ctx: VJPContext) -> list[int]:
@@ -218,10 +217,7 @@ def _explicit_tap(ctx: VJPContext, g: str, bias: ExplicitBias, numerics: Numeric
         # refuses for an empty batch
         total = TotalPart(ctx.b.Mul(sums, bias.vector), wide=bool(reduced) and numerics.half)
     tap = _tap(ctx, bias.kind, product, bias.channel_axis, [total])
-    tap.gradient = g
-    if bias.vector is not None:
-        tap.bias_vector = bias.vector
-        tap.constant_bias = bias.value
+    tap.gradient, tap.bias = g, bias
     return tap
 
 
