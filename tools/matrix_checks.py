@@ -16,10 +16,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from float16_emulation import run_emulated
 
 import fg_onnx
 
 TOLERANCE = 1e-4
+FLOAT16_TOLERANCE = 1e-2
+"""float16 keeps 11 significant bits; deep networks sum many rounded terms."""
 INPUT_SEEDS = 3
 TARGETS = np.array([3, 7], dtype=np.int64)
 BATCH = len(TARGETS)
@@ -67,6 +70,9 @@ class MatrixResult:
     """max |reference gradient|: zero would make the gradient check vacuous."""
     completeness_plain: float = float("nan")
     completeness_implicit: float = float("nan")
+    completeness_float16: float = float("nan")
+    """With implicit biases, augmented with ``precision="float16"``, under float16 rounding
+    (tools/float16_emulation.py)."""
     augment_seconds: float = float("nan")
     input_seeds: int = 0
     """Inputs tried until the gradient agreed (see :func:`check_exported`)."""
@@ -83,6 +89,7 @@ class MatrixResult:
             "input gradient differs from the framework": self.grad_error < TOLERANCE,
             "reference gradient is zero": self.grad_scale > 0.0,
             "incomplete with implicit biases": self.completeness_implicit < TOLERANCE,
+            "incomplete in float16": self.completeness_float16 < FLOAT16_TOLERANCE,
         }
         if self.relu:
             checks["incomplete without implicit biases"] = self.completeness_plain < TOLERANCE
@@ -147,6 +154,10 @@ def check_exported(path: Path, reference: Reference, inputs: Inputs,
         _compare(sessions, reference, inputs(seed), result)
         if result.grad_error < TOLERANCE:
             break
+    half = fg_onnx.augment(proto, implicit_biases=True, precision="float16")
+    x = inputs(0)
+    feeds = {proto.graph.input[0].name: x, "fg_target": TARGETS}
+    result.completeness_float16 = completeness_error(run_emulated(half, feeds), x)
     return result
 
 
@@ -192,9 +203,12 @@ def markdown_table(results: Sequence[MatrixResult], command: str, versions: str)
         "max |fg_input_grad − reference| / max |reference|, the reference being the "
         "framework's own autodiff (torch autograd, TF GradientTape) in float32. "
         "*Completeness*: max over the batch of |score − (Σ input·grad + bias total)| / "
-        "|score|, without (*plain*) and with `--implicit-biases`. Criteria: gradient and "
+        "|score|, without (*plain*) and with `--implicit-biases`, and with both "
+        "`--implicit-biases` and `--precision float16` under float16 rounding (*float16*, "
+        "emulated on the CPU by tools/float16_emulation.py). Criteria: gradient and "
         f"completeness with implicit biases below {TOLERANCE:g}; plain completeness too for "
-        "ReLU networks (✓ in the ReLU column); the original output unchanged (1e-6). "
+        f"ReLU networks (✓ in the ReLU column); float16 completeness below "
+        f"{FLOAT16_TOLERANCE:g}; the original output unchanged (1e-6). "
         "*Inputs*: how many input batches were tried until the gradient agreed (at most "
         f"{INPUT_SEEDS}): two float32 forward passes round differently, and a pre-activation "
         "within rounding of a ReLU/MaxPool kink takes a different branch in each. *Fast* "
@@ -202,8 +216,9 @@ def markdown_table(results: Sequence[MatrixResult], command: str, versions: str)
         "`pytest -m slow`.",
         "",
         "| Model | Family | Tier | Exporter | Opset | Nodes | ReLU | Passes | Gradient error | "
-        "Inputs | Completeness plain | Completeness implicit | Augment s | Notes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "Inputs | Completeness plain | Completeness implicit | Completeness float16 | "
+        "Augment s | Notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         notes = "; ".join(r.failures).replace("|", "\\|")
@@ -213,6 +228,6 @@ def markdown_table(results: Sequence[MatrixResult], command: str, versions: str)
             f"{r.nodes or '-'} | {'✓' if r.relu else ''} | {'yes' if r.passed else '**no**'} | "
             f"{number(r.grad_error)} | {r.input_seeds or '-'} | "
             f"{number(r.completeness_plain)} | {number(r.completeness_implicit)} | "
-            f"{seconds} | {notes} |"
+            f"{number(r.completeness_float16)} | {seconds} | {notes} |"
         )
     return "\n".join(lines) + "\n"

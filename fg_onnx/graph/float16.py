@@ -235,36 +235,40 @@ class _Rewriter:
 
     def run(self) -> None:
         half = self.plan.half
-        self._initializers()
+        converted = self._initializers()
         for node in self.graph.node:
             if any(name in half for name in node.output):
                 _convert_attributes(node)
+        # exporters (torch.onnx's dynamo) record types for initializers too; before IR 4
+        # initializers were graph inputs as well
         for value in self.graph.value_info:
-            if value.name in half:
+            if value.name in half or value.name in converted:
+                value.type.tensor_type.elem_type = HALF
+        for value in self.graph.input:
+            if value.name in converted:
                 value.type.tensor_type.elem_type = HALF
         self._slot_casts()
         self._inputs()
         self._outputs()
 
-    def _initializers(self) -> None:
-        """float16 in place when every use wants float16, else a float16 copy beside it."""
-        copies = []
+    def _initializers(self) -> set[str]:
+        """float16 in place when every use wants float16, else a float16 copy beside it;
+        returns the names converted in place."""
+        copies, converted = [], set()
         for tensor in self.graph.initializer:
             slots = self.plan.half_uses.get(tensor.name)
             if not slots:
                 continue
             if tensor.name not in self.plan.float_uses:
                 tensor.CopyFrom(_half_tensor(tensor, tensor.name))
+                converted.add(tensor.name)
                 continue
             copy = self.fresh(f"{tensor.name}/float16")
             copies.append(_half_tensor(tensor, copy))
             for slot in slots:
                 self.graph.node[slot.node].input[slot.index] = copy
         self.graph.initializer.extend(copies)
-        for value in self.graph.input:  # initializers listed as inputs (IR < 4)
-            if value.name in self.initializers and value.name not in self.plan.float_uses and (
-                    value.name in self.plan.half_uses):
-                value.type.tensor_type.elem_type = HALF
+        return converted
 
     def _cast(self, source: str, target: str, to: int) -> onnx.NodeProto:
         return helper.make_node("Cast", [source], [target], name=self.fresh("fg_fp16/Cast"),

@@ -78,6 +78,18 @@ def test_the_data_path_becomes_float16_and_the_interface_stays_float32() -> None
     assert np.abs(got - want).max() < HALF_TOL * np.abs(want).max()
 
 
+def test_types_recorded_for_initializers_follow_them() -> None:
+    """torch.onnx's dynamo exporter records value_info for weights; IR < 4 lists them as
+    graph inputs."""
+    model = conv_relu()
+    model.graph.value_info.append(helper.make_tensor_value_info("w", FLOAT, [4, 3, 3, 3]))
+    model.graph.input.append(helper.make_tensor_value_info("b", FLOAT, [4]))
+    converted, _ = convert(model)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*converted.graph.value_info, *converted.graph.input]}
+    assert (types["w"], types["b"], types["x"]) == (HALF, HALF, FLOAT)
+
+
 def test_shape_arithmetic_in_float_stays_float32() -> None:
     """256 · 1000 overflows float16: the Reshape would get a wrong shape if it were converted."""
     nodes = [
@@ -134,8 +146,9 @@ def test_a_computed_constant_shared_with_the_float32_set_is_cast_there() -> None
     assert info.elem_type(mul.input[1]) == info.elem_type(mul.output[0]) == FLOAT
     x = np.array([-1, 0.5, 2], np.float32)
     y, z = run(converted, {"x": x})
-    np.testing.assert_allclose(y, np.maximum(x, 0) + [1, 2, 3])
-    np.testing.assert_allclose(z, np.maximum(x, 0) * [1, 2, 3])
+    bias = np.array([1, 2, 3], np.float32)
+    np.testing.assert_allclose(y, np.maximum(x, 0) + bias)
+    np.testing.assert_allclose(z, np.maximum(x, 0) * bias)
 
 
 def test_a_shape_value_that_data_also_uses_stays_float32_for_the_shape_arithmetic() -> None:

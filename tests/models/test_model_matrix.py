@@ -8,7 +8,7 @@ import types
 from pathlib import Path
 
 import pytest
-from matrix_checks import TOLERANCE, MatrixResult, ModelSpec
+from matrix_checks import FLOAT16_TOLERANCE, TOLERANCE, MatrixResult, ModelSpec
 
 
 def _framework(name: str) -> types.ModuleType | None:
@@ -46,6 +46,9 @@ def _assert_passes(result: MatrixResult) -> None:
         assert result.completeness_plain < TOLERANCE, (
             f"completeness error of a ReLU network {result.completeness_plain:.3g}"
         )
+    assert result.completeness_float16 < FLOAT16_TOLERANCE, (
+        f"completeness error in float16 {result.completeness_float16:.3g}"
+    )
     assert result.passed, result.failures
 
 
@@ -75,10 +78,10 @@ def test_fast_tier_covers_every_family_and_exporter() -> None:
 def test_failures_are_reported() -> None:
     good = MatrixResult("m", "f", "e", "fast", relu=True, output_error=0.0, export_error=0.0,
                         grad_error=1e-6, grad_scale=1.0, completeness_plain=1e-6,
-                        completeness_implicit=1e-6)
+                        completeness_implicit=1e-6, completeness_float16=1e-3)
     assert good.passed
     bad = MatrixResult("m", "f", "e", "fast", relu=True, output_error=0.0, export_error=0.0,
                        grad_error=1e-6, grad_scale=1.0, completeness_plain=0.5,
-                       completeness_implicit=1e-6)
-    assert bad.failures == ["incomplete without implicit biases"]
+                       completeness_implicit=1e-6, completeness_float16=0.1)
+    assert bad.failures == ["incomplete in float16", "incomplete without implicit biases"]
     assert not MatrixResult("m", "f", "e", "fast", relu=False).passed  # nothing measured
