@@ -21,8 +21,10 @@ from float16_emulation import run_emulated
 import fg_onnx
 
 TOLERANCE = 1e-4
-FLOAT16_TOLERANCE = 1e-2
-"""float16 keeps 11 significant bits; deep networks sum many rounded terms."""
+FLOAT16_TOLERANCE = 2e-2
+"""float16 rounds each term of the decomposition to about 2.4e-4 of its size, and the terms
+may cancel: in the random full-size MobileNet-V2 they add up, in absolute value, to 60 times
+a score of 1e-3, which leaves a completeness error of 1.5 % (float32: 1e-5)."""
 INPUT_SEEDS = 3
 TARGETS = np.array([3, 7], dtype=np.int64)
 BATCH = len(TARGETS)
