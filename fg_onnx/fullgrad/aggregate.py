@@ -36,6 +36,8 @@ class MapTerm:
     epsilon: float = EPSILON
     """ψ's ε for this term: EPSILON times the factor by which the term's tensor and weights
     exceed the reference quantity (a gradient scale, weights divided by their sum)."""
+    wide: bool = False
+    """Whether ``tensor`` is float32 already in a float16 model (no widening needed)."""
 
 
 def per_sample(b: GraphBuilder, tensor: str, batch: str) -> tuple[str, str]:
@@ -52,26 +54,33 @@ def per_sample_sum(b: GraphBuilder, tensor: str, batch: str) -> str:
     return b.reduce("ReduceSum", per_sample(b, tensor, batch)[0], [1], keepdims=0)
 
 
-def _normalised_channel_sum(b: GraphBuilder, term: MapTerm, batch: str,
-                            elem: int) -> tuple[str, int]:
-    """Σ_c ψ as ``ratio`` · ``factor`` (an int), [N, h, w], with ratio ≤ 1 for plain terms
-    (the channel mean) and ≤ C for weighted ones: bounded, so it cannot overflow float16."""
+Widen = Callable[[str], str]
+
+
+def _normalised_channel_sum(b: GraphBuilder, term: MapTerm, batch: str, wide: Widen,
+                            wide_elem: int) -> str:
+    """Σ_c ψ, [N, h, w]. The reductions of the full tensor stay bounded (a channel mean for
+    plain terms, weights summing to one for weighted ones) and the rest is computed after
+    ``wide`` (float32 for float16 models, where ε would underflow)."""
     magnitude = b.Abs(term.tensor)
     if term.weights is None:
         flat = per_sample(b, magnitude, batch)[0]
         low = b.reduce("ReduceMin", flat, [1], keepdims=1)  # [N, 1]
         high = b.reduce("ReduceMax", flat, [1], keepdims=1)
-        level, factor = b.reduce("ReduceMean", magnitude, [term.channel_axis], keepdims=0), (
-            term.channels)
-        floor = low
+        level = b.reduce("ReduceMean", magnitude, [term.channel_axis], keepdims=0)
+        mean_over = term.channels  # level is Σ_c / mean_over
     else:
         low, high = (_weighted_extreme(b, op, magnitude, term) for op in ("ReduceMin", "ReduceMax"))
-        level, factor = _weighted_channel_sum(b, magnitude, term, batch), 1
-        floor = b.Mul(low, b.scalar(float(term.channels), elem))
+        level, mean_over = _weighted_channel_sum(b, magnitude, term, batch), 1
+    if not term.wide:
+        level, low, high = wide(level), wide(low), wide(high)
     span3 = b.Unsqueeze(b.Sub(high, low), b.ints([2]))
+    floor = b.Mul(low, b.scalar(float(term.channels / mean_over), wide_elem))
     shifted = b.Sub(level, b.Unsqueeze(floor, b.ints([2])))  # [N, h, w]
-    ratio = b.Div(shifted, b.Add(span3, b.scalar(term.epsilon, elem)))
-    return ratio, factor
+    ratio = b.Div(shifted, b.Add(span3, b.scalar(term.epsilon, wide_elem)))
+    if mean_over == 1:
+        return ratio
+    return b.Mul(ratio, b.scalar(float(mean_over), wide_elem))
 
 
 def _weighted_extreme(b: GraphBuilder, op: str, magnitude: str, term: MapTerm) -> str:
@@ -101,18 +110,15 @@ def _weighted_channel_sum(b: GraphBuilder, magnitude: str, term: MapTerm, batch:
 
 
 def saliency_map(b: GraphBuilder, terms: Sequence[MapTerm], batch: str, size: tuple[int, int],
-                 elem: int, wide: Callable[[str], str] = lambda tensor: tensor,
+                 elem: int, wide: Widen = lambda tensor: tensor,
                  wide_elem: int | None = None) -> str:
     """[N, H, W]: Σ over terms of ψ summed over channels, resized (bilinear, align_corners).
 
-    ``wide`` turns each term's [N, h, w] sum to ``wide_elem`` (float32 for float16 models,
-    see fg_onnx.fullgrad.precision), in which the terms are added and resized."""
+    ``wide`` turns each term's per-sample reductions to ``wide_elem`` (float32 for float16
+    models, see fg_onnx.fullgrad.precision), in which the rest is computed."""
     by_size: dict[tuple[int, int], list[str]] = {}
     for term in terms:
-        ratio, factor = _normalised_channel_sum(b, term, batch, elem)
-        total = wide(ratio)
-        if factor != 1:
-            total = b.Mul(total, b.scalar(float(factor), wide_elem or elem))
+        total = _normalised_channel_sum(b, term, batch, wide, wide_elem or elem)
         by_size.setdefault(term.spatial, []).append(total)
     resized = []
     for spatial, parts in by_size.items():

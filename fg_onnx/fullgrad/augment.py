@@ -216,10 +216,10 @@ class _Augmenter:
         self._output(SCORE, score, [batch_dim])
         if target_used is not None:
             self._output(TARGET_USED, target_used, [batch_dim], TensorProto.INT64)
-        self._output(INPUT_GRAD, self.numerics.unscaled(input_grad),
-                     self.info.shape(self.ex.input))
+        unscaled_grad = self.numerics.unscaled(input_grad)
+        self._output(INPUT_GRAD, unscaled_grad, self.info.shape(self.ex.input))
         self._output(BIAS_TOTAL, self._bias_total(), [batch_dim])
-        saliency = self._saliency(input_grad, backward.grads)
+        saliency = self._saliency(unscaled_grad, backward.grads)
         self._output(SALIENCY, saliency, [batch_dim, *self._input_size()])
         map_taps = [tap for tap in self.taps if _map_term(tap, tap.product) is not None]
         if self.options.components:
@@ -293,14 +293,14 @@ class _Augmenter:
         return height, width
 
     def _saliency(self, input_grad: str, grads: dict[str, str | None]) -> str:
-        """The map of ``options.method`` (see GRAPH_METHODS)."""
+        """The map of ``options.method`` (see GRAPH_METHODS); ``input_grad`` is unscaled
+        and float32 in a float16 model (Numerics.unscaled), as the input is small."""
         method, x, b, numerics = self.options.method, self.ex.input, self.b, self.numerics
         axis = channel_axis(self.ex.layout)
         size = self._input_size()
+        x_grad = b.Mul(input_grad, numerics.wide(x))
         if method in ("gradient", "gradient-x-input"):
-            unscaled = numerics.unscaled(input_grad)
-            tensor = unscaled if method == "gradient" else b.Mul(unscaled, numerics.wide(x))
-            return channel_abs_sum(b, tensor, axis)
+            return channel_abs_sum(b, input_grad if method == "gradient" else x_grad, axis)
         if method in CAM_METHODS:
             assert self.cam_layer is not None
             gradient = grads.get(self.cam_layer)
@@ -312,9 +312,8 @@ class _Augmenter:
         channels = (self.info.shape(x) or ())[axis]
         if not isinstance(channels, int):
             raise UnsupportedModelError(f"the channel count of input {x!r} is not fixed")
-        epsilon = EPSILON * numerics.scale  # the gradients carry the scale
-        terms = [MapTerm(b.Mul(input_grad, x), axis, channels, size, epsilon=epsilon)]
-        for tap in self.taps:
+        terms = [MapTerm(x_grad, axis, channels, size, wide=numerics.half)]
+        for tap in self.taps:  # the layer gradients carry the scale, and ε with them
             # simple-fullgrad: the paper code's variant, ψ of the layer gradient alone
             term = self._tap_term(tap) if method == "fullgrad" else _map_term(tap, tap.gradient)
             if term is not None:

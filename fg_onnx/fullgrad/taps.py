@@ -212,10 +212,13 @@ def _explicit_tap(ctx: VJPContext, g: str, bias: ExplicitBias, numerics: Numeric
     total = TotalPart(product)
     if bias.vector is not None and bias.channel_axis not in (None, 0):
         reduced = [a for a in range(1, rank) if a != bias.channel_axis]
+        wide = bool(reduced) and numerics.half
         sums = numerics.channel_sums(g, reduced) if reduced else g
+        # a computed bias is float16 in a float16 model: a float32 Mul must not read it
+        vector = numerics.wide(bias.vector) if wide else bias.vector
         # [N, C] ⊙ [C], summed per sample by the caller; not a MatMul, which onnxruntime
         # refuses for an empty batch
-        total = TotalPart(ctx.b.Mul(sums, bias.vector), wide=bool(reduced) and numerics.half)
+        total = TotalPart(ctx.b.Mul(sums, vector), wide=wide)
     tap = _tap(ctx, bias.kind, product, bias.channel_axis, [total])
     tap.gradient, tap.bias = g, bias
     return tap

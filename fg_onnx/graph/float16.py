@@ -2,16 +2,19 @@
 
 Which float32 tensors become float16 is decided by type unification over the op schemas:
 the tensors one node binds to the same type variable must share a type, so they form
-classes (union-find). A class runs in float16 when it carries data (it depends on a graph
-input through something other than Shape/Size), or when it only holds parameters that an
-op accepting float16 consumes. Shape arithmetic in float (Cast(Shape) · scale) stays
-float32: float16 is exact only up to 2048 and overflows at 65504. Slots that accept no
-float16 (Resize's scales, Range) keep float32 and get a Cast where data flows in.
+classes (union-find). A class runs in float16 when an op ties it to a float16-capable type
+variable shared by several slots, and it carries data (it depends on a graph input through
+something other than Shape/Size) or parameters. Shape arithmetic in float (Cast(Shape) ·
+scale) stays float32: float16 is exact only up to 2048 and overflows at 65504. Values that
+carry no data are typed per use (a weight both sides read is duplicated, a computed one
+cast). Slots that accept no float16 (Resize's scales, Range) keep float32, with a Cast
+where float16 data flows in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,14 +30,19 @@ HALF_TYPE = "tensor(float16)"
 HALF_MAX = float(np.finfo(np.float16).max)
 SHAPE_OPS = frozenset({"Shape", "Size"})
 CASTS = frozenset({"Cast", "CastLike"})
-DTYPE_ATTRIBUTES = ("dtype", "output_datatype", "to")
+CONSTANT_OPS = frozenset({"Constant", "ConstantOfShape"})
+"""Their outputs take the type their consumers want (set in their value attribute)."""
 # Float16 kernels onnxruntime lacks although the schema allows them (its CPU provider rejects
-# a float16 scatter-add at run time): these nodes compute in float32 between Casts.
-FLOAT32_ONLY = {"ScatterElements": lambda node: _reduction(node) != "none",
-                "ScatterND": lambda node: _reduction(node) != "none"}
-# Ops whose float output type comes from an attribute that defaults to float32.
-FLOAT_BY_DEFAULT = frozenset({"RandomNormal", "RandomUniform", "HannWindow", "HammingWindow",
-                              "BlackmanWindow"})
+# a float16 scatter-add at run time and has no float16 random or window ops), and ops whose
+# output type an attribute sets: these nodes compute in float32 between Casts.
+_ALWAYS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+                     "Bernoulli", "Multinomial", "EyeLike", "HannWindow", "HammingWindow",
+                     "BlackmanWindow", "MelWeightMatrix"})
+FLOAT32_ONLY: dict[str, Callable[[onnx.NodeProto], bool]] = {
+    "ScatterElements": lambda node: _reduction(node) != "none",
+    "ScatterND": lambda node: _reduction(node) != "none",
+    **{op: lambda node: True for op in _ALWAYS},
+}
 
 
 def to_float16(model: onnx.ModelProto, float32: Collection[str] = ()) -> onnx.ModelProto:
@@ -110,13 +118,19 @@ class _UnionFind:
 def _plan(info: GraphInfo, float32: set[str]) -> _Plan:
     """Each use of a tensor that does not carry data (a weight, a value computed from weights
     or from shapes) is a class member of its own, so that a float16 and a float32 computation
-    sharing it do not tie their types: an initializer is duplicated, a computed one cast."""
+    sharing it do not tie their types: an initializer is duplicated, a computed one cast.
+
+    Only classes that some op binds to several slots of a float16-capable type variable
+    become float16: a value that only reaches a Cast, a Shape or a float32-only slot keeps
+    its precision."""
     data, shaped = _dependencies(info)
     classes, plan = _UnionFind(), _Plan()
     uses: list[tuple[str, _Slot]] = []
-    capable: set[str] = set()  # type variables that accept float16
+    capable: set[str] = set()  # type variables that tie two or more slots and take float16
     for index, node in enumerate(info.graph.node):
-        for slot, variable in _float_slots(info, index, node):
+        slots = list(_float_slots(info, index, node))
+        tied = Counter(variable for _, variable in slots if variable is not None)
+        for slot, variable in slots:
             per_use = not slot.is_output and slot.tensor not in data
             member = f"{slot.tensor}\0{index}:{slot.index}" if per_use else slot.tensor
             classes.find(slot.tensor)
@@ -126,7 +140,8 @@ def _plan(info: GraphInfo, float32: set[str]) -> _Plan:
                     plan.float_uses.add(slot.tensor)
                 continue
             classes.union(member, variable)
-            capable.add(variable)
+            if tied[variable] > 1:
+                capable.add(variable)
             if per_use:
                 uses.append((member, slot))
     for name in [*info.graph_inputs, *info.graph_outputs]:
@@ -137,13 +152,30 @@ def _plan(info: GraphInfo, float32: set[str]) -> _Plan:
     def roots(names: Collection[str]) -> set[str]:
         return {classes.find(t) for t in names if t in classes.parent}
 
-    parameters = roots(capable) - roots(shaped)
-    half_roots = (roots(data) | parameters) - roots(float32)
+    typed = roots(capable)
+    half_roots = ((roots(data) | (typed - roots(shaped))) & typed) - roots(float32)
     plan.half = {t for t in classes.parent if classes.find(t) in half_roots
                  and t not in info.initializers and "\0" not in t
                  and info.elem_type(t) == FLOAT}
-    for member, slot in uses:
-        wants_half = classes.find(member) in half_roots
+    _place_constants(info, plan, [(slot, classes.find(m) in half_roots) for m, slot in uses])
+    return plan
+
+
+def _place_constants(info: GraphInfo, plan: _Plan, uses: list[tuple[_Slot, bool]]) -> None:
+    """Types of the values that carry no data, from what their uses want: an initializer
+    or a Constant(OfShape) is float16 when every use wants float16, else float32 with a
+    float16 copy (initializer) or Casts (the rest)."""
+    wants: dict[str, list[bool]] = {}
+    for slot, wants_half in uses:
+        wants.setdefault(slot.tensor, []).append(wants_half)
+    outputs = set(info.graph_outputs)
+    for name, wanted in wants.items():
+        producer = info.producer.get(name)
+        if producer is not None and producer.op_type in CONSTANT_OPS and name not in outputs:
+            plan.half.discard(name)
+            if all(wanted):
+                plan.half.add(name)
+    for slot, wants_half in uses:
         if slot.tensor in info.initializers:
             if wants_half:
                 plan.half_uses.setdefault(slot.tensor, []).append(slot)
@@ -151,7 +183,6 @@ def _plan(info: GraphInfo, float32: set[str]) -> _Plan:
                 plan.float_uses.add(slot.tensor)
         elif wants_half != (slot.tensor in plan.half):
             plan.recast.append((slot, HALF if wants_half else FLOAT))
-    return plan
 
 
 def _dependencies(info: GraphInfo) -> tuple[set[str], set[str]]:
@@ -180,6 +211,11 @@ def _float_slots(info: GraphInfo, index: int,
     (None: the slot takes no float16)."""
     keeps_float32 = FLOAT32_ONLY.get(node.op_type)
     schema = None if keeps_float32 and keeps_float32(node) else _schema(info.model, node)
+    for name in node.output:
+        if name and not info.elem_type(name) and info.consumers.get(name):
+            raise UnsupportedModelError(
+                f"float16: the element type of {name!r} ({node.op_type} at node "
+                f"{node.name or '<unnamed>'}) is unknown; use float32")
     for is_output, names in ((False, node.input), (True, node.output)):
         formals: Sequence[onnx.defs.OpSchema.FormalParameter]
         formals = [] if schema is None else (schema.outputs if is_output else schema.inputs)
@@ -349,21 +385,23 @@ def _half_tensor(tensor: onnx.TensorProto, name: str) -> onnx.TensorProto:
 
 
 def _convert_attributes(node: onnx.NodeProto) -> None:
-    """Attributes that fix a float32 output type: constants' values and dtype fields."""
-    names = {a.name for a in node.attribute}
+    """The attributes that make a Constant, ConstantOfShape or Cast output float32."""
+    if node.op_type == "Cast":
+        for attribute in node.attribute:
+            if attribute.name == "to" and attribute.i == FLOAT:
+                attribute.i = HALF
+        return
+    if node.op_type not in CONSTANT_OPS:
+        return
     for attribute in node.attribute:
         if attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == FLOAT:
             attribute.t.CopyFrom(_half_tensor(attribute.t, attribute.t.name or node.output[0]))
-        elif attribute.name in DTYPE_ATTRIBUTES and attribute.i == FLOAT:
-            attribute.i = HALF
-    if node.op_type == "Constant" and names & {"value_float", "value_floats"}:
-        value = helper.get_attribute_value(node.attribute[0])
-        del node.attribute[:]
-        node.attribute.append(helper.make_attribute(
-            "value", numpy_helper.from_array(np.asarray(value, np.float16), node.output[0])))
-    elif node.op_type == "ConstantOfShape" and "value" not in names:
+        elif attribute.name in ("value_float", "value_floats"):
+            value = np.asarray(helper.get_attribute_value(attribute), np.float32)
+            node.attribute.remove(attribute)
+            node.attribute.append(helper.make_attribute(
+                "value", _half_tensor(numpy_helper.from_array(value), node.output[0])))
+            return
+    if node.op_type == "ConstantOfShape" and not node.attribute:
         node.attribute.append(helper.make_attribute(
             "value", numpy_helper.from_array(np.zeros(1, np.float16))))
-    elif node.op_type in FLOAT_BY_DEFAULT and not names & set(DTYPE_ATTRIBUTES):
-        key = "dtype" if node.op_type.startswith("Random") else "output_datatype"
-        node.attribute.append(helper.make_attribute(key, HALF))

@@ -6,10 +6,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from float16_emulation import run_emulated
 from onnx import TensorProto, helper
 
 from fg_onnx.fullgrad.aggregate import MapTerm, saliency_map
+from fg_onnx.fullgrad.precision import Numerics
 from fg_onnx.graph.builder import GraphBuilder
+from fg_onnx.graph.float16 import to_float16
 from fg_onnx.graph.info import GraphInfo
 
 RNG = np.random.default_rng(11)
@@ -108,3 +111,25 @@ def test_zero_bias_adds_no_work_and_changes_nothing() -> None:
     inputs = {"x": x, "fg_target": np.array([0, 1, -1], np.int64)}
     input_grad = grad_x.run(["fg_input_grad"], inputs)[0]
     np.testing.assert_allclose((input_grad * x).sum((1, 2, 3)) + total, score, rtol=1e-4)
+
+
+def test_float16_term_of_a_zero_gradient_is_zero_with_an_epsilon_below_float16() -> None:
+    """ε·S/Σ|b| is below float16's smallest number for a large bias: ψ is computed in
+    float32 after the reductions, else an all-zero gradient gives 0/0."""
+    graph = helper.make_graph([], "maps", [helper.make_tensor_value_info(
+        "g", TensorProto.FLOAT, ["N", CHANNELS, *SPATIAL])], [])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    b = GraphBuilder(GraphInfo(model))
+    numerics = Numerics(b, TensorProto.FLOAT, True, 256.0)
+    batch = b.Slice(b.Shape("g"), b.ints([0]), b.ints([1]))
+    weights = b.const(np.full(CHANNELS, 1 / CHANNELS, np.float32))
+    term = MapTerm("g", 1, CHANNELS, SPATIAL, weights=weights, epsilon=1e-9)
+    saliency = saliency_map(b, [term], batch, SIZE, TensorProto.FLOAT, numerics.wide,
+                            numerics.elem)
+    b.op_multi("Identity", saliency, outputs=["map"])
+    model.graph.output.append(helper.make_tensor_value_info("map", TensorProto.FLOAT, None))
+    b.apply_to(model)
+    to_float16(model, numerics.float32)
+    zero = np.zeros((2, CHANNELS, *SPATIAL), np.float32)
+    np.testing.assert_array_equal(run_emulated(model, {"g": zero})["map"], 0)

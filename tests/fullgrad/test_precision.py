@@ -79,6 +79,21 @@ def test_the_network_and_backward_pass_run_in_float16_behind_a_float32_interface
     assert facts["gradient_scale"] == DEFAULT_GRADIENT_SCALE
 
 
+def test_a_computed_bias_does_not_keep_the_network_in_float32() -> None:
+    """The tap's float32 total reads the bias: it must read a float32 copy, or the bias's
+    class, and the network with it, would stay float32."""
+    model = onnx.load(SAMPLE)
+    conv = [n for n in model.graph.node if n.op_type == "Conv"][-1]
+    bias = next(t for t in model.graph.initializer if t.name == conv.input[2])
+    model.graph.initializer.remove(bias)
+    model.graph.input.append(helper.make_tensor_value_info(bias.name, TensorProto.FLOAT,
+                                                           list(bias.dims)))
+    half = fg_onnx.augment(model, precision="float16", input="image")
+    info = GraphInfo(infer_shapes(half))
+    heavy = [n for n in half.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm")]
+    assert all(info.elem_type(n.output[0]) == TensorProto.FLOAT16 for n in heavy)
+
+
 @pytest.mark.parametrize("name", ["sample", "folded", "unfolded"])
 def test_completeness_and_maps_under_float16_rounding(name: str, residual: dict[str, Path],
                                                       ) -> None:

@@ -278,3 +278,87 @@ def test_the_emulation_rounds_every_float16_result() -> None:
     x = np.ones(1, np.float32)
     assert run(converted, {"x": x})[0][0] == pytest.approx(1e-4, rel=1e-2)
     assert run_emulated(converted, {"x": x})["y"][0] == 0
+
+
+def test_a_float_size_cast_back_to_an_integer_keeps_float32() -> None:
+    """3001 is not a float16 number: the Reshape would ask for 3000 elements."""
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Cast", ["shape"], ["dims"], to=FLOAT),
+             helper.make_node("ReduceProd", ["dims"], ["size"], keepdims=1),
+             helper.make_node("Cast", ["size"], ["length"], to=TensorProto.INT64),
+             helper.make_node("Reshape", ["x", "length"], ["y"])]
+    model = make_model(nodes, {"x": [1, 1, 1, 3001]}, ["y"])
+    converted, info = convert(model)
+    assert info.elem_type("size") == FLOAT
+    x = np.arange(3001, dtype=np.float32) / 3001
+    np.testing.assert_allclose(run(converted, {"x": x.reshape(1, 1, 1, -1)})[0], x, atol=1e-3)
+
+
+def test_a_constant_node_in_shape_arithmetic_keeps_float32() -> None:
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Cast", ["shape"], ["dims"], to=FLOAT),
+             helper.make_node("Constant", [], ["factor"], value_float=0.3),
+             helper.make_node("Mul", ["dims", "factor"], ["scaled"]),
+             helper.make_node("Add", ["x", "scaled"], ["y"])]
+    model = make_model(nodes, {"x": [1000]}, ["y"])
+    converted, info = convert(model)
+    assert info.elem_type("factor") == info.elem_type("scaled") == FLOAT
+    assert info.elem_type("y/float16_1") == HALF
+    got = run_emulated(converted, {"x": np.zeros(1000, np.float32)})["y"]
+    np.testing.assert_array_equal(got, np.float16(300.0))
+
+
+def test_data_that_only_reaches_float32_slots_is_not_rounded() -> None:
+    """Resize's scales as an input: 1.3334 is 1.333 in float16, which gives 3 pixels, not 4."""
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")]
+    model = make_model(nodes, {"x": [1, 1, 3, 3], "scales": [4]}, ["y"])
+    converted, info = convert(model)
+    assert info.elem_type("scales") == FLOAT
+    scales = np.array([1, 1, 1.3334, 1.3334], np.float32)
+    got = run(converted, {"x": np.ones((1, 1, 3, 3), np.float32), "scales": scales})[0]
+    assert got.shape == (1, 1, 4, 4)
+
+
+def test_an_initializer_only_cast_to_integers_keeps_float32() -> None:
+    nodes = [helper.make_node("Cast", ["big"], ["ints"], to=TensorProto.INT64),
+             helper.make_node("Cast", ["ints"], ["back"], to=FLOAT),
+             helper.make_node("Add", ["x", "back"], ["y"])]
+    model = make_model(nodes, {"x": [1]}, ["y"], {"big": np.array([3001.0], np.float32)})
+    converted, _ = convert(model)
+    assert {t.name: t.data_type for t in converted.graph.initializer}["big"] == FLOAT
+    got = run_emulated(converted, {"x": np.zeros(1, np.float32)})["y"]
+    assert got[0] == np.float16(3001.0)  # rounded once, at the float16 Add
+
+
+@pytest.mark.parametrize("op", ["RandomNormal", "EyeLike"])
+def test_ops_without_float16_cpu_kernels_stay_float32(op: str) -> None:
+    inputs = ["x"] if op == "EyeLike" else []
+    attrs: dict[str, Any] = {"shape": [3, 3]} if op == "RandomNormal" else {}
+    nodes = [helper.make_node(op, inputs, ["made"], dtype=FLOAT, **attrs),
+             helper.make_node("Add", ["x", "made"], ["y"])]
+    model = make_model(nodes, {"x": [3, 3]}, ["y"])
+    converted, info = convert(model)
+    made = next(n for n in converted.graph.node if n.op_type == op).output[0]
+    assert info.elem_type(made) == FLOAT
+    assert run(converted, {"x": np.zeros((3, 3), np.float32)})[0].shape == (3, 3)
+
+
+def test_a_constant_beyond_float16_range_is_refused() -> None:
+    nodes = [helper.make_node("Constant", [], ["c"], value_float=1e5),
+             helper.make_node("Add", ["x", "c"], ["y"])]
+    with pytest.raises(UnsupportedModelError, match="'c' holds values up to 1e\\+05"):
+        to_float16(make_model(nodes, {"x": [1]}, ["y"]))
+
+
+def test_outputs_of_unknown_type_are_refused() -> None:
+    """A runtime's contrib op: onnx infers no type for its later outputs."""
+    nodes = [helper.make_node("SkipLayerNormalization", ["x", "x", "gamma", "beta"],
+                              ["out", "", "", "sum"], domain="com.microsoft", name="skip"),
+             helper.make_node("Add", ["sum", "out"], ["y"])]
+    model = make_model(nodes, {"x": [2, 4]}, ["y"], {"gamma": np.ones(4, np.float32),
+                                                     "beta": np.zeros(4, np.float32)})
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    with pytest.raises(UnsupportedModelError, match="element type of 'sum' "
+                                                    r"\(SkipLayerNormalization at node skip\) "
+                                                    "is unknown"):
+        to_float16(model)
