@@ -200,7 +200,7 @@ def make_tap(ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None],
         return _explicit_tap(ctx, g, explicit, numerics)
     if not implicit_mode or is_homogeneous(ctx):
         return None
-    return _implicit_tap(ctx, gy, grads, y)
+    return _implicit_tap(ctx, gy, grads, y, numerics)
 
 
 def _explicit_tap(ctx: VJPContext, g: str, bias: ExplicitBias, numerics: Numerics) -> Tap:
@@ -225,25 +225,36 @@ def _explicit_tap(ctx: VJPContext, g: str, bias: ExplicitBias, numerics: Numeric
 
 
 def _implicit_tap(ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None],
-                  y: str) -> Tap:
+                  y: str, numerics: Numerics) -> Tap:
     b = ctx.b
     outputs = [(g, ctx.output(i)) for i, g in enumerate(gy) if g is not None]
     inputs = [(grad, ctx.input(i)) for i, grad in enumerate(grads)
               if grad is not None and ctx.needs[i]]
-    parts = [TotalPart(b.Mul(g, t)) for g, t in outputs] + [
-        TotalPart(b.Mul(g, u), -1.0) for g, u in inputs]
+    terms = [(b.Mul(g, t), t, 1.0) for g, t in outputs] + [
+        (b.Mul(g, u), u, -1.0) for g, u in inputs]
     y_shape = ctx.info.shape(y)
     same_shape = (
         len(outputs) == 1 and y_shape is not None and None not in y_shape
         and all(ctx.info.shape(u) == y_shape for _, u in inputs)
     )
-    product = None
-    if same_shape:
-        product = parts[0].tensor
-        for part in parts[1:]:
-            product = b.Sub(product, part.tensor)
-    return _tap(ctx, "implicit", product, None,
-                parts if product is None else [TotalPart(product)])
+    if not same_shape:
+        parts = [_total_part(ctx, numerics, tensor, like, sign) for tensor, like, sign in terms]
+        return _tap(ctx, "implicit", None, None, parts)
+    product = terms[0][0]
+    for tensor, _, _ in terms[1:]:
+        product = b.Sub(product, tensor)
+    return _tap(ctx, "implicit", product, None, [_total_part(ctx, numerics, product, y, 1.0)])
+
+
+def _total_part(ctx: VJPContext, numerics: Numerics, tensor: str, like: str,
+                sign: float) -> TotalPart:
+    """In a float16 model, the per-sample sum of a whole layer-sized ``tensor`` (shaped like
+    ``like``) as Numerics.channel_sums makes it (a float16 mean of a whole layer underflows
+    where a row mean does not)."""
+    rank = ctx.info.rank(like)
+    if not numerics.half or rank is None or rank < 2:
+        return TotalPart(tensor, sign)
+    return TotalPart(numerics.channel_sums(tensor, list(range(1, rank))), sign, wide=True)
 
 
 def _tap(ctx: VJPContext, kind: str, product: str | None, axis: int | None,
