@@ -215,7 +215,8 @@ def _explicit_tap(ctx: VJPContext, g: str, bias: ExplicitBias, numerics: Numeric
         wide = bool(reduced) and numerics.half
         sums = numerics.channel_sums(g, reduced) if reduced else g
         # a computed bias is float16 in a float16 model: a float32 Mul must not read it
-        vector = numerics.wide(bias.vector) if wide else bias.vector
+        # (a constant one gets a float32 copy from the conversion)
+        vector = numerics.wide(bias.vector) if wide and bias.value is None else bias.vector
         # [N, C] ⊙ [C], summed per sample by the caller; not a MatMul, which onnxruntime
         # refuses for an empty batch
         total = TotalPart(ctx.b.Mul(sums, vector), wide=wide)
