@@ -46,7 +46,8 @@ def add_augment_options(parser: argparse.ArgumentParser) -> None:
                              "on the gradient path, after a BatchNorm/ReLU that follows it)")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="float16 runs the network and its backward pass in float16 "
-                             "(fast on CUDA; inputs and outputs stay float32; check the "
+                             "(for GPUs: onnxruntime's CPU provider computes float16 in "
+                             "float32, slower; inputs and outputs stay float32; check the "
                              "completeness error)")
     parser.add_argument("--gradient-scale", type=float, metavar="S",
                         help=f"float16: start the backward pass from S times the one-hot "
