@@ -78,7 +78,7 @@ def test_fast_tier_covers_every_family_and_exporter() -> None:
 def test_failures_are_reported() -> None:
     good = MatrixResult("m", "f", "e", "fast", relu=True, output_error=0.0, export_error=0.0,
                         grad_error=1e-6, grad_scale=1.0, completeness_plain=1e-6,
-                        completeness_implicit=1e-6, completeness_float16=1e-3)
+                        completeness_implicit=1e-6, completeness_float16=1e-4)
     assert good.passed
     bad = MatrixResult("m", "f", "e", "fast", relu=True, output_error=0.0, export_error=0.0,
                        grad_error=1e-6, grad_scale=1.0, completeness_plain=0.5,
