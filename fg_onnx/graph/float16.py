@@ -22,6 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from fg_onnx.errors import UnsupportedModelError
+from fg_onnx.graph.builder import GraphBuilder
 from fg_onnx.graph.info import GraphInfo, opset_of
 from fg_onnx.graph.normalize import infer_shapes
 
@@ -257,17 +258,7 @@ class _Rewriter:
     def __init__(self, model: onnx.ModelProto, info: GraphInfo, plan: _Plan) -> None:
         self.graph, self.plan = model.graph, plan
         self.initializers = set(info.initializers)
-        self.taken = set(info.producer) | set(info.initializers) | {
-            v.name for v in [*self.graph.input, *self.graph.output]}
-        self.taken |= {n.name for n in self.graph.node}
-
-    def fresh(self, base: str) -> str:
-        for count in range(1, 1 << 30):
-            name = f"{base}_{count}"
-            if name not in self.taken:
-                self.taken.add(name)
-                return name
-        raise AssertionError("unreachable")
+        self.fresh = GraphBuilder(info, prefix="fg_fp16").fresh  # only its unique names
 
     def run(self) -> None:
         half = self.plan.half
@@ -307,7 +298,7 @@ class _Rewriter:
         return converted
 
     def _cast(self, source: str, target: str, to: int) -> onnx.NodeProto:
-        return helper.make_node("Cast", [source], [target], name=self.fresh("fg_fp16/Cast"),
+        return helper.make_node("Cast", [source], [target], name=self.fresh("Cast"),
                                 to=to)
 
     def _slot_casts(self) -> None:
