@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from fg_onnx.errors import UnsupportedModelError
 from fg_onnx.graph.builder import GraphBuilder
-from fg_onnx.graph.info import GraphInfo, opset_of
+from fg_onnx.graph.info import GraphInfo, has_subgraph, opset_of
 from fg_onnx.graph.normalize import infer_shapes
 
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
@@ -66,8 +66,7 @@ def to_float16(model: onnx.ModelProto, float32: Collection[str] = ()) -> onnx.Mo
 
 def _refuse_subgraphs(model: onnx.ModelProto) -> None:
     for node in model.graph.node:
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-               for a in node.attribute):
+        if has_subgraph(node):
             raise UnsupportedModelError(
                 f"float16: models with control flow are not supported ({node.op_type} at node "
                 f"{node.name or '<unnamed>'}); use float32")

@@ -13,7 +13,7 @@ import onnx
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo
+from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, has_subgraph
 
 # Never folded: nondeterministic, or producing outputs that are cheaper to keep as a node.
 UNFOLDABLE = frozenset({
@@ -29,8 +29,7 @@ def _foldable(node: onnx.NodeProto, constants: set[str]) -> bool:
         and node.op_type not in UNFOLDABLE
         and len(node.input) > 0
         and all(name == "" or name in constants for name in node.input)
-        and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-                    for a in node.attribute)
+        and not has_subgraph(node)
     )
 
 

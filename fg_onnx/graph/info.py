@@ -24,6 +24,12 @@ def opset_of(model: onnx.ModelProto, domain: str = "") -> int:
     return 0
 
 
+def has_subgraph(node: onnx.NodeProto) -> bool:
+    """Whether the node carries a graph attribute (If, Loop, Scan): control flow."""
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for a in node.attribute)
+
+
 def _shape_of(type_proto: onnx.TypeProto) -> Shape | None:
     if not type_proto.HasField("tensor_type") or not type_proto.tensor_type.HasField("shape"):
         return None
