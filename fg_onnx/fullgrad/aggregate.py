@@ -75,7 +75,8 @@ def _normalised_channel_sum(b: GraphBuilder, term: MapTerm, batch: str, wide: Wi
     if not term.wide:
         level, low, high = wide(level), wide(low), wide(high)
     span3 = b.Unsqueeze(b.Sub(high, low), b.ints([2]))
-    floor = b.Mul(low, b.scalar(float(term.channels / mean_over), wide_elem))
+    floor = low if mean_over == term.channels else b.Mul(
+        low, b.scalar(float(term.channels / mean_over), wide_elem))
     shifted = b.Sub(level, b.Unsqueeze(floor, b.ints([2])))  # [N, h, w]
     ratio = b.Div(shifted, b.Add(span3, b.scalar(term.epsilon, wide_elem)))
     if mean_over == 1:
@@ -110,15 +111,14 @@ def _weighted_channel_sum(b: GraphBuilder, magnitude: str, term: MapTerm, batch:
 
 
 def saliency_map(b: GraphBuilder, terms: Sequence[MapTerm], batch: str, size: tuple[int, int],
-                 elem: int, wide: Widen = lambda tensor: tensor,
-                 wide_elem: int | None = None) -> str:
+                 elem: int, wide: Widen = lambda tensor: tensor) -> str:
     """[N, H, W]: Σ over terms of ψ summed over channels, resized (bilinear, align_corners).
 
-    ``wide`` turns each term's per-sample reductions to ``wide_elem`` (float32 for float16
-    models, see fg_onnx.fullgrad.precision), in which the rest is computed."""
+    ``wide`` turns each term's per-sample reductions to ``elem`` (float32 for float16 models,
+    see fg_onnx.fullgrad.precision), in which the rest is computed."""
     by_size: dict[tuple[int, int], list[str]] = {}
     for term in terms:
-        total = _normalised_channel_sum(b, term, batch, wide, wide_elem or elem)
+        total = _normalised_channel_sum(b, term, batch, wide, elem)
         by_size.setdefault(term.spatial, []).append(total)
     resized = []
     for spatial, parts in by_size.items():

@@ -318,7 +318,7 @@ class _Augmenter:
             term = self._tap_term(tap) if method == "fullgrad" else _map_term(tap, tap.gradient)
             if term is not None:
                 terms.append(replace(term, epsilon=term.epsilon * numerics.scale))
-        return saliency_map(b, terms, self.batch, size, self.elem, numerics.wide, numerics.elem)
+        return saliency_map(b, terms, self.batch, size, numerics.elem, numerics.wide)
 
     def _tap_term(self, tap: Tap) -> MapTerm | None:
         """ψ of bias ⊙ gradient; None where it adds nothing to the map (ψ of a zero bias
