@@ -15,7 +15,7 @@ import math
 from onnx import TensorProto
 
 from fg_onnx.errors import FgOnnxError
-from fg_onnx.fullgrad.aggregate import per_sample
+from fg_onnx.fullgrad.aggregate import per_sample, per_sample_sum
 from fg_onnx.graph.builder import GraphBuilder
 from fg_onnx.graph.float16 import HALF_MAX
 
@@ -86,9 +86,8 @@ class Numerics:
         """Σ over everything but the batch, [N]. In float16 mode the sum is a float32 mean
         times the count: a mean cannot overflow, and onnxruntime accumulates it in float32."""
         b = self.b
-        rows, count = per_sample(b, tensor, batch)
-        op = "ReduceMean" if self.half else "ReduceSum"
-        total = self.wide(b.reduce(op, rows, [1], keepdims=0))
         if not self.half:
-            return total
+            return per_sample_sum(b, tensor, batch)
+        rows, count = per_sample(b, tensor, batch)
+        total = self.wide(b.reduce("ReduceMean", rows, [1], keepdims=0))
         return b.Mul(total, b.Cast(count, to=self.elem))
