@@ -103,8 +103,8 @@ def export(model: keras.Model, spec: ModelSpec, path: Path) -> Path:
 
 
 def tf_reference(model: keras.Model, x: np.ndarray,
-                 targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The model's output and GradientTape's ∂(Σ_n logits[n, targets[n]])/∂x."""
+                 targets: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The model's output and GradientTape's ∂(Σ_n logits[n, targets[n]])/∂x (float32)."""
     output = model(x, training=False).numpy()
     head = model.layers[-1]
     activation = head.activation
@@ -118,7 +118,7 @@ def tf_reference(model: keras.Model, x: np.ndarray,
         grad = tape.gradient(score, image).numpy()
     finally:
         head.activation = activation
-    return output, grad
+    return output, {"float32": grad}
 
 
 def run_one(spec: ModelSpec, exporter: str, folder: Path) -> MatrixResult:

@@ -6,6 +6,7 @@ runs; the full-size models the slow tier. Weights are seeded random (no download
 
 from __future__ import annotations
 
+import copy
 import functools
 import sys
 import traceback
@@ -149,12 +150,27 @@ def export(model: nn.Module, x: np.ndarray, path: Path, exporter: str) -> Path:
 
 def torch_reference(model: nn.Module, x: np.ndarray,
                     targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and ∂(Σ_n logits[n, targets[n]])/∂x by torch autograd."""
-    image = torch.from_numpy(x).requires_grad_(True)
+    """Logits and ∂(Σ_n logits[n, targets[n]])/∂x by torch autograd, in the model's precision."""
+    dtype = next(model.parameters()).dtype
+    image = torch.from_numpy(x).to(dtype).requires_grad_(True)
     logits = model(image)
     logits.gather(1, torch.from_numpy(targets)[:, None]).sum().backward()
     assert image.grad is not None
-    return logits.detach().numpy(), image.grad.numpy()
+    return logits.detach().float().numpy(), image.grad.numpy()
+
+
+def float32_and_float64_reference(
+    model: nn.Module,
+) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """The matrix's reference: float32 logits, and the input gradient in float32 and in
+    float64 (of a float64 copy of the model, made once)."""
+    double = copy.deepcopy(model).double()
+
+    def reference(x: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        logits, grad = torch_reference(model, x, targets)
+        return logits, {"float32": grad, "float64": torch_reference(double, x, targets)[1]}
+
+    return reference
 
 
 def run_one(spec: ModelSpec, exporter: str, folder: Path) -> MatrixResult:
@@ -165,10 +181,8 @@ def run_one(spec: ModelSpec, exporter: str, folder: Path) -> MatrixResult:
         path = export(model, sample_input(spec), folder / f"{spec.name}.{exporter}.onnx",
                       exporter)
 
-        def reference(x: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return torch_reference(model, x, targets)
-
-        return check_exported(path, reference, functools.partial(sample_input, spec), result)
+        return check_exported(path, float32_and_float64_reference(model),
+                              functools.partial(sample_input, spec), result)
     except Exception as exc:  # the matrix reports every failure instead of stopping
         lines = str(exc).strip().splitlines()
         result.error = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]

@@ -7,6 +7,8 @@ import importlib
 import types
 from pathlib import Path
 
+import matrix_checks
+import numpy as np
 import pytest
 from matrix_checks import FLOAT16_TOLERANCE, TOLERANCE, MatrixResult, ModelSpec
 
@@ -85,3 +87,14 @@ def test_failures_are_reported() -> None:
                        completeness_implicit=1e-6, completeness_float16=0.1)
     assert bad.failures == ["incomplete in float16", "incomplete without implicit biases"]
     assert not MatrixResult("m", "f", "e", "fast", relu=False).passed  # nothing measured
+
+
+def test_gradient_error_is_the_best_reference_and_says_which() -> None:
+    want = np.array([1.0, -2.0, 4.0])
+    grads = [want + np.array([0.0, 0.0, 0.4]), want + np.array([0.0, 0.04, 0.0])]
+    references = {"float32": want + np.array([0.0, 0.0, 1.0]), "float64": want}
+    error, match = matrix_checks._gradient_error(grads, references, "optimised")
+    # Each reference is judged by its worst gradient: float32 differs from the second by
+    # 1 / 5, float64 from the first by 0.4 / 4.
+    assert match == "float64 reference, onnxruntime optimised"
+    assert error == pytest.approx(0.1)
