@@ -18,7 +18,7 @@ from onnx import helper
 
 from fg_onnx.errors import GraphBuildError
 from fg_onnx.graph.builder import GraphBuilder
-from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, Shape
+from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, Shape, node_label
 
 Cotangents = list[str | None]
 Rule = Callable[["VJPContext", Cotangents], Sequence[str | None]]
@@ -107,10 +107,7 @@ class VJPContext:
 
     def error(self, why: str) -> GraphBuildError:
         """An error naming this node, for a rule to raise."""
-        return GraphBuildError(
-            f"cannot differentiate {self.node.op_type} node "
-            f"{self.node.name or '<unnamed>'!r}: {why}"
-        )
+        return GraphBuildError(f"cannot differentiate {node_label(self.node)}: {why}")
 
 
 @dataclass(frozen=True)

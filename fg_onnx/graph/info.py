@@ -24,6 +24,11 @@ def opset_of(model: onnx.ModelProto, domain: str = "") -> int:
     return 0
 
 
+def node_label(node: onnx.NodeProto) -> str:
+    """How messages name a node: its op type and its name (``<unnamed>`` when it has none)."""
+    return f"{node.op_type} node {node.name or '<unnamed>'!r}"
+
+
 def has_subgraph(node: onnx.NodeProto) -> bool:
     """Whether the node carries a graph attribute (If, Loop, Scan): control flow."""
     return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)

@@ -12,6 +12,11 @@ from onnx import numpy_helper, version_converter
 from fg_onnx.errors import ModelLoadError, UnsupportedModelError, one_line
 from fg_onnx.graph.fold import fold_constants
 from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, opset_of
+from fg_onnx.graph.legacy import (
+    legacy_resize_attributes,
+    reject_runtime_shape_disagreements,
+    restore_resize_attributes,
+)
 from fg_onnx.graph.save import check_model, without_weights
 
 T = TypeVar("T")
@@ -27,6 +32,7 @@ def upgrade_opset(model: onnx.ModelProto, target: int = MIN_OPSET) -> onnx.Model
         raise ModelLoadError("model imports no ai.onnx opset; it is not a usable ONNX graph")
     if current >= target:
         return model
+    resize_attributes = legacy_resize_attributes(model)
     try:
         converted = version_converter.convert_version(model, target)
     except Exception as exc:
@@ -34,6 +40,7 @@ def upgrade_opset(model: onnx.ModelProto, target: int = MIN_OPSET) -> onnx.Model
             f"could not upgrade the model from opset {current} to {target}: {one_line(exc)}"
         ) from exc
     _keep_other_domains(model, converted)
+    restore_resize_attributes(converted, resize_attributes)
     return converted
 
 
@@ -187,4 +194,6 @@ def normalize(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelProto
     fold_dequantized_weights(upgraded)
     fold_constants(upgraded)
     reject_quantized(upgraded)
-    return infer_shapes(upgraded)
+    inferred = infer_shapes(upgraded)
+    reject_runtime_shape_disagreements(inferred)
+    return inferred

@@ -1,0 +1,118 @@
+"""Old Resize semantics kept through the opset upgrade; shape disagreements with onnxruntime
+refused (fg_onnx/graph/legacy.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from helpers import assert_linear_vjp_on_onnxruntime, assert_vjp
+from onnx import helper
+
+from fg_onnx.errors import UnsupportedModelError
+from fg_onnx.grad import gradient_model
+from fg_onnx.grad.check import single_node_model
+from fg_onnx.graph.normalize import normalize
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((1, 2, 7, 7)).astype(np.float32)
+
+
+def _scales(*spatial: float) -> np.ndarray:
+    return np.array([1.0, 1.0, *spatial], np.float32)
+
+
+@pytest.mark.parametrize("mode", ["linear", "nearest"])
+@pytest.mark.parametrize("scales", [(2.0, 2.0), (1.5, 2.5), (1.0, 3.0)])
+def test_upsample_opset9_computes_what_onnxruntime_computes(mode: str,
+                                                            scales: tuple[float, ...]) -> None:
+    # onnx's converter alone gives half-pixel coordinates: up to 0.5 off for linear, and a
+    # different nearest neighbour at 1.5.
+    assert_linear_vjp_on_onnxruntime("Upsample", [("x", X), ("w:s", _scales(*scales))],
+                                     opset=9, mode=mode)
+
+
+@pytest.mark.parametrize("mode", ["linear", "nearest"])
+@pytest.mark.parametrize("scales", [(2.0, 1.5), (0.6, 0.75), (0.5, 1.0)])
+def test_resize_opset10_computes_what_onnxruntime_computes(mode: str,
+                                                           scales: tuple[float, ...]) -> None:
+    # Shrinking, onnxruntime rounds nearest neighbours up.
+    assert_linear_vjp_on_onnxruntime("Resize", [("x", X), ("w:s", _scales(*scales))],
+                                     opset=10, mode=mode)
+
+
+def test_upsample_opset7_scales_attribute() -> None:
+    assert_linear_vjp_on_onnxruntime("Upsample", [("x", X)], opset=7, mode="nearest",
+                                     scales=[1.0, 1.0, 1.5, 2.0])
+
+
+def test_nearest_resize_that_enlarges_and_shrinks_is_refused() -> None:
+    model, _ = single_node_model("Resize", [("x", X), ("w:s", _scales(2.0, 0.5))], opset=10,
+                                 mode="nearest")
+    with pytest.raises(UnsupportedModelError, match="enlarges some axes and shrinks others"):
+        normalize(model)
+
+
+def test_nearest_resize_with_computed_scales_is_refused() -> None:
+    model, _ = single_node_model("Resize", [("x", X), ("s", _scales(2.0, 2.0))], opset=10,
+                                 mode="nearest")
+    with pytest.raises(UnsupportedModelError, match="computed scales"):
+        normalize(model)
+
+
+def test_newer_resize_keeps_its_own_attributes() -> None:
+    model, _ = single_node_model("Resize", [("x", X), ("", None), ("w:s", _scales(2.0, 2.0))],
+                                 opset=13, mode="linear")
+    resize = normalize(model).graph.node[0]
+    assert not [a for a in resize.attribute if a.name == "coordinate_transformation_mode"]
+
+
+def _pool(op_type: str, opset: int = 17, shape: tuple[int, ...] = (1, 1, 7, 6),
+          **attrs: object) -> onnx.ModelProto:
+    x = RNG.standard_normal(shape).astype(np.float32)
+    return single_node_model(op_type, [("x", x)], opset=opset, **attrs)[0]
+
+
+CEIL_PAST_THE_EDGE = {"kernel_shape": [3, 2], "strides": [2, 3], "pads": [1, 0, 1, 1],
+                      "ceil_mode": 1}
+
+
+@pytest.mark.parametrize("op_type", ["MaxPool", "AveragePool"])
+def test_ceil_mode_window_in_the_end_padding_is_refused_before_opset22(op_type: str) -> None:
+    # Width 6, pads 0/1, kernel 2, stride 3: ONNX infers 3 outputs, onnxruntime makes 2.
+    with pytest.raises(UnsupportedModelError, match="axis 3 starts in the end padding"):
+        gradient_model(_pool(op_type, **CEIL_PAST_THE_EDGE))
+
+
+@pytest.mark.parametrize("op_type", ["MaxPool", "AveragePool"])
+def test_ceil_mode_is_differentiated_at_opset22(op_type: str) -> None:
+    x = RNG.standard_normal((1, 1, 7, 6)).astype(np.float32)
+    assert_vjp(op_type, [("x", x)], opset=22, **CEIL_PAST_THE_EDGE)
+
+
+def test_ceil_mode_inside_the_input_is_accepted() -> None:
+    gradient_model(_pool("MaxPool", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1,
+                         shape=(1, 1, 8, 8)))
+
+
+def test_same_pool_with_dilations_is_refused() -> None:
+    model = _pool("MaxPool", opset=19, shape=(1, 2, 7, 5), kernel_shape=[2, 2],
+                  strides=[2, 1], dilations=[2, 2], auto_pad="SAME_UPPER")
+    with pytest.raises(UnsupportedModelError, match="SAME with dilations"):
+        gradient_model(model)
+
+
+def test_same_conv_transpose_with_output_padding_is_refused() -> None:
+    x = RNG.standard_normal((1, 2, 3, 3)).astype(np.float32)
+    w = RNG.standard_normal((2, 2, 3, 3)).astype(np.float32)
+    model, _ = single_node_model("ConvTranspose", [("x", x), ("w:w", w)], strides=[2, 2],
+                                 output_padding=[1, 1], auto_pad="SAME_UPPER")
+    with pytest.raises(UnsupportedModelError, match="ignores output_padding"):
+        gradient_model(model)
+
+
+def test_refusal_names_the_node() -> None:
+    model = _pool("MaxPool", **CEIL_PAST_THE_EDGE)
+    with pytest.raises(UnsupportedModelError, match="MaxPool node 'maxpool_node'"):
+        gradient_model(model)
+    assert helper.get_attribute_value(model.graph.node[0].attribute[0])  # input untouched
