@@ -31,6 +31,7 @@ def assert_vjp(
     """Adjoint test of one node's VJP rule (see ``single_node_model`` for ``inputs``)."""
     model, feeds = single_node_model(op_type, inputs, outputs=outputs, opset=opset, **attrs)
     result = check_vjp(model, feeds, wrt=wrt, output=output, provider=provider)
+    assert not result.wrong_shapes, f"{op_type}: gradients of {result.wrong_shapes} misshaped"
     assert result.adjoint_error < adjoint_tol, (
         f"{op_type}: <u, VJP v> = {result.lhs:.10g} but <JVP u, v> = {result.rhs:.10g}"
     )

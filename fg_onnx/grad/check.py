@@ -39,6 +39,8 @@ class VJPCheck:
     """⟨JVP(u), v⟩ by central differences in float64."""
     float32_error: float
     """Max relative difference between the onnxruntime float32 VJP and the float64 one."""
+    wrong_shapes: tuple[str, ...] = ()
+    """The differentiated inputs whose gradient's shape is not theirs."""
 
     @property
     def adjoint_error(self) -> float:
@@ -268,7 +270,9 @@ def check_vjp(
     )
     scale = max(max(float(np.abs(g).max(initial=0.0)) for g in grads64.values()), 1e-12)
     float32_error = max(float(np.abs(grads32[k] - grads64[k]).max(initial=0.0)) for k in wrt)
-    return VJPCheck(lhs=_dot(u, grads64), rhs=rhs, float32_error=float32_error / scale)
+    wrong_shapes = tuple(k for k in wrt if grads32[k].shape != np.shape(inputs[k]))
+    return VJPCheck(lhs=_dot(u, grads64), rhs=rhs, float32_error=float32_error / scale,
+                    wrong_shapes=wrong_shapes)
 
 
 def _only_output(model: onnx.ModelProto, output: str) -> onnx.ModelProto:

@@ -160,6 +160,8 @@ def test_pad_variants() -> None:
     assert_vjp("Pad", [("x", r(2, 3, 4)), ("p", ints(0, -1, 2, 1, 2, -1))])
     assert_vjp("Pad", [("x", r(2, 3)), ("w:p", ints(1, 0, 0, 2)),
                        ("c", np.array(0.5, dtype=np.float32))])
+    assert_vjp("Pad", [("x", r(2, 3)), ("w:p", ints(1, 0, 0, 2)),
+                       ("c", np.array([0.5], dtype=np.float32))])  # as some exporters write it
     assert_runs_on_onnxruntime("Pad", [("x", r(2, 3, 4)), ("w:p", ints(0, 2, 1, 0, 1, 2))],
                                mode="reflect")
 

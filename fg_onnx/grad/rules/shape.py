@@ -296,9 +296,11 @@ def pad_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
         if ctx.needs[0]:
             grads[0] = inner
         if len(ctx.needs) > 2 and ctx.needs[2]:
-            # The padding value fills every output element that is not copied from x.
+            # The padding value fills every output element that is not copied from x. It may
+            # be 0-D or [1].
             b = ctx.b
-            grads[2] = b.Sub(b.ReduceSum(g, keepdims=0), b.ReduceSum(inner, keepdims=0))
+            total = b.Sub(b.ReduceSum(g, keepdims=0), b.ReduceSum(inner, keepdims=0))
+            grads[2] = b.Reshape(total, b.Shape(ctx.input(2)))
         return grads
     axes = _axes_input(ctx.input(3) if ctx.has_input(3) else None)
     grads[0] = scatter_through(
