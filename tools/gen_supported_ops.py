@@ -27,7 +27,15 @@ Every op below can lie on the path from the differentiated output to the input. 
 *gradient-free* are understood to pass no gradient (integer results, piecewise-constant
 functions, random sources); any op not listed stops `fg-onnx` with an error naming it.
 Models are upgraded to opset 17 or newer before differentiation, so the opset column matters
-only where a rule is limited to a newer range.
+only where a rule is limited to a newer range. The gradient follows what onnxruntime computes
+where that differs from the upgrade or from ONNX shape inference:
+
+- Upsample and Resize older than opset 11 keep onnxruntime's asymmetric coordinates (nearest
+  neighbours rounded down where they enlarge, up where they shrink); a nearest Resize-10 that
+  does both, or whose scales are computed, is refused.
+- Refused, because onnxruntime's output size differs from the inferred one: a pool whose
+  last ceil_mode window starts in the end padding (before opset 22), a pool with SAME padding
+  and dilations, a ConvTranspose with SAME padding and output_padding but no output_shape.
 """
 
 
