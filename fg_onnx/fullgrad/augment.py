@@ -30,6 +30,7 @@ from fg_onnx.fullgrad.aggregate import (
     saliency_map,
 )
 from fg_onnx.fullgrad.cam import CAM_METHODS, cam_map, find_cam_layer
+from fg_onnx.fullgrad.channels import channel_axes
 from fg_onnx.fullgrad.explained import (
     Explained,
     channel_axis,
@@ -38,7 +39,7 @@ from fg_onnx.fullgrad.explained import (
     resolve,
 )
 from fg_onnx.fullgrad.precision import Numerics, check_precision
-from fg_onnx.fullgrad.taps import Tap, is_homogeneous, make_tap, tap_description
+from fg_onnx.fullgrad.taps import Tap, is_exact_with, make_tap, tap_description
 from fg_onnx.grad.backprop import active_nodes, build_backward
 from fg_onnx.grad.registry import Cotangents, VJPContext
 from fg_onnx.graph.builder import GraphBuilder
@@ -183,6 +184,7 @@ class _Augmenter:
         self.b = GraphBuilder(info)
         self.elem = info.elem_type(explained.input)
         self.taps: list[Tap] = []
+        self.channel_axes = channel_axes(info, explained.input, channel_axis(explained.layout))
         self.nonlinear: list[str] = []
         self.new_inputs: list[str] = []
         self.new_outputs: list[str] = []
@@ -238,9 +240,10 @@ class _Augmenter:
     def _on_node(self, ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None]) -> None:
         tap = make_tap(ctx, gy, grads, self.options.implicit_biases, self.numerics)
         if tap is not None:
+            tap.map_axis = self.channel_axes.get(ctx.output(0))
             self.taps.append(tap)
-        elif any(g is not None for g in gy) and not self.options.implicit_biases and (
-                not is_homogeneous(ctx)):
+        if any(g is not None for g in gy) and not self.options.implicit_biases and (
+                not is_exact_with(ctx, tap)):
             self.nonlinear.append(ctx.node.name or ctx.node.op_type)
 
     def _seed(self) -> tuple[str, str, str | None]:
@@ -325,7 +328,8 @@ class _Augmenter:
         is exactly zero)."""
         term = _map_term(tap, tap.product)
         bias = tap.bias
-        if term is None or bias is None or bias.vector is None or term.channel_axis not in (1, 3):
+        if term is None or bias is None or bias.vector is None or (
+                term.channel_axis not in (1, 3) or term.channel_axis != bias.channel_axis):
             return term
         if tap.bias_is_zero:
             return None
@@ -373,7 +377,7 @@ def _map_term(tap: Tap, tensor: str | None) -> MapTerm | None:
     output) when it is an image-like [N, C, h, w] (or NHWC) batch."""
     if tensor is None or tap.rank != 4 or tap.shape is None:
         return None
-    axis = tap.channel_axis if tap.channel_axis is not None else 1
+    axis = next(a for a in (tap.map_axis, tap.channel_axis, 1) if a is not None)
     if axis == 0:
         return None
     spatial = [tap.shape[a] for a in range(1, 4) if a != axis]

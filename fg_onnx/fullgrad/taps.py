@@ -23,7 +23,7 @@ HOMOGENEOUS_OPS = frozenset({
     "Relu", "LeakyRelu", "PRelu", "MaxPool", "AveragePool", "GlobalAveragePool",
     "GlobalMaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Split",
     "Gather", "GatherElements", "Identity", "Dropout", "Cast", "Neg", "Resize", "Expand", "Tile",
-    "DepthToSpace", "SpaceToDepth", "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "LRN",
+    "DepthToSpace", "SpaceToDepth", "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin",
 })
 # Homogeneous when every float input depends on the explained input.
 ALL_DATA_OPS = frozenset({"Add", "Sub", "Sum", "Concat", "Max", "Min", "Where"})
@@ -64,6 +64,9 @@ class Tap:
     """∂score/∂(layer output) at an explicit bias, without the bias factor (simple-fullgrad)."""
     bias: ExplicitBias | None = None
     """The bias the layer declares (None: an implicit tap)."""
+    map_axis: int | None = None
+    """The layer output's channel axis, followed from the input's layout (None: not known;
+    see fg_onnx.fullgrad.channels)."""
 
     @property
     def bias_is_zero(self) -> bool:
@@ -102,6 +105,12 @@ def is_homogeneous(ctx: VJPContext) -> bool:
     return op == "BatchNormalization"
 
 
+def is_exact_with(ctx: VJPContext, tap: Tap | None) -> bool:
+    """Whether the node's output is Σ_j J_j u_j plus the bias of ``tap`` (its explicit tap,
+    or None): an added constant makes an Add exact, a norm's β does not make it linear."""
+    return (tap is not None and tap.kind == "constant") or is_homogeneous(ctx)
+
+
 def _is_zero(ctx: VJPContext, i: int) -> bool:
     if not ctx.has_input(i):
         return True
@@ -129,7 +138,7 @@ def explicit_bias(ctx: VJPContext, implicit_mode: bool) -> ExplicitBias | None:
     out_rank = ctx.rank(ctx.output(0))
     if op in ("Conv", "ConvTranspose") and ctx.has_input(2):
         return _per_channel(ctx, ctx.input(2), ctx.const(ctx.input(2)), out_rank, "bias")
-    if op == "Gemm" and ctx.has_input(2):
+    if op == "Gemm" and ctx.has_input(2) and not ctx.needs[2]:  # a computed C is data
         beta = float(ctx.attr("beta", 1.0))
         bias = ctx.input(2) if beta == 1.0 else ctx.b.Mul(ctx.input(2), ctx.scalar(beta))
         return ExplicitBias(bias, "bias", out_rank - 1)
@@ -271,5 +280,5 @@ def _tap(ctx: VJPContext, kind: str, product: str | None, axis: int | None,
 def tap_description(tap: Tap) -> dict[str, object]:
     """JSON-ready facts about a tap (for model metadata)."""
     return {"node": tap.node, "op_type": tap.op_type, "kind": tap.kind,
-            "channel_axis": tap.channel_axis, "rank": tap.rank}
+            "channel_axis": tap.channel_axis, "map_axis": tap.map_axis, "rank": tap.rank}
 

@@ -130,11 +130,17 @@ def build_backward(
         if all(g is None for g in gy):
             continue
         entry = _rule_for(info, node)
-        if entry is None or entry.rule is None:
+        if entry is None:
             continue
         needs = tuple(bool(i) and i in forward and info.is_float(i) for i in node.input)
         context = VJPContext(node=node, info=info, b=builder, needs=needs,
                              wanted=frozenset(wrt_set), provider=provider)
+        if entry.rule is None:
+            # Piecewise constant (Floor, Sign, ...): no gradient passes, but its output is
+            # still a function of the input that the hook may have to account for.
+            if on_node is not None:
+                on_node(context, gy, [None] * len(node.input))
+            continue
         grads = entry.rule(context, gy)
         result.differentiated[node.op_type] += 1
         if on_node is not None:
