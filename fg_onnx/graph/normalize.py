@@ -102,18 +102,57 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     copied back: models over 2 GB cannot be serialised whole, and for the others this avoids
     two extra copies of the weights (the rewrite's memory peak).
     """
+    inferred = _inferred(model)
+    if inferred is None:
+        return model  # still too large: rules fall back to the shapes the exporter recorded
+    if _type_shape_preserving_outputs(inferred):
+        _copy_types(model, inferred)
+        inferred = _inferred(model) or inferred  # again, past those outputs
+        _type_shape_preserving_outputs(inferred)
+    return _copy_types(model, inferred)
+
+
+def _inferred(model: onnx.ModelProto) -> onnx.ModelProto | None:
     try:
-        inferred = onnx.shape_inference.infer_shapes(
+        return onnx.shape_inference.infer_shapes(
             without_weights(model), check_type=False, strict_mode=False, data_prop=True)
     except ValueError:
-        return model  # still too large: rules fall back to the shapes the exporter recorded
+        return None
     except onnx.shape_inference.InferenceError as exc:
         raise UnsupportedModelError(f"shape inference failed: {one_line(exc)}") from exc
+
+
+def _copy_types(model: onnx.ModelProto, inferred: onnx.ModelProto) -> onnx.ModelProto:
     del model.graph.value_info[:]
     model.graph.value_info.extend(inferred.graph.value_info)
     for mine, theirs in zip(model.graph.output, inferred.graph.output, strict=True):
         mine.type.CopyFrom(theirs.type)
     return model
+
+
+SHAPE_PRESERVING_OPS = frozenset({"GroupNormalization"})
+"""Ops whose output is shaped like their first input and that onnx's shape inference can
+leave untyped (GroupNormalization-21 in onnx 1.23), which leaves everything after them
+unknown."""
+
+
+def _type_shape_preserving_outputs(model: onnx.ModelProto) -> bool:
+    """Gives the untyped outputs of SHAPE_PRESERVING_OPS their input's type, in place;
+    returns whether it gave any."""
+    typed = {v.name: v for v in [*model.graph.input, *model.graph.value_info,
+                                 *model.graph.output] if v.type.HasField("tensor_type")}
+    added = False
+    for node in model.graph.node:
+        source = typed.get(node.input[0]) if node.input else None
+        if node.op_type not in SHAPE_PRESERVING_OPS or source is None or node.output[0] in typed:
+            continue
+        value = onnx.ValueInfoProto()
+        value.CopyFrom(source)
+        value.name = node.output[0]
+        model.graph.value_info.append(value)
+        typed[value.name] = value
+        added = True
+    return added
 
 
 QUANTIZED_OPS = frozenset({
