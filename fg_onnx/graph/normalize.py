@@ -55,6 +55,17 @@ def _keep_other_domains(original: onnx.ModelProto, converted: onnx.ModelProto) -
 COMPATIBLE_IR_VERSION = 10
 
 
+OLDEST_SEPARATE_INITIALIZER_IR = 4
+"""Before IR version 4 every initializer had to be a graph input; the augment pass adds
+initializers that are not."""
+
+
+def raise_old_ir_version(model: onnx.ModelProto) -> None:
+    """Raises IR version 3 (old model-zoo files) to 4, which only relaxes that rule."""
+    if model.ir_version < OLDEST_SEPARATE_INITIALIZER_IR:
+        model.ir_version = OLDEST_SEPARATE_INITIALIZER_IR
+
+
 def lower_ir_version(model: onnx.ModelProto) -> None:
     """Lowers a newer IR version to the oldest one the model's opsets allow (>= 10), so that
     models made by recent onnx releases load in older onnxruntime releases."""
@@ -229,6 +240,7 @@ def normalize(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelProto
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
     lower_ir_version(copy)
+    raise_old_ir_version(copy)
     upgraded = upgrade_opset(copy)
     fold_dequantized_weights(upgraded)
     fold_constants(upgraded)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from helpers import assert_linear_vjp_on_onnxruntime, assert_vjp
 from onnx import helper
 
+import fg_onnx
 from fg_onnx.errors import UnsupportedModelError
 from fg_onnx.grad import gradient_model
 from fg_onnx.grad.check import single_node_model
@@ -116,3 +118,32 @@ def test_refusal_names_the_node() -> None:
     with pytest.raises(UnsupportedModelError, match="MaxPool node 'maxpool_node'"):
         gradient_model(model)
     assert helper.get_attribute_value(model.graph.node[0].attribute[0])  # input untouched
+
+
+def test_ir3_model_zoo_file_with_initializers_as_inputs() -> None:
+    # IR 3 wanted every initializer listed as a graph input; the augment pass adds some that
+    # are not, which onnx.checker refused as an internal error.
+    weights = {"w": RNG.standard_normal((4, 3, 3, 3)).astype(np.float32),
+               "b": RNG.standard_normal(4).astype(np.float32),
+               "fw": RNG.standard_normal((4, 5)).astype(np.float32),
+               "fb": RNG.standard_normal(5).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["data_0", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"])]
+    inputs = [helper.make_tensor_value_info("data_0", onnx.TensorProto.FLOAT, [1, 3, 8, 8])] + [
+        helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT, list(v.shape))
+        for k, v in weights.items()]
+    graph = helper.make_graph(
+        nodes, "zoo", inputs, [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 5])],
+        [onnx.numpy_helper.from_array(v, k) for k, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)])
+    model.ir_version = 3
+    augmented = fg_onnx.augment(model)
+    session = ort.InferenceSession(augmented.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    score, grad, bias = session.run(["fg_score", "fg_input_grad", "fg_bias_total"],
+                                    {"data_0": x, "fg_target": np.array([-1])})
+    assert abs(float((grad * x).sum() + bias[0] - score[0])) < 1e-4 * abs(float(score[0]))
