@@ -8,6 +8,8 @@ plain initializers that the rules and bias taps recognise.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -87,6 +89,65 @@ def fold_constants(model: onnx.ModelProto) -> int:
         _drop_stale_value_info(model)
         _drop_unused_initializers(model)
     return folded
+
+
+def fold_static_shapes(model: onnx.ModelProto) -> int:
+    """Replaces (in place) ``Shape`` nodes, and ``Gather``s of their output, whose result is
+    known from the inferred shapes by initializers; returns how many.
+
+    onnx's data propagation does not follow every exporter's shape arithmetic (TorchScript
+    exports ShuffleNet's ``chunk`` as a Slice whose ends are Shape → Gather → Add → Div →
+    Mul), so the slice's shape, and everything after it, would stay unknown. Only dims that
+    are already fixed integers are folded; a symbolic batch stays symbolic.
+    """
+    info = GraphInfo(model)
+    known: dict[str, np.ndarray] = {}
+    kept = []
+    for node in model.graph.node:
+        value = _static_shape_value(node, info) if node.domain in DEFAULT_DOMAINS else None
+        if value is None:
+            kept.append(node)
+            continue
+        known[node.output[0]] = value
+        model.graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+    if known:
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+        _drop_stale_value_info(model)
+    return len(known)
+
+
+def _static_shape_value(node: onnx.NodeProto, info: GraphInfo) -> np.ndarray | None:
+    if node.op_type == "Shape" and len(node.output) == 1:
+        dims = _shape_dims(node, info)
+        if dims is None or not all(isinstance(d, int) for d in dims):
+            return None
+        return np.array(dims, dtype=np.int64)
+    source = info.producer.get(node.input[0]) if node.op_type == "Gather" else None
+    if source is None or source.op_type != "Shape" or _attrs(node).get("axis", 0) != 0:
+        return None
+    dims, indices = _shape_dims(source, info), info.const(node.input[1])
+    if dims is None or indices is None:
+        return None
+    if not all(-len(dims) <= int(i) < len(dims) for i in indices.ravel()):
+        return None
+    picked = [dims[int(i)] for i in indices.ravel()]
+    if not all(isinstance(d, int) for d in picked):
+        return None
+    return np.array(picked, dtype=np.int64).reshape(indices.shape)
+
+
+def _shape_dims(node: onnx.NodeProto, info: GraphInfo) -> tuple[int | str | None, ...] | None:
+    """What a Shape node returns, as far as the inferred shapes tell."""
+    shape = info.shape(node.input[0])
+    if shape is None:
+        return None
+    attrs = _attrs(node)
+    return shape[attrs.get("start", 0):attrs.get("end", len(shape))]
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:

@@ -10,7 +10,7 @@ import onnx
 from onnx import numpy_helper, version_converter
 
 from fg_onnx.errors import ModelLoadError, UnsupportedModelError, one_line
-from fg_onnx.graph.fold import fold_constants
+from fg_onnx.graph.fold import fold_constants, fold_static_shapes
 from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, opset_of
 from fg_onnx.graph.legacy import (
     legacy_resize_attributes,
@@ -231,6 +231,9 @@ def reject_quantized(model: onnx.ModelProto) -> None:
         )
 
 
+SHAPE_FOLDING_ROUNDS = 64
+
+
 def normalize(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelProto:
     """Upgrades the opset if needed, folds constant-only nodes and infers shapes; the input
     model is modified only with ``in_place`` (which saves a copy of the weights)."""
@@ -246,5 +249,10 @@ def normalize(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelProto
     fold_constants(upgraded)
     reject_quantized(upgraded)
     inferred = infer_shapes(upgraded)
+    for _ in range(SHAPE_FOLDING_ROUNDS):  # each round can fix the shapes the next needs
+        if not fold_static_shapes(inferred):
+            break
+        fold_constants(inferred)
+        inferred = infer_shapes(inferred)
     reject_runtime_shape_disagreements(inferred)
     return inferred
