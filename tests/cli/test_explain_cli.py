@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import onnx
 import pytest
+from helpers import with_symbolic_dims
 
 from fg_onnx.cli.main import main
 
@@ -103,3 +104,17 @@ def test_float16_overflow_names_the_remedy(tmp_path: Path,
                         "--precision float32\n")
     assert main(["explain", str(tmp_path / "huge.onnx"), str(IMAGES / "circle.png"), "-o",
                  str(out), "--device", "cpu", "--force"]) == 0
+
+
+def test_a_fixed_batch_model_explains_at_the_default_batch_size(tmp_path: Path) -> None:
+    """Model-zoo exports fix the batch to 1 ([1, 3, H, W]); --batch-size stays 16."""
+    static = tmp_path / "static.onnx"
+    onnx.save(with_symbolic_dims(onnx.load(SAMPLE), {"image": [1, 3, 64, 64]}), static)
+    for model, out in ((static, tmp_path / "static"), (SAMPLE, tmp_path / "dynamic")):
+        assert main(["explain", str(model), str(IMAGES), "-o", str(out), "--device", "cpu"]) == 0
+    rows = json.loads((tmp_path / "static" / "summary.json").read_text())
+    reference = json.loads((tmp_path / "dynamic" / "summary.json").read_text())
+    assert len(rows) == len(reference) == 6
+    for row, want in zip(rows, reference, strict=True):
+        assert row["predicted"] == want["predicted"]
+        assert row["score"] == pytest.approx(want["score"], rel=1e-5)

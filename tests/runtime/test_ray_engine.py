@@ -75,6 +75,20 @@ def test_paths_and_arrays_match_the_single_process_path(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.stack(list(table["saliency"])), saliency[:len(IMAGES)])
 
 
+def test_a_ray_worker_explains_with_a_fixed_batch_model() -> None:
+    """Ray hands an actor batch_size rows; a model fixed to one image runs them one by one."""
+    import onnx
+    from helpers import with_symbolic_dims
+
+    fixed = with_symbolic_dims(onnx.load(str(SAMPLE)), {"image": [1, 3, 64, 64]})
+    worker = ExplainBatch(fixed, "fullgrad", None, None, "cpu", 4, 1, None, None, None)
+    out = worker({"id": np.arange(4), "path": np.asarray([str(p) for p in IMAGES[:4]])})
+    saliency, scores, _ = _local(IMAGES[:4])
+    assert out["finite"].all()
+    np.testing.assert_allclose(out["saliency"], saliency, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["score"], scores, rtol=1e-5)
+
+
 class _DiesOnce(ExplainBatch):
     """Kills its own worker process on the first batch holding image 5 (once: a marker file)."""
 
