@@ -42,6 +42,9 @@ class Scorer:
         self.image_size: tuple[int, int] | None = (
             (int(spatial[0]), int(spatial[1]))  # type: ignore[arg-type]
             if len(spatial) == 2 and all(isinstance(d, int) for d in spatial) else None)
+        channel = (shape[1] if self.layout == "nchw" else shape[3]) if len(shape) == 4 else None
+        self.channels: int | None = channel if isinstance(channel, int) else None
+        """Number of input channels, when fixed."""
         self.batch_size = batch_size
         self.session, self.provider = open_session(proto.SerializeToString(), device)
         meta = next(i for i in self.session.get_inputs() if i.name == self.input_name)

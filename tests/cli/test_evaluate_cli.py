@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from helpers import with_symbolic_dims
+from helpers import grayscale_model, with_symbolic_dims
 
 from fg_onnx.cli.main import main
 
@@ -75,3 +75,15 @@ def test_a_fixed_batch_model_is_evaluated(tmp_path: Path) -> None:
                  "--deletion-steps", "2", "-o", str(out), "--device", "cpu"]) == 0
     data = json.loads((out / "evaluation.json").read_text())
     assert [r["method"] for r in data["results"]] == ["random", "fullgrad"]
+
+
+def test_a_grayscale_nhwc_model_is_evaluated(tmp_path: Path) -> None:
+    model = tmp_path / "gray.onnx"
+    onnx.save(grayscale_model(onnx.load(SAMPLE), "nhwc"), model)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(model), str(IMAGES / "circle.png"), str(IMAGES / "cross.jpg"),
+                 "--methods", "fullgrad", "--k", "1,10", "--deletion-steps", "2",
+                 "--fill", "black", "-o", str(out), "--device", "cpu"]) == 0
+    data = json.loads((out / "evaluation.json").read_text())
+    assert [r["method"] for r in data["results"]] == ["random", "fullgrad"]
+    assert all(np.isfinite(r["perturbation"]).all() for r in data["results"])

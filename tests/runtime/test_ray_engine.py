@@ -89,6 +89,18 @@ def test_a_ray_worker_explains_with_a_fixed_batch_model() -> None:
     np.testing.assert_allclose(out["score"], scores, rtol=1e-5)
 
 
+def test_a_ray_worker_feeds_a_grayscale_model_gray_images() -> None:
+    """The worker's default preprocessing follows the model's one channel."""
+    import onnx
+    from helpers import grayscale_model
+
+    gray = grayscale_model(onnx.load(str(SAMPLE)))
+    worker = ExplainBatch(gray, "fullgrad", None, None, "cpu", 4, 1, None, None, None)
+    assert worker.spec.channels == 1
+    out = worker({"id": np.arange(2), "path": np.asarray([str(p) for p in IMAGES[:2]])})
+    assert out["finite"].all() and out["saliency"].shape == (2, 64, 64)
+
+
 class _DiesOnce(ExplainBatch):
     """Kills its own worker process on the first batch holding image 5 (once: a marker file)."""
 
