@@ -117,6 +117,31 @@ def with_symbolic_dims(model: onnx.ModelProto,
     return onnx.shape_inference.infer_shapes(copy)
 
 
+def grayscale_model(model: onnx.ModelProto, layout: str = "nchw") -> onnx.ModelProto:
+    """A copy of an RGB NCHW classifier whose single input takes 1 channel (NCHW or NHWC),
+    copied into the three channels the original reads: the same scores for a gray image."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    rgb = copy.graph.input[0]
+    dims = [d.dim_param or d.dim_value for d in rgb.type.tensor_type.shape.dim]
+    batch, _, height, width = dims
+    nodes, gray = [], "gray"
+    if layout == "nhwc":
+        nodes.append(onnx.helper.make_node("Transpose", ["gray"], ["gray_nchw"],
+                                           perm=[0, 3, 1, 2]))
+        gray = "gray_nchw"
+    nodes.append(onnx.helper.make_node("Concat", [gray, gray, gray], [rgb.name], axis=1))
+    nodes += copy.graph.node
+    del copy.graph.node[:]
+    copy.graph.node.extend(nodes)
+    shape = [batch, 1, height, width] if layout == "nchw" else [batch, height, width, 1]
+    del copy.graph.input[:]
+    copy.graph.input.append(onnx.helper.make_tensor_value_info("gray", onnx.TensorProto.FLOAT,
+                                                               shape))
+    onnx.checker.check_model(copy)
+    return copy
+
+
 def assert_vjp_symbolic(
     op_type: str,
     inputs: list[tuple[str, Any]],

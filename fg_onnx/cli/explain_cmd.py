@@ -33,16 +33,17 @@ SUMMARY_FIELDS = ("file", "target", "target_label", "score", "predicted", "predi
                   "completeness_error", "finite", "overlay", "map")
 
 
-def _floats3(text: str) -> tuple[float, float, float]:
+def _floats(text: str) -> tuple[float, ...]:
+    """One value (every channel) or three (R, G, B)."""
     try:
         values = tuple(float(v) for v in text.replace(" ", ",").split(",") if v)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected three numbers like 0.5,0.5,0.5, got {text!r}"
+            f"expected one number or three like 0.5,0.5,0.5, got {text!r}"
         ) from None
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(f"expected three numbers, got {text!r}")
-    return values[0], values[1], values[2]
+    if len(values) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"expected one number or three (R,G,B), got {text!r}")
+    return values
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -83,8 +84,11 @@ def add_preprocess_options(parser: argparse.ArgumentParser) -> None:
                              "else imagenet)")
     parser.add_argument("--size", type=parse_size, metavar="HxW",
                         help="input size (default: the model's fixed input size)")
-    parser.add_argument("--mean", type=_floats3, help="per-channel mean, RGB order")
-    parser.add_argument("--std", type=_floats3, help="per-channel std, RGB order")
+    parser.add_argument("--mean", type=_floats, metavar="M|R,G,B",
+                        help="mean: one value for every channel, or R,G,B; 1-channel (grayscale) "
+                             "models take one value (default: the preset's; averaged for them)")
+    parser.add_argument("--std", type=_floats, metavar="S|R,G,B",
+                        help="std, as --mean")
     parser.add_argument("--bgr", action="store_true", help="the model expects BGR channels")
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fg_onnx.errors import FgOnnxError
-from fg_onnx.runtime.session import chunks
+from fg_onnx.runtime.batching import chunks
 
 DEFAULT_KS = (0.1, 0.3, 1.0, 3.0, 5.0, 10.0)
 IMAGES_PER_CHUNK = 8

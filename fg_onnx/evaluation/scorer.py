@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
-from fg_onnx.errors import FgOnnxError
+from fg_onnx.errors import FgOnnxError, one_line
 from fg_onnx.fullgrad.augment import METADATA_KEY, AugmentOptions
 from fg_onnx.fullgrad.explained import resolve
 from fg_onnx.graph.info import GraphInfo
 from fg_onnx.graph.load import ModelSource, load_model
 from fg_onnx.graph.normalize import normalize
+from fg_onnx.runtime.batching import Batches
 from fg_onnx.runtime.providers import Device, open_session
-from fg_onnx.runtime.session import chunks
 
 
 class Scorer:
@@ -21,7 +21,8 @@ class Scorer:
 
     def __init__(self, model: ModelSource, options: AugmentOptions | None = None, *,
                  device: Device = "auto", batch_size: int = 64) -> None:
-        """Opens a session on ``model`` (the original, not an augmented one)."""
+        """Opens a session on ``model`` (the original, not an augmented one); a model whose
+        input fixes the batch size runs that many images per run whatever ``batch_size``."""
         options = options or AugmentOptions()
         proto = load_model(model)
         if any(p.key == METADATA_KEY for p in proto.metadata_props):
@@ -41,14 +42,24 @@ class Scorer:
         self.image_size: tuple[int, int] | None = (
             (int(spatial[0]), int(spatial[1]))  # type: ignore[arg-type]
             if len(spatial) == 2 and all(isinstance(d, int) for d in spatial) else None)
+        channel = (shape[1] if self.layout == "nchw" else shape[3]) if len(shape) == 4 else None
+        self.channels: int | None = channel if isinstance(channel, int) else None
+        """Number of input channels, when fixed."""
         self.batch_size = batch_size
         self.session, self.provider = open_session(proto.SerializeToString(), device)
+        meta = next(i for i in self.session.get_inputs() if i.name == self.input_name)
+        self.batches = Batches.for_input(meta.shape, batch_size)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """[N, classes] explained scores of ``batch``."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        parts = [self.session.run([self.scores_name], {self.input_name: batch[part]})[0]
-                 for part in chunks(len(batch), self.batch_size)]
+        parts = [self.batches.run(self._scores, {self.input_name: batch[part]})[0]
+                 for part in self.batches.slices(len(batch))]
         return np.concatenate(parts).reshape(len(batch), -1)
 
-
+    def _scores(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return [np.asarray(v) for v in self.session.run([self.scores_name], feeds)]
+        except Exception as exc:
+            raise FgOnnxError(
+                f"onnxruntime failed while scoring a batch: {one_line(exc)}") from exc

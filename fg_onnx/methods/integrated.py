@@ -15,7 +15,8 @@ import numpy as np
 
 from fg_onnx.fullgrad import augment as contract
 from fg_onnx.methods.params import MethodParams
-from fg_onnx.runtime.session import Explanation, FullGrad, chunks
+from fg_onnx.runtime.batching import chunks
+from fg_onnx.runtime.session import Explanation, FullGrad
 
 STEPS_PER_CHUNK = 256
 """Path points held in memory at once (at least one image's worth)."""

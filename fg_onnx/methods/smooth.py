@@ -13,7 +13,8 @@ import dataclasses
 import numpy as np
 
 from fg_onnx.methods.params import MethodParams
-from fg_onnx.runtime.session import Explanation, FullGrad, chunks
+from fg_onnx.runtime.batching import chunks
+from fg_onnx.runtime.session import Explanation, FullGrad
 
 COPIES_PER_CHUNK = 256
 """Noisy copies held in memory at once (at least one image's worth)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from fg_onnx.fullgrad.augment import AugmentOptions, build_fullgrad
 from fg_onnx.graph.load import ModelSource, load_model
 from fg_onnx.graph.normalize import blaming_invalid_input
 from fg_onnx.graph.save import is_large, save_model_atomic
+from fg_onnx.runtime.batching import Batches
 from fg_onnx.runtime.providers import (
     CUDA,
     Device,
@@ -79,7 +80,8 @@ class FullGrad:
         outputs, so that intermediate tensors never leave the device. ``options.method`` picks
         the map; an already augmented model must hold that map when ``options`` are given.
         ``threads`` caps onnxruntime's intra-op threads (default: all cores), e.g. for
-        several sessions on one machine.
+        several sessions on one machine. A model whose input fixes the batch size runs that
+        many images per run whatever ``batch_size`` (see ``fg_onnx.runtime.batching``).
         """
         if batch_size < 1:
             raise FgOnnxError(f"batch size must be at least 1, got {batch_size}")
@@ -118,6 +120,7 @@ class FullGrad:
                                                    session_options)
         self.io_binding = self.provider.on_cuda if io_binding is None else io_binding
         self.input_shape = self._input_shape()
+        self.batches = Batches.for_input(self.input_shape, batch_size)
 
     def _session_source(self, proto: onnx.ModelProto,
                         path: str | os.PathLike[str] | None) -> bytes | str:
@@ -168,7 +171,8 @@ class FullGrad:
 
     def explain(self, batch: np.ndarray, targets: int | Sequence[int] | None = None,
                 ) -> Explanation:
-        """Explains preprocessed inputs ``batch`` (any N, run in chunks of ``batch_size``).
+        """Explains preprocessed inputs ``batch`` (any N, run in chunks of ``batch_size``, or
+        of the model's fixed batch size).
 
         Args:
             batch: float array in the model's layout.
@@ -183,7 +187,7 @@ class FullGrad:
             raise FgOnnxError(f"target class {int(wanted.max())} is out of range: the model "
                               f"has {classes} classes (0..{classes - 1})")
         parts = [self._run(batch[part], wanted[part])
-                 for part in chunks(len(batch), self.batch_size)]
+                 for part in self.batches.slices(len(batch))]
         if not parts:
             empty = np.zeros((0,), np.float32)
             return Explanation(np.zeros((0, 0, 0), np.float32), empty, empty.astype(np.int64),
@@ -192,19 +196,19 @@ class FullGrad:
 
     def outputs(self, batch: np.ndarray, targets: np.ndarray,
                 names: Sequence[str]) -> dict[str, np.ndarray]:
-        """Raw outputs ``names`` of the augmented model (in chunks of ``batch_size``), for
-        methods that combine several runs; ``targets`` holds one class per input."""
+        """Raw outputs ``names`` of the augmented model (in chunks, as :meth:`explain` runs
+        them), for methods that combine several runs; ``targets`` holds one class per input."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         targets = np.asarray(targets, dtype=np.int64)
         parts = [self._execute_checked(list(names), {self.input_name: batch[part],
                                                      contract.TARGET: targets[part]})
-                 for part in chunks(len(batch), self.batch_size)]
+                 for part in self.batches.slices(len(batch))]
         return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
 
     def _execute_checked(self, names: list[str], feeds: dict[str, np.ndarray],
                          ) -> list[np.ndarray]:
         try:
-            return self._execute(names, feeds)
+            return self.batches.run(lambda chunk: self._execute(names, chunk), feeds)
         except Exception as exc:
             raise FgOnnxError(
                 f"onnxruntime failed while explaining a batch: {one_line(exc)}") from exc
@@ -243,9 +247,3 @@ def _targets(targets: int | Sequence[int] | None, n: int) -> np.ndarray:
     if array.shape != (n,):
         raise FgOnnxError(f"got {len(array)} targets for {n} images")
     return array
-
-
-def chunks(n: int, size: int) -> Iterator[slice]:
-    """Slices of ``range(n)`` of at most ``size``."""
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))

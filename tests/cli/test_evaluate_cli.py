@@ -7,7 +7,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
+from helpers import grayscale_model, with_symbolic_dims
 
 from fg_onnx.cli.main import main
 
@@ -61,3 +63,27 @@ def test_explain_with_a_method(tmp_path: Path) -> None:
     assert row["overlay"] == "square_integrated-gradients.png"
     assert row["completeness_error"] < 0.05  # IG's own check: Σ IG ≈ f(x) − f(0)
     assert np.load(out / row["map"]).shape == (64, 64)
+
+
+def test_a_fixed_batch_model_is_evaluated(tmp_path: Path) -> None:
+    """Its scorer used to run 64 perturbed copies at once whatever --batch-size."""
+    static = tmp_path / "static.onnx"
+    onnx.save(with_symbolic_dims(onnx.load(SAMPLE), {"image": [1, 3, 64, 64]}), static)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(static), str(IMAGES / "circle.png"), str(IMAGES / "cross.jpg"),
+                 "--batch-size", "1", "--methods", "fullgrad", "--k", "1,10",
+                 "--deletion-steps", "2", "-o", str(out), "--device", "cpu"]) == 0
+    data = json.loads((out / "evaluation.json").read_text())
+    assert [r["method"] for r in data["results"]] == ["random", "fullgrad"]
+
+
+def test_a_grayscale_nhwc_model_is_evaluated(tmp_path: Path) -> None:
+    model = tmp_path / "gray.onnx"
+    onnx.save(grayscale_model(onnx.load(SAMPLE), "nhwc"), model)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(model), str(IMAGES / "circle.png"), str(IMAGES / "cross.jpg"),
+                 "--methods", "fullgrad", "--k", "1,10", "--deletion-steps", "2",
+                 "--fill", "black", "-o", str(out), "--device", "cpu"]) == 0
+    data = json.loads((out / "evaluation.json").read_text())
+    assert [r["method"] for r in data["results"]] == ["random", "fullgrad"]
+    assert all(np.isfinite(r["perturbation"]).all() for r in data["results"])

@@ -11,8 +11,13 @@ import cv2
 import numpy as np
 import onnx
 import pytest
+from helpers import grayscale_model, with_symbolic_dims
 
 from fg_onnx.cli.main import main
+from fg_onnx.runtime.session import FullGrad
+from fg_onnx.vision.images import load_image
+from fg_onnx.vision.overlay import display_map, overlay_heatmap
+from fg_onnx.vision.preprocess import preprocess_batch, preset
 
 ROOT = Path(__file__).parents[2]
 SAMPLE = ROOT / "sample_models" / "shapes_cnn.onnx"
@@ -103,3 +108,46 @@ def test_float16_overflow_names_the_remedy(tmp_path: Path,
                         "--precision float32\n")
     assert main(["explain", str(tmp_path / "huge.onnx"), str(IMAGES / "circle.png"), "-o",
                  str(out), "--device", "cpu", "--force"]) == 0
+
+
+def test_a_fixed_batch_model_explains_at_the_default_batch_size(tmp_path: Path) -> None:
+    """Model-zoo exports fix the batch to 1 ([1, 3, H, W]); --batch-size stays 16."""
+    static = tmp_path / "static.onnx"
+    onnx.save(with_symbolic_dims(onnx.load(SAMPLE), {"image": [1, 3, 64, 64]}), static)
+    for model, out in ((static, tmp_path / "static"), (SAMPLE, tmp_path / "dynamic")):
+        assert main(["explain", str(model), str(IMAGES), "-o", str(out), "--device", "cpu"]) == 0
+    rows = json.loads((tmp_path / "static" / "summary.json").read_text())
+    reference = json.loads((tmp_path / "dynamic" / "summary.json").read_text())
+    assert len(rows) == len(reference) == 6
+    for row, want in zip(rows, reference, strict=True):
+        assert row["predicted"] == want["predicted"]
+        assert row["score"] == pytest.approx(want["score"], rel=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_a_grayscale_model_explains_gray_images_over_colour_overlays(
+        layout: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The model copies its one channel into the sample model's three: the scores are the
+    sample model's on the gray images, with the imagenet values averaged."""
+    model = tmp_path / "gray.onnx"
+    onnx.save(grayscale_model(onnx.load(SAMPLE), layout), model)
+    out = tmp_path / "out"
+    assert main(["explain", str(model), str(IMAGES), "-o", str(out), "--device", "cpu",
+                 "--preset", "imagenet"]) == 0
+    rows = json.loads((out / "summary.json").read_text())
+    images = [load_image(row["file"]) for row in rows]
+    gray = preprocess_batch(images, preset("imagenet", (64, 64), channels=1))
+    reference = FullGrad(SAMPLE, device="cpu").explain(np.repeat(gray, 3, axis=1))
+    np.testing.assert_allclose([row["score"] for row in rows], reference.scores, rtol=1e-5)
+    for row, image in zip(rows, images, strict=True):
+        saliency = np.load(out / row["map"])
+        written = cv2.cvtColor(cv2.imread(str(out / row["overlay"])), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(written, overlay_heatmap(image, display_map(saliency)))
+    assert main(["explain", str(model), str(IMAGES / "circle.png"), "-o", str(out), "--force",
+                 "--mean", "0.5", "--std", "0.25"]) == 0
+    capsys.readouterr()
+    assert main(["explain", str(model), str(IMAGES / "circle.png"), "-o", str(out), "--force",
+                 "--mean", "0.485,0.456,0.406"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("fg-onnx: error: the model takes 1-channel (grayscale) images: give "
+                        "--mean one value, not 3\n")

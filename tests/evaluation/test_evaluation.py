@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from helpers import with_symbolic_dims
 
 from fg_onnx.errors import FgOnnxError
 from fg_onnx.evaluation import PerturbationConfig, evaluate, markdown, plot, to_json
@@ -17,6 +19,7 @@ from fg_onnx.evaluation.perturbation import (
     pixel_ranks,
     removed_scores,
 )
+from fg_onnx.evaluation.scorer import Scorer
 from fg_onnx.methods import MethodParams
 from fg_onnx.vision.images import iter_image_paths, load_image
 from fg_onnx.vision.preprocess import preprocess_batch, preset
@@ -104,3 +107,18 @@ def test_evaluate_the_sample_images(tmp_path: Path) -> None:
     assert '"deletion_auc"' in to_json(result)
     image = plot(result)
     assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+
+
+def test_a_fixed_batch_model_is_scored_and_evaluated() -> None:
+    """A model fixed to one image per run: the scorer and every method run one at a time."""
+    fixed = with_symbolic_dims(onnx.load(str(SAMPLE)), {"image": [1, 3, 64, 64]})
+    batch = np.random.default_rng(0).standard_normal((5, 3, 64, 64)).astype(np.float32)
+    scores = Scorer(fixed, device="cpu")(batch)
+    np.testing.assert_allclose(scores, Scorer(SAMPLE, device="cpu")(batch), rtol=1e-5,
+                               atol=1e-6)
+    config = PerturbationConfig(ks=(1.0, 10.0), deletion_steps=2)
+    result = evaluate(fixed, batch, ["gradient"], config=config, device="cpu", batch_size=1)
+    reference = evaluate(SAMPLE, batch, ["gradient"], config=config, device="cpu")
+    assert [r.method for r in result.results] == ["random", "gradient"]
+    np.testing.assert_allclose(result.results[0].perturbation,
+                               reference.results[0].perturbation, rtol=1e-4)

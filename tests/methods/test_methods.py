@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from helpers import with_symbolic_dims
 from onnx import TensorProto, helper, numpy_helper
 
 import fg_onnx
@@ -50,6 +51,19 @@ def test_integrated_gradients_completeness(batch: np.ndarray) -> None:
                      device="cpu", batch_size=64).explain(batch)
     assert fine.completeness_error.max() < 1e-2
     assert fine.completeness_error.mean() < coarse.completeness_error.mean()
+
+
+@pytest.mark.parametrize("method", ["smoothgrad", "smooth-fullgrad", "integrated-gradients"])
+def test_methods_that_run_many_copies_work_on_a_fixed_batch_model(method: str,
+                                                                   batch: np.ndarray) -> None:
+    """All copies run as one large batch; a model fixed to 3 rows gets them 3 at a time."""
+    fixed = with_symbolic_dims(onnx.load(str(SAMPLE)), {"image": [3, 3, 64, 64]})
+    params = MethodParams(samples=5, steps=5)
+    result = Explainer(fixed, method, params=params, device="cpu").explain(batch, [1, 2])
+    reference = Explainer(SAMPLE, method, params=params, device="cpu").explain(batch, [1, 2])
+    np.testing.assert_allclose(result.saliency, reference.saliency, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(result.completeness_error, reference.completeness_error,
+                               rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize(("smooth", "plain"), [("smoothgrad", "gradient"),

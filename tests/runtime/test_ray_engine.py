@@ -75,6 +75,32 @@ def test_paths_and_arrays_match_the_single_process_path(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.stack(list(table["saliency"])), saliency[:len(IMAGES)])
 
 
+def test_a_ray_worker_explains_with_a_fixed_batch_model() -> None:
+    """Ray hands an actor batch_size rows; a model fixed to one image runs them one by one."""
+    import onnx
+    from helpers import with_symbolic_dims
+
+    fixed = with_symbolic_dims(onnx.load(str(SAMPLE)), {"image": [1, 3, 64, 64]})
+    worker = ExplainBatch(fixed, "fullgrad", None, None, "cpu", 4, 1, None, None, None)
+    out = worker({"id": np.arange(4), "path": np.asarray([str(p) for p in IMAGES[:4]])})
+    saliency, scores, _ = _local(IMAGES[:4])
+    assert out["finite"].all()
+    np.testing.assert_allclose(out["saliency"], saliency, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["score"], scores, rtol=1e-5)
+
+
+def test_a_ray_worker_feeds_a_grayscale_model_gray_images() -> None:
+    """The worker's default preprocessing follows the model's one channel."""
+    import onnx
+    from helpers import grayscale_model
+
+    gray = grayscale_model(onnx.load(str(SAMPLE)))
+    worker = ExplainBatch(gray, "fullgrad", None, None, "cpu", 4, 1, None, None, None)
+    assert worker.spec.channels == 1
+    out = worker({"id": np.arange(2), "path": np.asarray([str(p) for p in IMAGES[:2]])})
+    assert out["finite"].all() and out["saliency"].shape == (2, 64, 64)
+
+
 class _DiesOnce(ExplainBatch):
     """Kills its own worker process on the first batch holding image 5 (once: a marker file)."""
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from helpers import with_symbolic_dims
 
 import fg_onnx
 from fg_onnx.errors import FgOnnxError
@@ -28,6 +30,26 @@ def test_batch_size_not_dividing_the_count_gives_the_same_maps(batch: np.ndarray
     np.testing.assert_array_equal(whole.targets, whole.predicted)
     assert whole.saliency.shape == (7, 64, 64)
     assert whole.completeness_error.max() < 1e-4
+
+
+@pytest.mark.parametrize("fixed", [1, 3])
+def test_a_fixed_batch_model_explains_any_number_of_images(fixed: int,
+                                                            batch: np.ndarray) -> None:
+    """Model-zoo exports fix the batch ([1, 3, H, W]); 7 images still run, whatever the
+    requested batch size, and give the dynamic model's results."""
+    model = with_symbolic_dims(onnx.load(str(SAMPLE)), {"image": [fixed, 3, 64, 64]})
+    session = FullGrad(model, device="cpu", batch_size=16)
+    assert session.batches.size == fixed and session.batches.fixed
+    result = session.explain(batch, [0, 1, 2, 3, 0, 1, 2])
+    reference = FullGrad(SAMPLE, device="cpu", batch_size=16).explain(batch, [0, 1, 2, 3, 0, 1, 2])
+    assert len(result) == 7
+    np.testing.assert_allclose(result.saliency, reference.saliency, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result.scores, reference.scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(result.predicted, reference.predicted)
+    names = ["fg_score", "fg_input_grad"]
+    raw = session.outputs(batch, reference.targets, names)
+    assert raw["fg_input_grad"].shape == batch.shape
+    np.testing.assert_allclose(raw["fg_score"], reference.scores, rtol=1e-5, atol=1e-6)
 
 
 def test_targets_and_augmented_input(tmp_path: Path, batch: np.ndarray) -> None:

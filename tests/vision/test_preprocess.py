@@ -10,8 +10,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from fg_onnx.errors import FgOnnxError
 from fg_onnx.vision.images import iter_image_paths, load_image
-from fg_onnx.vision.preprocess import Preprocess, preprocess_batch, preset
+from fg_onnx.vision.preprocess import Preprocess, model_preprocess, preprocess_batch, preset
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
 
@@ -102,6 +103,75 @@ def test_rejects_bad_input() -> None:
         Preprocess((4, 4), layout="chw")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="height, width"):
         Preprocess((0, 4))
+
+
+def test_one_channel_is_the_grayscale_image_with_the_presets_averaged_values() -> None:
+    spec = preset("imagenet", (2, 3), channels=1)
+    assert spec.mean == pytest.approx((0.449,)) and spec.std == pytest.approx((0.226,))
+    batch = preprocess_batch([_pixel_image(255, 0, 128)], spec)
+    assert batch.shape == (1, 1, 2, 3)
+    # OpenCV's gray: round(0.299 * 255 + 0.587 * 0 + 0.114 * 128) = 91
+    np.testing.assert_allclose(batch[0, 0], (91 / 255 - 0.449) / 0.226, rtol=1e-5)
+    nhwc = preprocess_batch([_pixel_image(255, 0, 128)], preset("imagenet", (2, 3),
+                                                                layout="nhwc", channels=1))
+    assert nhwc.shape == (1, 2, 3, 1)
+    np.testing.assert_array_equal(nhwc[..., 0], batch[:, 0])
+    bgr = preset("imagenet", (2, 3), bgr=True, channels=1)  # one channel has no order
+    np.testing.assert_array_equal(preprocess_batch([_pixel_image(255, 0, 128)], bgr), batch)
+
+
+def test_a_grayscale_file_keeps_its_values_in_one_channel() -> None:
+    values = np.random.default_rng(0).integers(0, 256, (5, 7), np.uint8)
+    image = np.repeat(values[..., None], 3, axis=2)  # how load_image reads a gray file
+    batch = preprocess_batch([image], preset("raw", (5, 7), channels=1))
+    np.testing.assert_array_equal(batch[0, 0], values)
+    upscaled = preprocess_batch([image], preset("raw", (10, 14), channels=1))
+    rgb = preprocess_batch([image], preset("raw", (10, 14)))
+    np.testing.assert_allclose(upscaled[0, 0], rgb[0, 0], atol=1.0)  # gray, then resized
+
+
+def test_one_mean_or_std_value_stands_for_every_channel() -> None:
+    spec = Preprocess((2, 3), mean=(10.0,), std=(2.0,), scale=1.0)
+    assert spec.mean == (10.0, 10.0, 10.0) and spec.std == (2.0, 2.0, 2.0)
+    assert Preprocess((2, 3), channels=1).mean == (0.0,)
+    np.testing.assert_allclose(preprocess_batch([_pixel_image(12, 40, 0)], spec)[0, :, 0, 0],
+                               [1.0, 15.0, -5.0])
+    with pytest.raises(ValueError, match=r"mean needs one value per channel \(1\)"):
+        Preprocess((2, 3), mean=(0.5, 0.5, 0.5), channels=1)
+    with pytest.raises(ValueError, match=r"1 \(grayscale\) or 3 \(RGB\), got 4"):
+        Preprocess((2, 3), channels=4)
+
+
+class _Facts:
+    """What model_preprocess reads off a session."""
+
+    def __init__(self, channels: int | None, layout: str = "nchw") -> None:
+        self.metadata: dict[str, str] = {}
+        self.layout = layout
+        self._channels = channels
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        return (8, 8)
+
+    @property
+    def channels(self) -> int | None:
+        return self._channels
+
+
+def test_model_preprocess_follows_the_models_channels() -> None:
+    gray = model_preprocess(_Facts(1), preset_name="imagenet")
+    assert gray.channels == 1 and gray.mean == pytest.approx((0.449,))
+    assert model_preprocess(_Facts(1), mean=(0.5,), std=(0.25,), bgr=True).std == (0.25,)
+    assert model_preprocess(_Facts(None)).channels == 3  # not fixed: RGB as before
+    colour = model_preprocess(_Facts(3), mean=(0.5,), std=(0.2, 0.3, 0.4), bgr=True)
+    assert colour.mean == (0.5, 0.5, 0.5) and colour.std == (0.4, 0.3, 0.2)
+    with pytest.raises(FgOnnxError, match="give --mean one value, not 3"):
+        model_preprocess(_Facts(1), mean=(0.485, 0.456, 0.406))
+    with pytest.raises(FgOnnxError, match="give --std one value, not 3"):
+        model_preprocess(_Facts(1, "nhwc"), std=(0.2, 0.2, 0.2))
+    with pytest.raises(FgOnnxError, match=r"has 4 channels; images can be fed as 3 \(RGB\) or 1"):
+        model_preprocess(_Facts(4))
 
 
 def test_sample_model_classifies_the_sample_images() -> None:
