@@ -158,3 +158,21 @@ def test_data_file_of_the_input_is_protected(model: Path,
     assert_clean_failure(["augment", source, "-o", model.parent / "b.onnx", "--force"],
                          capsys, "refusing to overwrite the input model")
     assert (model.parent / "b.onnx.data").read_bytes() == before
+
+
+@pytest.mark.parametrize("spelling", ["data", "dotted", "symlink"])
+def test_external_data_file_of_the_input_is_never_the_output(
+        model: Path, capsys: pytest.CaptureFixture[str], spelling: str) -> None:
+    source = model.parent / "a.onnx"
+    (model.parent / "weights").mkdir()
+    onnx.save(onnx.load(str(model)), str(source), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="weights/a.data", size_threshold=0)
+    data = model.parent / "weights" / "a.data"
+    before = data.read_bytes()
+    target = {"data": data, "dotted": model.parent / "weights" / "." / "a.data",
+              "symlink": model.parent / "link.data"}[spelling]
+    if spelling == "symlink":
+        target.symlink_to(data)
+    assert_clean_failure(["augment", source, "-o", target, "--force"], capsys,
+                         f"refusing to overwrite the input model's external data {data}")
+    assert data.read_bytes() == before
