@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import json
 import sys
 from dataclasses import dataclass
@@ -119,20 +120,35 @@ def preprocess_spec(args: argparse.Namespace, model: ModelFacts) -> Preprocess:
                             std=args.std, bgr=args.bgr)
 
 
-def _jobs(paths: list[Path]) -> list[_Job]:
-    """Output stems, unique even when two folders hold files of the same name."""
-    seen: dict[str, int] = {}
+def _jobs(paths: list[Path], outdir: Path, method: str) -> list[_Job]:
+    """One output stem per image: the file's own stem when it is the first image with that
+    stem, else ``<stem>_<k>`` with the smallest k that is no image's stem and no stem given
+    out before, so that no two images share their outputs; never a stem whose outputs would
+    replace one of the images. Compared case-insensitively, as some file systems do."""
+    inputs = {path.resolve() for path in paths}
+
+    def replaces_an_input(stem: str) -> bool:
+        return any(p.resolve() in inputs for p in _outputs_of(outdir, stem, method))
+
+    first: dict[str, Path] = {}
+    for path in paths:
+        first.setdefault(path.stem.casefold(), path)
+    # Every file's own stem is claimed up front: a later a_1.png keeps "a_1" even when an
+    # earlier a.png needs a generated one.
+    taken = set(first)
     jobs = []
     for path in paths:
         stem = path.stem
-        count = seen.get(stem, 0)
-        seen[stem] = count + 1
-        jobs.append(_Job(path, stem if count == 0 else f"{stem}_{count}"))
+        if first[stem.casefold()] is not path or replaces_an_input(stem):
+            stem = next(name for name in (f"{path.stem}_{k}" for k in itertools.count(1))
+                        if name.casefold() not in taken and not replaces_an_input(name))
+        taken.add(stem.casefold())
+        jobs.append(_Job(path, stem))
     return jobs
 
 
-def _outputs_of(outdir: Path, job: _Job, method: str) -> tuple[Path, Path]:
-    return outdir / f"{job.stem}_{method}.png", outdir / f"{job.stem}_{method}.npy"
+def _outputs_of(outdir: Path, stem: str, method: str) -> tuple[Path, Path]:
+    return outdir / f"{stem}_{method}.png", outdir / f"{stem}_{method}.npy"
 
 
 def _check_outdir(outdir: Path, jobs: list[_Job], force: bool, method: str) -> None:
@@ -140,7 +156,7 @@ def _check_outdir(outdir: Path, jobs: list[_Job], force: bool, method: str) -> N
         raise FgOnnxError(f"output path {outdir} exists and is not a folder")
     if force or not outdir.exists():
         return
-    planned = [p for job in jobs for p in _outputs_of(outdir, job, method)]
+    planned = [p for job in jobs for p in _outputs_of(outdir, job.stem, method)]
     planned += [outdir / "summary.json", outdir / "summary.csv"]
     existing = [p for p in planned if p.exists()]
     if existing:
@@ -174,7 +190,7 @@ class _Progress:
 def run(args: argparse.Namespace) -> int:
     """Explains every image and writes the results; exit 1 when some images were skipped or
     have NaN/Inf results."""
-    jobs = _jobs(iter_image_paths(args.images))
+    jobs = _jobs(iter_image_paths(args.images), args.outdir, args.method)
     _check_outdir(args.outdir, jobs, args.force, args.method)
     engine = getattr(args, "engine", "local")
     if engine == "ray" and args.workers < 1:
@@ -264,7 +280,7 @@ def _run_ray(args: argparse.Namespace, jobs: list[_Job], spec: Preprocess,
             print(f"fg-onnx: skipped: {row['error']}", file=sys.stderr)
             skipped += 1
             continue
-        overlay_path, map_path = _outputs_of(args.outdir, job, args.method)
+        overlay_path, map_path = _outputs_of(args.outdir, job.stem, args.method)
         if not row["finite"]:
             print(f"fg-onnx: warning: {job.source}: NaN/Inf in the results "
                   "(finite: false in the summary)", file=sys.stderr)
@@ -287,7 +303,7 @@ def _write_results(args: argparse.Namespace, loaded: list[tuple[_Job, np.ndarray
                    result: Explanation, labels: list[str]) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for i, (job, image) in enumerate(loaded):
-        overlay_path, map_path = _outputs_of(args.outdir, job, args.method)
+        overlay_path, map_path = _outputs_of(args.outdir, job.stem, args.method)
         saliency = result.saliency[i]
         broken = _non_finite(saliency, float(result.scores[i]),
                              float(result.completeness_error[i]))

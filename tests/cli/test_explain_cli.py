@@ -103,3 +103,37 @@ def test_float16_overflow_names_the_remedy(tmp_path: Path,
                         "--precision float32\n")
     assert main(["explain", str(tmp_path / "huge.onnx"), str(IMAGES / "circle.png"), "-o",
                  str(out), "--device", "cpu", "--force"]) == 0
+
+
+def test_output_names_never_collide(tmp_path: Path) -> None:
+    """a.png would get the first free generated stem; a_1 is a_1.png's own."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for source, name in [("circle.png", "a.png"), ("cross.jpg", "a.jpg"),
+                         ("triangle.png", "a_1.png"), ("square.jpg", "A.jpg")]:
+        shutil.copy(IMAGES / source, folder / name)
+    out = tmp_path / "out"
+    assert main(["explain", str(SAMPLE), str(folder), "-o", str(out), "--device", "cpu"]) == 0
+    rows = json.loads((out / "summary.json").read_text())
+    assert {Path(r["file"]).name: r["map"] for r in rows} == {
+        "A.jpg": "A_fullgrad.npy", "a.jpg": "a_2_fullgrad.npy", "a.png": "a_3_fullgrad.npy",
+        "a_1.png": "a_1_fullgrad.npy"}
+    for row in rows:  # each map is its own image's
+        alone = tmp_path / "alone" / Path(row["file"]).name
+        assert main(["explain", str(SAMPLE), row["file"], "-o", str(alone), "--device",
+                     "cpu"]) == 0
+        np.testing.assert_array_equal(np.load(out / row["map"]),
+                                      np.load(alone / f"{Path(row['file']).stem}_fullgrad.npy"))
+
+
+def test_outputs_never_replace_an_input_image(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(IMAGES / "circle.png", out / "a.png")
+    shutil.copy(IMAGES / "cross.jpg", out / "a_fullgrad.png")
+    before = (out / "a_fullgrad.png").read_bytes()
+    assert main(["explain", str(SAMPLE), str(out / "a.png"), str(out / "a_fullgrad.png"),
+                 "-o", str(out), "--device", "cpu"]) == 0
+    assert (out / "a_fullgrad.png").read_bytes() == before
+    rows = json.loads((out / "summary.json").read_text())
+    assert [r["overlay"] for r in rows] == ["a_1_fullgrad.png", "a_fullgrad_fullgrad.png"]
