@@ -10,6 +10,7 @@ from fg_onnx.cli.augment_cmd import add_augment_options, options_from_args
 from fg_onnx.cli.explain_cmd import (
     add_method_options,
     add_preprocess_options,
+    is_result_name,
     method_params,
     preprocess_spec,
 )
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     config = PerturbationConfig(ks=args.k, deletion_steps=args.deletion_steps,
                                 fill=_black(spec) if args.fill == "black" else None,
                                 seed=args.seed)
-    paths = iter_image_paths(args.images)
+    paths = iter_image_paths(args.images, outdir=args.outdir, is_output=is_result_name)
     batch = preprocess_batch([load_image(p) for p in paths], spec)
     print(f"evaluating {len(args.methods)} method(s) on {len(paths)} image(s) "
           f"({scorer.provider.active})", file=sys.stderr)

@@ -147,6 +147,12 @@ def _jobs(paths: list[Path], outdir: Path, method: str) -> list[_Job]:
     return jobs
 
 
+def is_result_name(name: str) -> bool:
+    """Whether ``name`` is that of an image explain or evaluate writes (with any method)."""
+    return name == "evaluation.png" or any(name.endswith(f"_{method}.png")
+                                           for method in METHOD_NAMES)
+
+
 def _outputs_of(outdir: Path, stem: str, method: str) -> tuple[Path, Path]:
     return outdir / f"{stem}_{method}.png", outdir / f"{stem}_{method}.npy"
 
@@ -190,7 +196,8 @@ class _Progress:
 def run(args: argparse.Namespace) -> int:
     """Explains every image and writes the results; exit 1 when some images were skipped or
     have NaN/Inf results."""
-    jobs = _jobs(iter_image_paths(args.images), args.outdir, args.method)
+    paths = iter_image_paths(args.images, outdir=args.outdir, is_output=is_result_name)
+    jobs = _jobs(paths, args.outdir, args.method)
     _check_outdir(args.outdir, jobs, args.force, args.method)
     engine = getattr(args, "engine", "local")
     if engine == "ray" and args.workers < 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -61,3 +62,14 @@ def test_explain_with_a_method(tmp_path: Path) -> None:
     assert row["overlay"] == "square_integrated-gradients.png"
     assert row["completeness_error"] < 0.05  # IG's own check: Σ IG ≈ f(x) − f(0)
     assert np.load(out / row["map"]).shape == (64, 64)
+
+
+def test_a_second_run_does_not_evaluate_the_first_ones_plot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copy(IMAGES / "circle.png", tmp_path / "circle.png")
+    monkeypatch.chdir(tmp_path)
+    argv = ["evaluate", str(SAMPLE), ".", "--methods", "gradient", "--k", "10",
+            "--deletion-steps", "2", "--device", "cpu"]
+    assert main(argv) == 0
+    assert main([*argv, "--force"]) == 0
+    assert json.loads((tmp_path / "fg_eval" / "evaluation.json").read_text())["images"] == 1

@@ -137,3 +137,20 @@ def test_outputs_never_replace_an_input_image(tmp_path: Path) -> None:
     assert (out / "a_fullgrad.png").read_bytes() == before
     rows = json.loads((out / "summary.json").read_text())
     assert [r["overlay"] for r in rows] == ["a_1_fullgrad.png", "a_fullgrad_fullgrad.png"]
+
+
+@pytest.mark.parametrize(("flags", "results"), [([], "fg_out"), (["-o", "."], ".")])
+def test_a_second_run_does_not_explain_the_first_ones_results(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], results: str) -> None:
+    for name in ("circle.png", "cross.jpg"):
+        shutil.copy(IMAGES / name, tmp_path / name)
+    shutil.copy(SAMPLE, tmp_path / "m.onnx")
+    monkeypatch.chdir(tmp_path)
+    argv = ["explain", "m.onnx", ".", *flags, "--device", "cpu"]
+    assert main(argv) == 0
+    assert main([*argv, "--force"]) == 0
+    rows = json.loads((Path(results) / "summary.json").read_text())
+    assert sorted(Path(r["file"]).name for r in rows) == ["circle.png", "cross.jpg"]
+    # a result given by path is still explained
+    assert main(["explain", "m.onnx", str(Path(results) / rows[0]["overlay"]), "-o", "again",
+                 "--device", "cpu"]) == 0
