@@ -151,6 +151,8 @@ def _integer_input_model() -> onnx.ModelProto:
     (tiny_cnn, ["--output", "logits"], ["no graph output named 'logits'", "outputs: y"]),
     (tiny_cnn, ["--input", "image"], ["no graph input named 'image'", "inputs: x"]),
     (lambda: tiny_cnn(size=("H", "W")), [], ["not fixed", "--input-size HxW"]),
+    (tiny_cnn, ["--input-size", "16x8"], ["input 'x' is fixed at 8x8; --input-size 16x8 differs"]),
+    (lambda: tiny_cnn(size=(8, "W")), ["--input-size", "4x4"], ["is fixed at 8x?"]),
     (lambda: tiny_cnn(TensorProto.BFLOAT16), [], ["bfloat16", "float16 or float32"]),
 ])
 def test_models_that_need_a_choice_or_cannot_be_explained(
@@ -170,6 +172,20 @@ def test_choices_make_those_models_work(tmp_path: Path,
     shapes = {i.name: [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim]
               for i in onnx.load(str(tmp_path / "b.onnx")).graph.input}
     assert shapes["x"] == ["N", 3, 8, 8]
+    fixed = save(tiny_cnn(size=(8, "W")), tmp_path / "fixed.onnx")
+    assert run_cli(["augment", fixed, "-o", tmp_path / "c.onnx", "--input-size", "8x6"],
+                   capsys)[0] == 0
+    assert [d.dim_value for d in onnx.load(str(tmp_path / "c.onnx")).graph.input[0]
+            .type.tensor_type.shape.dim][1:] == [3, 8, 6]
+
+
+def test_input_size_never_changes_a_fixed_size(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert_clean_failure(["explain", SAMPLE, IMAGES / "circle.png", "-o", tmp_path / "out",
+                          "--input-size", "32x32"], capsys, "is fixed at 64x64")
+    assert not (tmp_path / "out").exists()
+    assert run_cli(["explain", SAMPLE, IMAGES / "circle.png", "-o", tmp_path / "out",
+                    "--input-size", "64", "--device", "cpu"], capsys)[0] == 0
 
 
 def _run(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
