@@ -46,6 +46,31 @@ def _floats3(text: str) -> tuple[float, float, float]:
     return values[0], values[1], values[2]
 
 
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+INT64_MAX = 2**63 - 1
+
+
+def _target(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not -1 <= value <= INT64_MAX:
+        # -1 is the only negative: it means the predicted class (fg_target's contract).
+        raise argparse.ArgumentTypeError(f"expected a class index (0, 1, ...) or -1 for the "
+                                         f"predicted class, got {text!r}")
+    return value
+
+
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Adds the ``explain`` sub-command."""
     parser = commands.add_parser(
@@ -59,10 +84,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
                         help="output folder (default: fg_out)")
     parser.add_argument("--force", action="store_true", help="overwrite existing result files")
     add_preprocess_options(parser)
-    parser.add_argument("--target", type=int, help="class to explain (default: predicted)")
+    parser.add_argument("--target", type=_target,
+                        help="class to explain (default, or -1: the predicted class)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity in overlays")
+    parser.add_argument("--alpha", type=_alpha, default=0.5,
+                        help="heatmap opacity in overlays, 0 to 1 (default 0.5)")
     parser.add_argument("--method", choices=METHOD_NAMES, default="fullgrad",
                         help="saliency method (default: fullgrad)")
     add_method_options(parser)

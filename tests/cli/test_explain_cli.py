@@ -154,3 +154,30 @@ def test_a_second_run_does_not_explain_the_first_ones_results(
     # a result given by path is still explained
     assert main(["explain", "m.onnx", str(Path(results) / rows[0]["overlay"]), "-o", "again",
                  "--device", "cpu"]) == 0
+
+
+@pytest.mark.parametrize(("flag", "value", "expected"), [
+    ("--alpha", "5", "expected a number in [0, 1], got '5'"),
+    ("--alpha", "nan", "expected a number in [0, 1], got 'nan'"),
+    ("--alpha", "x", "expected a number in [0, 1], got 'x'"),
+    ("--target", "-7", "expected a class index (0, 1, ...) or -1 for the predicted class, "
+                       "got '-7'"),
+    ("--target", "9" * 20, "expected a class index (0, 1, ...) or -1 for the predicted class, "
+                           f"got '{'9' * 20}'"),
+])
+def test_bad_alpha_and_target_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               flag: str, value: str, expected: str) -> None:
+    out = tmp_path / "out"
+    assert main(["explain", str(SAMPLE), str(IMAGES / "circle.png"), "-o", str(out),
+                 f"{flag}={value}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fg-onnx: error: argument {flag}: {expected}") and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_target_minus_one_is_the_predicted_class(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["explain", str(SAMPLE), str(IMAGES), "-o", str(out), "--target", "-1",
+                 "--device", "cpu"]) == 0
+    rows = json.loads((out / "summary.json").read_text())
+    assert all(r["target"] == r["predicted"] for r in rows)
