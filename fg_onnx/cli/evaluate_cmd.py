@@ -17,6 +17,7 @@ from fg_onnx.cli.explain_cmd import (
 from fg_onnx.errors import FgOnnxError
 from fg_onnx.evaluation import DEFAULT_KS, PerturbationConfig, evaluate, markdown, plot, to_json
 from fg_onnx.evaluation.scorer import Scorer
+from fg_onnx.files import make_folder, write_bytes_atomic
 from fg_onnx.methods import METHOD_NAMES, get_method
 from fg_onnx.vision.images import iter_image_paths, load_image
 from fg_onnx.vision.overlay import save_png
@@ -112,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
                                 seed=args.seed)
     paths = iter_image_paths(args.images, outdir=args.outdir, is_output=is_result_name)
     batch = preprocess_batch([load_image(p) for p in paths], spec)
+    make_folder(args.outdir)  # before the long part: a bad -o fails at once
     print(f"evaluating {len(args.methods)} method(s) on {len(paths)} image(s) "
           f"({scorer.provider.active})", file=sys.stderr)
     result = evaluate(args.model, batch, args.methods, config=config, params=params,
@@ -119,10 +121,9 @@ def run(args: argparse.Namespace) -> int:
                       scorer=scorer)
     if args.fill == "black":
         result.fill = "black pixel"
-    args.outdir.mkdir(parents=True, exist_ok=True)
     table = markdown(result)
-    (args.outdir / "evaluation.md").write_text(table, encoding="utf-8")
-    (args.outdir / "evaluation.json").write_text(to_json(result), encoding="utf-8")
+    write_bytes_atomic(args.outdir / "evaluation.md", table.encode())
+    write_bytes_atomic(args.outdir / "evaluation.json", to_json(result).encode())
     save_png(args.outdir / "evaluation.png", plot(result))
     print(table, end="")
     print(f"wrote {', '.join(str(args.outdir / n) for n in OUTPUTS)}")

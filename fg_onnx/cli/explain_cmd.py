@@ -16,7 +16,7 @@ import numpy as np
 
 from fg_onnx.cli.augment_cmd import add_augment_options, options_from_args, parse_size
 from fg_onnx.errors import FgOnnxError, ImageError
-from fg_onnx.files import save_npy_atomic, write_bytes_atomic
+from fg_onnx.files import make_folder, save_npy_atomic, write_bytes_atomic
 from fg_onnx.methods import METHOD_NAMES, Explainer, MethodParams
 from fg_onnx.runtime.session import Explanation, FullGrad
 from fg_onnx.vision.images import iter_image_paths, load_image
@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"running on {report.active}" + (f" ({'; '.join(notes)})" if notes else ""),
           file=sys.stderr)
     spec = preprocess_spec(args, fullgrad)
-    args.outdir.mkdir(parents=True, exist_ok=True)
+    make_folder(args.outdir)
     labels = _labels(fullgrad)
     rows: list[dict[str, object]] = []
     skipped = 0

@@ -15,7 +15,14 @@ import pytest
 
 from fg_onnx.graph import save as save_module
 from fg_onnx.runtime.session import FullGrad
-from hardening.support import SAMPLE, assert_clean_failure, only_file, run_cli
+from hardening.support import (
+    IMAGES,
+    SAMPLE,
+    assert_clean_failure,
+    assert_one_line_error,
+    only_file,
+    run_cli,
+)
 
 CHECK_MODEL = onnx.checker.check_model
 
@@ -176,3 +183,30 @@ def test_external_data_file_of_the_input_is_never_the_output(
     assert_clean_failure(["augment", source, "-o", target, "--force"], capsys,
                          f"refusing to overwrite the input model's external data {data}")
     assert data.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", [
+    ["explain", SAMPLE, IMAGES / "circle.png"],
+    ["evaluate", SAMPLE, IMAGES / "circle.png", "--methods", "gradient", "--k", "10"],
+])
+def test_output_folder_that_cannot_be_created(tmp_path: Path, command: list[Any],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("x")
+    code, _, err = run_cli([*command, "-o", tmp_path / "file" / "out"], capsys)
+    assert code == 2
+    assert_one_line_error(err.splitlines()[-1] + "\n",
+                          f"cannot create the output folder {tmp_path / 'file' / 'out'}")
+
+
+def test_results_that_cannot_be_written(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(descriptor: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["explain", SAMPLE, IMAGES / "circle.png", "-o", out], capsys)
+    assert code == 2
+    assert_one_line_error(err.splitlines()[-1] + "\n", f"could not write {out}",
+                          "No space left on device")
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
