@@ -181,3 +181,18 @@ def test_target_minus_one_is_the_predicted_class(tmp_path: Path) -> None:
                  "--device", "cpu"]) == 0
     rows = json.loads((out / "summary.json").read_text())
     assert all(r["target"] == r["predicted"] for r in rows)
+
+
+@pytest.mark.parametrize("flag", ["--input-size", "--size"])
+@pytest.mark.parametrize("value", ["100000x100000", "9" * 20])
+def test_huge_sizes_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     flag: str, value: str) -> None:
+    model = onnx.load(SAMPLE)
+    for axis in (2, 3):  # open H, W: any size would be taken
+        model.graph.input[0].type.tensor_type.shape.dim[axis].dim_param = f"d{axis}"
+    onnx.save(model, tmp_path / "open.onnx")
+    assert main(["explain", str(tmp_path / "open.onnx"), str(IMAGES / "circle.png"), "-o",
+                 str(tmp_path / "out"), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fg-onnx: error: argument {flag}: '{value}' is too large: ")
+    assert "megapixels, the limit is 100 " in err and err.count("\n") == 1
