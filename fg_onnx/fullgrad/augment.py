@@ -134,6 +134,9 @@ def build_fullgrad(source: ModelSource, options: AugmentOptions | None = None) -
     options = options or AugmentOptions()
     _check_method(options)
     model = load_model(source)
+    if any(p.key == METADATA_KEY for p in model.metadata_props):
+        raise UnsupportedModelError("the model is already augmented by fg-onnx; augment the "
+                                    "original model")
     owned = not isinstance(source, onnx.ModelProto)  # loaded here: no copy needed
     if options.input_size is not None:
         model, owned = _fix_input_size(model, options), True

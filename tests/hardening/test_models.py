@@ -286,3 +286,16 @@ def test_batch_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert all(o.shape[0] == 0 for o in outputs)
     empty = FullGrad(SAMPLE, device="cpu").explain(np.zeros((0, 3, 64, 64), np.float32))
     assert len(empty) == 0 and empty.saliency.shape[0] == 0
+
+
+def test_augmenting_twice_or_over_our_names_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    once = tmp_path / "m.fg.onnx"
+    assert run_cli(["augment", SAMPLE, "-o", once], capsys)[0] == 0
+    assert_clean_failure(["augment", once, "-o", tmp_path / "twice.onnx"], capsys,
+                         "the model is already augmented by fg-onnx; augment the original model")
+    clash = tiny_cnn()
+    clash.graph.node[-1].output[0] = clash.graph.output[0].name = "fg_score"
+    assert_clean_failure(["augment", save(clash, tmp_path / "clash.onnx"), "-o",
+                          tmp_path / "c.onnx"], capsys,
+                         "the model already has a tensor named 'fg_score', which fg-onnx needs")
