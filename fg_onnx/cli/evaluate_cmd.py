@@ -13,6 +13,7 @@ from fg_onnx.cli.explain_cmd import (
     is_result_name,
     method_params,
     preprocess_spec,
+    require_one_input,
 )
 from fg_onnx.errors import FgOnnxError
 from fg_onnx.evaluation import DEFAULT_KS, PerturbationConfig, evaluate, markdown, plot, to_json
@@ -107,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     params = method_params(args)  # its seed is --seed
     options = options_from_args(args)
     scorer = Scorer(args.model, options, device=args.device, batch_size=max(64, args.batch_size))
+    require_one_input(scorer.session, scorer.input_name, "evaluate")
     spec = preprocess_spec(args, scorer)
     config = PerturbationConfig(ks=args.k, deletion_steps=args.deletion_steps,
                                 fill=_black(spec) if args.fill == "black" else None,

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from fg_onnx.cli.augment_cmd import add_augment_options, options_from_args, parse_size
 from fg_onnx.errors import FgOnnxError, ImageError
 from fg_onnx.files import make_folder, save_npy_atomic, write_bytes_atomic
+from fg_onnx.fullgrad.augment import TARGET
 from fg_onnx.methods import METHOD_NAMES, Explainer, MethodParams
 from fg_onnx.runtime.session import Explanation, FullGrad
 from fg_onnx.vision.images import iter_image_paths, load_image
@@ -197,6 +199,17 @@ def _check_outdir(outdir: Path, jobs: list[_Job], force: bool, method: str) -> N
                           f"{existing[0].name}); pass --force to overwrite or choose -o")
 
 
+def require_one_input(session: ort.InferenceSession, explained: str, command: str) -> None:
+    """Refuses a model that needs inputs besides the explained one (and fg_target): images
+    give only that one."""
+    others = [i.name for i in session.get_inputs() if i.name not in (explained, TARGET)]
+    if others:
+        raise FgOnnxError(
+            f"{command} cannot supply the model's other input(s) "
+            f"{', '.join(repr(name) for name in others)}: it feeds images to {explained!r} "
+            "only (run the model fg-onnx augment writes with all its inputs instead)")
+
+
 def _labels(fullgrad: FullGrad) -> list[str]:
     try:
         labels = json.loads(fullgrad.metadata.get(LABELS_KEY, "[]"))
@@ -234,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
                           device="cpu" if engine == "ray" else args.device,
                           batch_size=args.batch_size, options=options_from_args(args))
     fullgrad = explainer.session
+    require_one_input(fullgrad.session, fullgrad.input_name, "explain")
     report = fullgrad.provider_report
     notes = [note for note in (report.note, _precision_note(fullgrad)) if note]
     print(f"running on {report.active}" + (f" ({'; '.join(notes)})" if notes else ""),

@@ -299,3 +299,13 @@ def test_augmenting_twice_or_over_our_names_is_refused(
     assert_clean_failure(["augment", save(clash, tmp_path / "clash.onnx"), "-o",
                           tmp_path / "c.onnx"], capsys,
                          "the model already has a tensor named 'fg_score', which fg-onnx needs")
+
+
+@pytest.mark.parametrize("command", [["explain"], ["evaluate", "--methods", "gradient"]])
+def test_explain_and_evaluate_name_the_inputs_they_cannot_supply(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    two = save(_two_input_model(), tmp_path / "two.onnx")
+    assert_clean_failure([command[0], two, IMAGES / "circle.png", *command[1:], "--input", "x2",
+                          "-o", tmp_path / "out", "--device", "cpu"], capsys,
+                         f"{command[0]} cannot supply the model's other input(s) 'x': it feeds "
+                         "images to 'x2' only")
