@@ -25,6 +25,23 @@ def make_folder(path: str | os.PathLike[str]) -> None:
                           f"{exc.strerror or exc}") from exc
 
 
+def temp_file_beside(path: Path) -> Path:
+    """Creates a new empty file beside ``path`` for an atomic write, with the permissions an
+    ordinary write gets (0666 less the umask; mkstemp's are 0600, which would leave the
+    result private to its owner).
+
+    Raises:
+        OSError: it cannot be created.
+    """
+    while True:
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            with open(temp, "xb"):
+                return temp
+        except FileExistsError:
+            continue
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Writes ``data`` to a temporary file beside ``path``, syncs it, then renames it over
     ``path``; an interrupted write leaves no temporary file behind.
@@ -33,16 +50,17 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         FgOnnxError: the file cannot be written (missing folder, no space, ...).
     """
     target = Path(path)
-    # open(..., "x") keeps the usual umask permissions, unlike mkstemp's private 0600.
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    temp: Path | None = None
     try:
-        with open(temp, "xb") as handle:
+        temp = temp_file_beside(target)
+        with open(temp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, target)
     except BaseException as exc:
-        temp.unlink(missing_ok=True)
+        if temp is not None:
+            temp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise FgOnnxError(f"could not write {target}: {exc.strerror or exc}") from exc
         raise

@@ -12,6 +12,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from fg_onnx.errors import FgOnnxError, OutputExistsError
+from fg_onnx.files import temp_file_beside
 from fg_onnx.graph.load import external_data_paths
 
 # Protobuf cannot serialise 2 GiB; keep a margin for the graph itself.
@@ -122,14 +123,13 @@ def save_model_atomic(model: onnx.ModelProto, path: Path) -> None:
     run leaves either the old file or the complete new one. Models over 2 GB get their
     tensors in ``<name>.data`` beside the output (``model`` then refers to that file)."""
     large = is_large(model)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    tmp = Path(tmp_name)
-    data_tmp = None
+    tmp: Path | None = None
+    data_tmp: Path | None = None
     try:
+        tmp = temp_file_beside(path)
         if large:
             data_name = data_file_of(path).name
-            data_tmp = path.parent / f".{data_name}.tmp"
+            data_tmp = temp_file_beside(path.parent / data_name)  # onnx appends to it
             onnx.save_model(model, str(tmp), save_as_external_data=True,
                             all_tensors_to_one_file=True, location=data_tmp.name,
                             size_threshold=1024)

@@ -210,3 +210,24 @@ def test_results_that_cannot_be_written(tmp_path: Path, capsys: pytest.CaptureFi
     assert_one_line_error(err.splitlines()[-1] + "\n", f"could not write {out}",
                           "No space left on device")
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+@pytest.mark.parametrize("umask", [0o022, 0o007])
+def test_written_files_get_the_permissions_of_an_ordinary_write(
+        model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, umask: int, size: str) -> None:
+    if size == "large":
+        monkeypatch.setattr(save_module, "EXTERNAL_DATA_THRESHOLD", 0)
+    previous = os.umask(umask)
+    try:
+        assert run_cli(["augment", model, "-o", tmp_path / "m.fg.onnx"], capsys)[0] == 0
+        assert run_cli(["explain", model, IMAGES / "circle.png", "-o", tmp_path / "out",
+                        "--device", "cpu"], capsys)[0] == 0
+    finally:
+        os.umask(previous)
+    written = [tmp_path / "m.fg.onnx", *(tmp_path / "out").iterdir()]
+    if size == "large":
+        written.append(tmp_path / "m.fg.onnx.data")
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in written} == {
+        p.name: oct(0o666 & ~umask) for p in written}
