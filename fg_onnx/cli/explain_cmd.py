@@ -272,7 +272,10 @@ def run(args: argparse.Namespace) -> int:
                 skipped += 1
         if loaded:
             batch = preprocess_batch([image for _, image in loaded], spec)
-            result = explainer.explain(batch, args.target)
+            # NaN/Inf results are reported per image below: numpy's overflow and invalid-value
+            # warnings while computing them would only repeat that without naming the image.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                result = explainer.explain(batch, args.target)
             rows += _write_results(args, loaded, result, labels)
         progress.advance(len(chunk))
     _write_summary(args.outdir, rows)
