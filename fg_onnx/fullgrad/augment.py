@@ -178,7 +178,7 @@ def _fix_input_size(model: onnx.ModelProto, options: AugmentOptions) -> onnx.Mod
     assert options.input_size is not None
     # A fixed size is part of the model (a Flatten + Gemm head depends on it): only a size
     # left open may be set.
-    fixed = [dims[a].dim_value if dims[a].HasField("dim_value") else None for a in axes]
+    fixed = [dims[a].dim_value if dims[a].dim_value > 0 else None for a in axes]
     if any(f is not None and f != size for f, size in zip(fixed, options.input_size,
                                                           strict=True)):
         shown = "x".join("?" if f is None else str(f) for f in fixed)
