@@ -9,21 +9,60 @@ from pathlib import Path
 
 import numpy as np
 
+from fg_onnx.errors import FgOnnxError
+
+
+def make_folder(path: str | os.PathLike[str]) -> None:
+    """Creates the folder ``path`` and its parents unless it exists.
+
+    Raises:
+        FgOnnxError: it cannot be created (a parent is a file, no permission, ...).
+    """
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FgOnnxError(f"cannot create the output folder {path}: "
+                          f"{exc.strerror or exc}") from exc
+
+
+def temp_file_beside(path: Path) -> Path:
+    """Creates a new empty file beside ``path`` for an atomic write, with the permissions an
+    ordinary write gets (0666 less the umask; mkstemp's are 0600, which would leave the
+    result private to its owner).
+
+    Raises:
+        OSError: it cannot be created.
+    """
+    while True:
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            with open(temp, "xb"):
+                return temp
+        except FileExistsError:
+            continue
+
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Writes ``data`` to a temporary file beside ``path``, syncs it, then renames it over
-    ``path``; an interrupted write leaves no temporary file behind."""
+    ``path``; an interrupted write leaves no temporary file behind.
+
+    Raises:
+        FgOnnxError: the file cannot be written (missing folder, no space, ...).
+    """
     target = Path(path)
-    # open(..., "x") keeps the usual umask permissions, unlike mkstemp's private 0600.
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    temp: Path | None = None
     try:
-        with open(temp, "xb") as handle:
+        temp = temp_file_beside(target)
+        with open(temp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
+    except BaseException as exc:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise FgOnnxError(f"could not write {target}: {exc.strerror or exc}") from exc
         raise
 
 

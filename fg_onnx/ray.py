@@ -131,12 +131,13 @@ class ExplainBatch:
     def _write(self, stem: str, image: np.ndarray, saliency: np.ndarray) -> None:
         files = self.files
         assert files is not None
-        base = files.outdir / f"{stem}_{files.method}"
+        # Not with_suffix: a stem like "x.y" would lose ".y_<method>" to it.
+        base = f"{stem}_{files.method}"
         if files.overlays:
-            save_png(base.with_suffix(".png"),
+            save_png(files.outdir / f"{base}.png",
                      overlay_heatmap(image, display_map(saliency), alpha=files.alpha))
         if files.maps:
-            save_npy_atomic(base.with_suffix(".npy"), saliency)
+            save_npy_atomic(files.outdir / f"{base}.npy", saliency)
 
 
 def cluster_gpus() -> int:

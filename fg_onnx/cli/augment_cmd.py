@@ -8,9 +8,10 @@ from pathlib import Path
 from fg_onnx.errors import OutputExistsError
 from fg_onnx.fullgrad.augment import GRAPH_METHODS, PROVIDERS, AugmentOptions, build_fullgrad
 from fg_onnx.fullgrad.precision import DEFAULT_GRADIENT_SCALE, PRECISIONS
-from fg_onnx.graph.load import external_data_paths, load_model
+from fg_onnx.graph.load import load_model
 from fg_onnx.graph.normalize import blaming_invalid_input
 from fg_onnx.graph.save import check_output_path, data_file_of, is_large, save_model_atomic
+from fg_onnx.vision.images import MAX_PIXELS
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -24,6 +25,12 @@ def parse_size(text: str) -> tuple[int, int]:
         sizes = sizes * 2
     if len(sizes) != 2 or min(sizes) <= 0:
         raise argparse.ArgumentTypeError(f"expected HxW with positive sizes, got {text!r}")
+    # The images' own limit: larger inputs take gigabytes per image, and OpenCV or
+    # onnxruntime would fail on them with errors that do not name the option.
+    if sizes[0] * sizes[1] > MAX_PIXELS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is too large: {sizes[0] * sizes[1] / 1e6:.0f} megapixels, the limit is "
+            f"{MAX_PIXELS / 1e6:.0f}")
     return sizes[0], sizes[1]
 
 
@@ -105,10 +112,7 @@ def default_output(model: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     """Augments and writes the model, then prints the summary."""
     out = args.out or default_output(args.model)
-    protected = [args.model]
-    if data_file_of(out).exists():  # it might be the input's own external data
-        protected += external_data_paths(args.model)
-    check_output_path(out, args.force, protected)
+    check_output_path(out, args.force, args.model)
     options = options_from_args(args)
     result = blaming_invalid_input(load_model(args.model),
                                    lambda model: build_fullgrad(model, options))

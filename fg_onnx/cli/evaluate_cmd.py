@@ -10,12 +10,15 @@ from fg_onnx.cli.augment_cmd import add_augment_options, options_from_args
 from fg_onnx.cli.explain_cmd import (
     add_method_options,
     add_preprocess_options,
+    is_result_name,
     method_params,
     preprocess_spec,
+    require_one_input,
 )
 from fg_onnx.errors import FgOnnxError
 from fg_onnx.evaluation import DEFAULT_KS, PerturbationConfig, evaluate, markdown, plot, to_json
 from fg_onnx.evaluation.scorer import Scorer
+from fg_onnx.files import make_folder, write_bytes_atomic
 from fg_onnx.methods import METHOD_NAMES, get_method
 from fg_onnx.vision.images import iter_image_paths, load_image
 from fg_onnx.vision.overlay import save_png
@@ -105,12 +108,14 @@ def run(args: argparse.Namespace) -> int:
     params = method_params(args)  # its seed is --seed
     options = options_from_args(args)
     scorer = Scorer(args.model, options, device=args.device, batch_size=max(64, args.batch_size))
+    require_one_input(scorer.session, scorer.input_name, "evaluate")
     spec = preprocess_spec(args, scorer)
     config = PerturbationConfig(ks=args.k, deletion_steps=args.deletion_steps,
                                 fill=_black(spec) if args.fill == "black" else None,
                                 seed=args.seed)
-    paths = iter_image_paths(args.images)
+    paths = iter_image_paths(args.images, outdir=args.outdir, is_output=is_result_name)
     batch = preprocess_batch([load_image(p) for p in paths], spec)
+    make_folder(args.outdir)  # before the long part: a bad -o fails at once
     print(f"evaluating {len(args.methods)} method(s) on {len(paths)} image(s) "
           f"({scorer.provider.active})", file=sys.stderr)
     result = evaluate(args.model, batch, args.methods, config=config, params=params,
@@ -118,10 +123,9 @@ def run(args: argparse.Namespace) -> int:
                       scorer=scorer)
     if args.fill == "black":
         result.fill = "black pixel"
-    args.outdir.mkdir(parents=True, exist_ok=True)
     table = markdown(result)
-    (args.outdir / "evaluation.md").write_text(table, encoding="utf-8")
-    (args.outdir / "evaluation.json").write_text(to_json(result), encoding="utf-8")
+    write_bytes_atomic(args.outdir / "evaluation.md", table.encode())
+    write_bytes_atomic(args.outdir / "evaluation.json", to_json(result).encode())
     save_png(args.outdir / "evaluation.png", plot(result))
     print(table, end="")
     print(f"wrote {', '.join(str(args.outdir / n) for n in OUTPUTS)}")

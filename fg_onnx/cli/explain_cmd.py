@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import json
 import sys
 from dataclasses import dataclass
@@ -12,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from fg_onnx.cli.augment_cmd import add_augment_options, options_from_args, parse_size
 from fg_onnx.errors import FgOnnxError, ImageError
-from fg_onnx.files import save_npy_atomic, write_bytes_atomic
+from fg_onnx.files import make_folder, save_npy_atomic, write_bytes_atomic
+from fg_onnx.fullgrad.augment import TARGET
 from fg_onnx.methods import METHOD_NAMES, Explainer, MethodParams
 from fg_onnx.runtime.session import Explanation, FullGrad
 from fg_onnx.vision.images import iter_image_paths, load_image
@@ -46,6 +49,31 @@ def _floats(text: str) -> tuple[float, ...]:
     return values
 
 
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+INT64_MAX = 2**63 - 1
+
+
+def _target(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not -1 <= value <= INT64_MAX:
+        # -1 is the only negative: it means the predicted class (fg_target's contract).
+        raise argparse.ArgumentTypeError(f"expected a class index (0, 1, ...) or -1 for the "
+                                         f"predicted class, got {text!r}")
+    return value
+
+
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Adds the ``explain`` sub-command."""
     parser = commands.add_parser(
@@ -59,10 +87,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
                         help="output folder (default: fg_out)")
     parser.add_argument("--force", action="store_true", help="overwrite existing result files")
     add_preprocess_options(parser)
-    parser.add_argument("--target", type=int, help="class to explain (default: predicted)")
+    parser.add_argument("--target", type=_target,
+                        help="class to explain (default, or -1: the predicted class)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity in overlays")
+    parser.add_argument("--alpha", type=_alpha, default=0.5,
+                        help="heatmap opacity in overlays, 0 to 1 (default 0.5)")
     parser.add_argument("--method", choices=METHOD_NAMES, default="fullgrad",
                         help="saliency method (default: fullgrad)")
     add_method_options(parser)
@@ -123,20 +153,41 @@ def preprocess_spec(args: argparse.Namespace, model: ModelFacts) -> Preprocess:
                             std=args.std, bgr=args.bgr)
 
 
-def _jobs(paths: list[Path]) -> list[_Job]:
-    """Output stems, unique even when two folders hold files of the same name."""
-    seen: dict[str, int] = {}
+def _jobs(paths: list[Path], outdir: Path, method: str) -> list[_Job]:
+    """One output stem per image: the file's own stem when it is the first image with that
+    stem, else ``<stem>_<k>`` with the smallest k that is no image's stem and no stem given
+    out before, so that no two images share their outputs; never a stem whose outputs would
+    replace one of the images. Compared case-insensitively, as some file systems do."""
+    inputs = {path.resolve() for path in paths}
+
+    def replaces_an_input(stem: str) -> bool:
+        return any(p.resolve() in inputs for p in _outputs_of(outdir, stem, method))
+
+    first: dict[str, Path] = {}
+    for path in paths:
+        first.setdefault(path.stem.casefold(), path)
+    # Every file's own stem is claimed up front: a later a_1.png keeps "a_1" even when an
+    # earlier a.png needs a generated one.
+    taken = set(first)
     jobs = []
     for path in paths:
         stem = path.stem
-        count = seen.get(stem, 0)
-        seen[stem] = count + 1
-        jobs.append(_Job(path, stem if count == 0 else f"{stem}_{count}"))
+        if first[stem.casefold()] is not path or replaces_an_input(stem):
+            stem = next(name for name in (f"{path.stem}_{k}" for k in itertools.count(1))
+                        if name.casefold() not in taken and not replaces_an_input(name))
+        taken.add(stem.casefold())
+        jobs.append(_Job(path, stem))
     return jobs
 
 
-def _outputs_of(outdir: Path, job: _Job, method: str) -> tuple[Path, Path]:
-    return outdir / f"{job.stem}_{method}.png", outdir / f"{job.stem}_{method}.npy"
+def is_result_name(name: str) -> bool:
+    """Whether ``name`` is that of an image explain or evaluate writes (with any method)."""
+    return name == "evaluation.png" or any(name.endswith(f"_{method}.png")
+                                           for method in METHOD_NAMES)
+
+
+def _outputs_of(outdir: Path, stem: str, method: str) -> tuple[Path, Path]:
+    return outdir / f"{stem}_{method}.png", outdir / f"{stem}_{method}.npy"
 
 
 def _check_outdir(outdir: Path, jobs: list[_Job], force: bool, method: str) -> None:
@@ -144,12 +195,23 @@ def _check_outdir(outdir: Path, jobs: list[_Job], force: bool, method: str) -> N
         raise FgOnnxError(f"output path {outdir} exists and is not a folder")
     if force or not outdir.exists():
         return
-    planned = [p for job in jobs for p in _outputs_of(outdir, job, method)]
+    planned = [p for job in jobs for p in _outputs_of(outdir, job.stem, method)]
     planned += [outdir / "summary.json", outdir / "summary.csv"]
     existing = [p for p in planned if p.exists()]
     if existing:
         raise FgOnnxError(f"{len(existing)} result files already exist in {outdir} (e.g. "
                           f"{existing[0].name}); pass --force to overwrite or choose -o")
+
+
+def require_one_input(session: ort.InferenceSession, explained: str, command: str) -> None:
+    """Refuses a model that needs inputs besides the explained one (and fg_target): images
+    give only that one."""
+    others = [i.name for i in session.get_inputs() if i.name not in (explained, TARGET)]
+    if others:
+        raise FgOnnxError(
+            f"{command} cannot supply the model's other input(s) "
+            f"{', '.join(repr(name) for name in others)}: it feeds images to {explained!r} "
+            "only (run the model fg-onnx augment writes with all its inputs instead)")
 
 
 def _labels(fullgrad: FullGrad) -> list[str]:
@@ -178,7 +240,8 @@ class _Progress:
 def run(args: argparse.Namespace) -> int:
     """Explains every image and writes the results; exit 1 when some images were skipped or
     have NaN/Inf results."""
-    jobs = _jobs(iter_image_paths(args.images))
+    paths = iter_image_paths(args.images, outdir=args.outdir, is_output=is_result_name)
+    jobs = _jobs(paths, args.outdir, args.method)
     _check_outdir(args.outdir, jobs, args.force, args.method)
     engine = getattr(args, "engine", "local")
     if engine == "ray" and args.workers < 1:
@@ -188,12 +251,13 @@ def run(args: argparse.Namespace) -> int:
                           device="cpu" if engine == "ray" else args.device,
                           batch_size=args.batch_size, options=options_from_args(args))
     fullgrad = explainer.session
+    require_one_input(fullgrad.session, fullgrad.input_name, "explain")
     report = fullgrad.provider_report
     notes = [note for note in (report.note, _precision_note(fullgrad)) if note]
     print(f"running on {report.active}" + (f" ({'; '.join(notes)})" if notes else ""),
           file=sys.stderr)
     spec = preprocess_spec(args, fullgrad)
-    args.outdir.mkdir(parents=True, exist_ok=True)
+    make_folder(args.outdir)
     labels = _labels(fullgrad)
     rows: list[dict[str, object]] = []
     skipped = 0
@@ -212,7 +276,10 @@ def run(args: argparse.Namespace) -> int:
                 skipped += 1
         if loaded:
             batch = preprocess_batch([image for _, image in loaded], spec)
-            result = explainer.explain(batch, args.target)
+            # NaN/Inf results are reported per image below: numpy's overflow and invalid-value
+            # warnings while computing them would only repeat that without naming the image.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                result = explainer.explain(batch, args.target)
             rows += _write_results(args, loaded, result, labels)
         progress.advance(len(chunk))
     _write_summary(args.outdir, rows)
@@ -268,7 +335,7 @@ def _run_ray(args: argparse.Namespace, jobs: list[_Job], spec: Preprocess,
             print(f"fg-onnx: skipped: {row['error']}", file=sys.stderr)
             skipped += 1
             continue
-        overlay_path, map_path = _outputs_of(args.outdir, job, args.method)
+        overlay_path, map_path = _outputs_of(args.outdir, job.stem, args.method)
         if not row["finite"]:
             print(f"fg-onnx: warning: {job.source}: NaN/Inf in the results "
                   "(finite: false in the summary)", file=sys.stderr)
@@ -291,7 +358,7 @@ def _write_results(args: argparse.Namespace, loaded: list[tuple[_Job, np.ndarray
                    result: Explanation, labels: list[str]) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for i, (job, image) in enumerate(loaded):
-        overlay_path, map_path = _outputs_of(args.outdir, job, args.method)
+        overlay_path, map_path = _outputs_of(args.outdir, job.stem, args.method)
         saliency = result.saliency[i]
         broken = _non_finite(saliency, float(result.scores[i]),
                              float(result.completeness_error[i]))

@@ -134,6 +134,9 @@ def build_fullgrad(source: ModelSource, options: AugmentOptions | None = None) -
     options = options or AugmentOptions()
     _check_method(options)
     model = load_model(source)
+    if any(p.key == METADATA_KEY for p in model.metadata_props):
+        raise UnsupportedModelError("the model is already augmented by fg-onnx; augment the "
+                                    "original model")
     owned = not isinstance(source, onnx.ModelProto)  # loaded here: no copy needed
     if options.input_size is not None:
         model, owned = _fix_input_size(model, options), True
@@ -168,8 +171,19 @@ def _fix_input_size(model: onnx.ModelProto, options: AugmentOptions) -> onnx.Mod
     layout = detect_layout(info, name, options.layout)
     value = next(v for v in copy.graph.input if v.name == name)
     dims = value.type.tensor_type.shape.dim
+    if len(dims) != 4:
+        raise UnsupportedModelError(f"input {name!r} has rank {len(dims)}; FullGrad maps need "
+                                    "an image input of rank 4")
     axes = (2, 3) if layout == "nchw" else (1, 2)
     assert options.input_size is not None
+    # A fixed size is part of the model (a Flatten + Gemm head depends on it): only a size
+    # left open may be set.
+    fixed = [dims[a].dim_value if dims[a].dim_value > 0 else None for a in axes]
+    if any(f is not None and f != size for f, size in zip(fixed, options.input_size,
+                                                          strict=True)):
+        shown = "x".join("?" if f is None else str(f) for f in fixed)
+        raise FgOnnxError(f"input {name!r} is fixed at {shown}; --input-size "
+                          f"{'x'.join(map(str, options.input_size))} differs (leave it out)")
     for axis, size in zip(axes, options.input_size, strict=True):
         dims[axis].Clear()
         dims[axis].dim_value = size

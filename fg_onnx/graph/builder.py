@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from fg_onnx.errors import UnsupportedModelError
 from fg_onnx.graph.info import GraphInfo
 
 AttrValue = Any
@@ -44,7 +45,8 @@ class GraphBuilder:
     def reserve(self, name: str) -> str:
         """Claims an exact name (for public outputs); fails if the graph already uses it."""
         if name in self._taken:
-            raise ValueError(f"the model already has a tensor named {name!r}")
+            raise UnsupportedModelError(f"the model already has a tensor named {name!r}, which "
+                                        "fg-onnx needs for a new input or output")
         self._taken.add(name)
         return name
 

@@ -12,6 +12,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from fg_onnx.errors import FgOnnxError, OutputExistsError
+from fg_onnx.files import temp_file_beside
+from fg_onnx.graph.load import external_data_paths
 
 # Protobuf cannot serialise 2 GiB; keep a margin for the graph itself.
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26
@@ -24,12 +26,18 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output_path(path: Path, force: bool, protected: list[Path]) -> None:
-    """Refuses to write over an input, or over an existing file without ``force``."""
-    for source in protected:
-        for written in (path, data_file_of(path)):
-            if written.resolve() == source.resolve() or _same_file(written, source):
-                raise OutputExistsError(f"refusing to overwrite the input model {source}")
+def check_output_path(path: Path, force: bool, model: Path) -> None:
+    """Refuses to write over the input ``model`` or a file it needs, or over an existing file
+    without ``force``."""
+    written = [w for w in (path, data_file_of(path)) if w.exists()]
+    needed = [(model, "the input model")]
+    if written:  # only an existing file can be one the model needs (spares a second parse)
+        needed += [(data, "the input model's external data")
+                   for data in external_data_paths(model)]
+    for source, what in needed:
+        for target in written:
+            if target.resolve() == source.resolve() or _same_file(target, source):
+                raise OutputExistsError(f"refusing to overwrite {what} {source}")
     if path.exists() and not force:
         raise OutputExistsError(f"{path} already exists; pass --force to overwrite it")
     if path.exists() and path.is_dir():
@@ -115,14 +123,13 @@ def save_model_atomic(model: onnx.ModelProto, path: Path) -> None:
     run leaves either the old file or the complete new one. Models over 2 GB get their
     tensors in ``<name>.data`` beside the output (``model`` then refers to that file)."""
     large = is_large(model)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    tmp = Path(tmp_name)
-    data_tmp = None
+    tmp: Path | None = None
+    data_tmp: Path | None = None
     try:
+        tmp = temp_file_beside(path)
         if large:
             data_name = data_file_of(path).name
-            data_tmp = path.parent / f".{data_name}.tmp"
+            data_tmp = temp_file_beside(path.parent / data_name)  # onnx appends to it
             onnx.save_model(model, str(tmp), save_as_external_data=True,
                             all_tensors_to_one_file=True, location=data_tmp.name,
                             size_threshold=1024)

@@ -241,9 +241,14 @@ class FullGrad:
 def _targets(targets: int | Sequence[int] | None, n: int) -> np.ndarray:
     if targets is None:
         return np.full(n, -1, dtype=np.int64)
-    if isinstance(targets, int | np.integer):
-        return np.full(n, int(targets), dtype=np.int64)
-    array = np.asarray(list(targets), dtype=np.int64)
+    values = [int(targets)] * n if isinstance(targets, int | np.integer) else list(targets)
+    try:
+        array = np.asarray(values, dtype=np.int64)
+    except OverflowError:
+        raise FgOnnxError(f"target classes must be below 2**63, got {max(values)}") from None
     if array.shape != (n,):
         raise FgOnnxError(f"got {len(array)} targets for {n} images")
+    if np.any(array < -1):  # in fg_target only -1 means something: the predicted class
+        raise FgOnnxError(f"target {int(array.min())} is not a class: use 0, 1, ... or -1 "
+                          "for the predicted class")
     return array

@@ -231,9 +231,12 @@ def load_image(path: ImagePath, *, max_pixels: int = MAX_PIXELS) -> npt.NDArray[
 # Finding images
 
 
-def _walk(directory: Path, seen: set[Path]) -> Iterator[Path]:
+def _walk(directory: Path, seen: set[Path], outdir: Path | None,
+          is_output: Callable[[str], bool], root: bool) -> Iterator[Path]:
     """Image files under ``directory`` in sorted order, visiting each real directory once."""
     real = directory.resolve()
+    if real == outdir and not root:
+        return
     if real in seen:  # a symlink loop or a directory reached twice
         return
     seen.add(real)
@@ -246,17 +249,24 @@ def _walk(directory: Path, seen: set[Path]) -> Iterator[Path]:
             continue
         child = directory / entry.name
         if entry.is_dir():
-            yield from _walk(child, seen)
-        elif entry.is_file() and child.suffix.lower() in IMAGE_EXTENSIONS:
+            yield from _walk(child, seen, outdir, is_output, False)
+        elif (entry.is_file() and child.suffix.lower() in IMAGE_EXTENSIONS
+              and not (real == outdir and is_output(entry.name))):
             yield child
 
 
-def iter_image_paths(paths: Iterable[ImagePath]) -> list[Path]:
+def iter_image_paths(paths: Iterable[ImagePath], *, outdir: ImagePath | None = None,
+                     is_output: Callable[[str], bool] = lambda name: False) -> list[Path]:
     """Expands files and directories into image files, in argument order, without duplicates.
 
     Files given directly are kept whatever their extension (the decoder decides); directories
     are searched recursively, in name order, for files with an image extension (any case),
     skipping hidden names and following symlinks once per real directory.
+
+    ``outdir`` is where the caller writes its results, which must not come back as images on
+    the next run: a search skips it (and all below it) where it meets it inside a given
+    directory; where a given directory is ``outdir`` itself, the user chose to keep results
+    beside the images, and only the files ``is_output(name)`` recognises are skipped.
 
     Raises:
         ImageError: some paths do not exist (all are named), a directory cannot be listed, or
@@ -266,10 +276,12 @@ def iter_image_paths(paths: Iterable[ImagePath]) -> list[Path]:
     missing = [str(p) for p in given if not p.exists()]
     if missing:
         raise ImageError(f"not found: {', '.join(missing)}")
+    skipped = None if outdir is None else Path(outdir).resolve()
     found: dict[Path, Path] = {}  # real path -> first spelling met, in insertion order
     seen: set[Path] = set()
     for path in given:
-        for item in _walk(path, seen) if path.is_dir() else [path]:
+        items = _walk(path, seen, skipped, is_output, True) if path.is_dir() else [path]
+        for item in items:
             found.setdefault(item.resolve(), item)
     if not found:
         shown = ", ".join(str(p) for p in given) or "(no paths given)"

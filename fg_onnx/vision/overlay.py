@@ -57,7 +57,7 @@ def save_png(path: str | os.PathLike[str], rgb: npt.NDArray[np.uint8], *,
 
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is false.
-        OSError: the directory is missing or not writable.
+        FgOnnxError: the file cannot be written (missing folder, no space, ...).
     """
     target = Path(path)
     if not overwrite and target.exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -87,3 +88,14 @@ def test_a_grayscale_nhwc_model_is_evaluated(tmp_path: Path) -> None:
     data = json.loads((out / "evaluation.json").read_text())
     assert [r["method"] for r in data["results"]] == ["random", "fullgrad"]
     assert all(np.isfinite(r["perturbation"]).all() for r in data["results"])
+
+
+def test_a_second_run_does_not_evaluate_the_first_ones_plot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copy(IMAGES / "circle.png", tmp_path / "circle.png")
+    monkeypatch.chdir(tmp_path)
+    argv = ["evaluate", str(SAMPLE), ".", "--methods", "gradient", "--k", "10",
+            "--deletion-steps", "2", "--device", "cpu"]
+    assert main(argv) == 0
+    assert main([*argv, "--force"]) == 0
+    assert json.loads((tmp_path / "fg_eval" / "evaluation.json").read_text())["images"] == 1

@@ -151,3 +151,96 @@ def test_a_grayscale_model_explains_gray_images_over_colour_overlays(
     err = capsys.readouterr().err
     assert err.endswith("fg-onnx: error: the model takes 1-channel (grayscale) images: give "
                         "--mean one value, not 3\n")
+
+
+def test_output_names_never_collide(tmp_path: Path) -> None:
+    """a.png would get the first free generated stem; a_1 is a_1.png's own."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for source, name in [("circle.png", "a.png"), ("cross.jpg", "a.jpg"),
+                         ("triangle.png", "a_1.png"), ("square.jpg", "A.jpg")]:
+        shutil.copy(IMAGES / source, folder / name)
+    out = tmp_path / "out"
+    assert main(["explain", str(SAMPLE), str(folder), "-o", str(out), "--device", "cpu"]) == 0
+    rows = json.loads((out / "summary.json").read_text())
+    assert {Path(r["file"]).name: r["map"] for r in rows} == {
+        "A.jpg": "A_fullgrad.npy", "a.jpg": "a_2_fullgrad.npy", "a.png": "a_3_fullgrad.npy",
+        "a_1.png": "a_1_fullgrad.npy"}
+    for row in rows:  # each map is its own image's
+        alone = tmp_path / "alone" / Path(row["file"]).name
+        assert main(["explain", str(SAMPLE), row["file"], "-o", str(alone), "--device",
+                     "cpu"]) == 0
+        np.testing.assert_array_equal(np.load(out / row["map"]),
+                                      np.load(alone / f"{Path(row['file']).stem}_fullgrad.npy"))
+
+
+def test_outputs_never_replace_an_input_image(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(IMAGES / "circle.png", out / "a.png")
+    shutil.copy(IMAGES / "cross.jpg", out / "a_fullgrad.png")
+    before = (out / "a_fullgrad.png").read_bytes()
+    assert main(["explain", str(SAMPLE), str(out / "a.png"), str(out / "a_fullgrad.png"),
+                 "-o", str(out), "--device", "cpu"]) == 0
+    assert (out / "a_fullgrad.png").read_bytes() == before
+    rows = json.loads((out / "summary.json").read_text())
+    assert [r["overlay"] for r in rows] == ["a_1_fullgrad.png", "a_fullgrad_fullgrad.png"]
+
+
+@pytest.mark.parametrize(("flags", "results"), [([], "fg_out"), (["-o", "."], ".")])
+def test_a_second_run_does_not_explain_the_first_ones_results(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], results: str) -> None:
+    for name in ("circle.png", "cross.jpg"):
+        shutil.copy(IMAGES / name, tmp_path / name)
+    shutil.copy(SAMPLE, tmp_path / "m.onnx")
+    monkeypatch.chdir(tmp_path)
+    argv = ["explain", "m.onnx", ".", *flags, "--device", "cpu"]
+    assert main(argv) == 0
+    assert main([*argv, "--force"]) == 0
+    rows = json.loads((Path(results) / "summary.json").read_text())
+    assert sorted(Path(r["file"]).name for r in rows) == ["circle.png", "cross.jpg"]
+    # a result given by path is still explained
+    assert main(["explain", "m.onnx", str(Path(results) / rows[0]["overlay"]), "-o", "again",
+                 "--device", "cpu"]) == 0
+
+
+@pytest.mark.parametrize(("flag", "value", "expected"), [
+    ("--alpha", "5", "expected a number in [0, 1], got '5'"),
+    ("--alpha", "nan", "expected a number in [0, 1], got 'nan'"),
+    ("--alpha", "x", "expected a number in [0, 1], got 'x'"),
+    ("--target", "-7", "expected a class index (0, 1, ...) or -1 for the predicted class, "
+                       "got '-7'"),
+    ("--target", "9" * 20, "expected a class index (0, 1, ...) or -1 for the predicted class, "
+                           f"got '{'9' * 20}'"),
+])
+def test_bad_alpha_and_target_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               flag: str, value: str, expected: str) -> None:
+    out = tmp_path / "out"
+    assert main(["explain", str(SAMPLE), str(IMAGES / "circle.png"), "-o", str(out),
+                 f"{flag}={value}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fg-onnx: error: argument {flag}: {expected}") and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_target_minus_one_is_the_predicted_class(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["explain", str(SAMPLE), str(IMAGES), "-o", str(out), "--target", "-1",
+                 "--device", "cpu"]) == 0
+    rows = json.loads((out / "summary.json").read_text())
+    assert all(r["target"] == r["predicted"] for r in rows)
+
+
+@pytest.mark.parametrize("flag", ["--input-size", "--size"])
+@pytest.mark.parametrize("value", ["100000x100000", "9" * 20])
+def test_huge_sizes_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     flag: str, value: str) -> None:
+    model = onnx.load(SAMPLE)
+    for axis in (2, 3):  # open H, W: any size would be taken
+        model.graph.input[0].type.tensor_type.shape.dim[axis].dim_param = f"d{axis}"
+    onnx.save(model, tmp_path / "open.onnx")
+    assert main(["explain", str(tmp_path / "open.onnx"), str(IMAGES / "circle.png"), "-o",
+                 str(tmp_path / "out"), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fg-onnx: error: argument {flag}: '{value}' is too large: ")
+    assert "megapixels, the limit is 100 " in err and err.count("\n") == 1

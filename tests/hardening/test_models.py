@@ -151,6 +151,8 @@ def _integer_input_model() -> onnx.ModelProto:
     (tiny_cnn, ["--output", "logits"], ["no graph output named 'logits'", "outputs: y"]),
     (tiny_cnn, ["--input", "image"], ["no graph input named 'image'", "inputs: x"]),
     (lambda: tiny_cnn(size=("H", "W")), [], ["not fixed", "--input-size HxW"]),
+    (tiny_cnn, ["--input-size", "16x8"], ["input 'x' is fixed at 8x8; --input-size 16x8 differs"]),
+    (lambda: tiny_cnn(size=(8, "W")), ["--input-size", "4x4"], ["is fixed at 8x?"]),
     (lambda: tiny_cnn(TensorProto.BFLOAT16), [], ["bfloat16", "float16 or float32"]),
 ])
 def test_models_that_need_a_choice_or_cannot_be_explained(
@@ -170,6 +172,20 @@ def test_choices_make_those_models_work(tmp_path: Path,
     shapes = {i.name: [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim]
               for i in onnx.load(str(tmp_path / "b.onnx")).graph.input}
     assert shapes["x"] == ["N", 3, 8, 8]
+    fixed = save(tiny_cnn(size=(8, "W")), tmp_path / "fixed.onnx")
+    assert run_cli(["augment", fixed, "-o", tmp_path / "c.onnx", "--input-size", "8x6"],
+                   capsys)[0] == 0
+    assert [d.dim_value for d in onnx.load(str(tmp_path / "c.onnx")).graph.input[0]
+            .type.tensor_type.shape.dim][1:] == [3, 8, 6]
+
+
+def test_input_size_never_changes_a_fixed_size(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert_clean_failure(["explain", SAMPLE, IMAGES / "circle.png", "-o", tmp_path / "out",
+                          "--input-size", "32x32"], capsys, "is fixed at 64x64")
+    assert not (tmp_path / "out").exists()
+    assert run_cli(["explain", SAMPLE, IMAGES / "circle.png", "-o", tmp_path / "out",
+                    "--input-size", "64", "--device", "cpu"], capsys)[0] == 0
 
 
 def _run(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -270,3 +286,26 @@ def test_batch_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert all(o.shape[0] == 0 for o in outputs)
     empty = FullGrad(SAMPLE, device="cpu").explain(np.zeros((0, 3, 64, 64), np.float32))
     assert len(empty) == 0 and empty.saliency.shape[0] == 0
+
+
+def test_augmenting_twice_or_over_our_names_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    once = tmp_path / "m.fg.onnx"
+    assert run_cli(["augment", SAMPLE, "-o", once], capsys)[0] == 0
+    assert_clean_failure(["augment", once, "-o", tmp_path / "twice.onnx"], capsys,
+                         "the model is already augmented by fg-onnx; augment the original model")
+    clash = tiny_cnn()
+    clash.graph.node[-1].output[0] = clash.graph.output[0].name = "fg_score"
+    assert_clean_failure(["augment", save(clash, tmp_path / "clash.onnx"), "-o",
+                          tmp_path / "c.onnx"], capsys,
+                         "the model already has a tensor named 'fg_score', which fg-onnx needs")
+
+
+@pytest.mark.parametrize("command", [["explain"], ["evaluate", "--methods", "gradient"]])
+def test_explain_and_evaluate_name_the_inputs_they_cannot_supply(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    two = save(_two_input_model(), tmp_path / "two.onnx")
+    assert_clean_failure([command[0], two, IMAGES / "circle.png", *command[1:], "--input", "x2",
+                          "-o", tmp_path / "out", "--device", "cpu"], capsys,
+                         f"{command[0]} cannot supply the model's other input(s) 'x': it feeds "
+                         "images to 'x2' only")

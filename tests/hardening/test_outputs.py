@@ -15,7 +15,14 @@ import pytest
 
 from fg_onnx.graph import save as save_module
 from fg_onnx.runtime.session import FullGrad
-from hardening.support import SAMPLE, assert_clean_failure, only_file, run_cli
+from hardening.support import (
+    IMAGES,
+    SAMPLE,
+    assert_clean_failure,
+    assert_one_line_error,
+    only_file,
+    run_cli,
+)
 
 CHECK_MODEL = onnx.checker.check_model
 
@@ -158,3 +165,69 @@ def test_data_file_of_the_input_is_protected(model: Path,
     assert_clean_failure(["augment", source, "-o", model.parent / "b.onnx", "--force"],
                          capsys, "refusing to overwrite the input model")
     assert (model.parent / "b.onnx.data").read_bytes() == before
+
+
+@pytest.mark.parametrize("spelling", ["data", "dotted", "symlink"])
+def test_external_data_file_of_the_input_is_never_the_output(
+        model: Path, capsys: pytest.CaptureFixture[str], spelling: str) -> None:
+    source = model.parent / "a.onnx"
+    (model.parent / "weights").mkdir()
+    onnx.save(onnx.load(str(model)), str(source), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="weights/a.data", size_threshold=0)
+    data = model.parent / "weights" / "a.data"
+    before = data.read_bytes()
+    target = {"data": data, "dotted": model.parent / "weights" / "." / "a.data",
+              "symlink": model.parent / "link.data"}[spelling]
+    if spelling == "symlink":
+        target.symlink_to(data)
+    assert_clean_failure(["augment", source, "-o", target, "--force"], capsys,
+                         f"refusing to overwrite the input model's external data {data}")
+    assert data.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", [
+    ["explain", SAMPLE, IMAGES / "circle.png"],
+    ["evaluate", SAMPLE, IMAGES / "circle.png", "--methods", "gradient", "--k", "10"],
+])
+def test_output_folder_that_cannot_be_created(tmp_path: Path, command: list[Any],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("x")
+    code, _, err = run_cli([*command, "-o", tmp_path / "file" / "out"], capsys)
+    assert code == 2
+    assert_one_line_error(err.splitlines()[-1] + "\n",
+                          f"cannot create the output folder {tmp_path / 'file' / 'out'}")
+
+
+def test_results_that_cannot_be_written(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(descriptor: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["explain", SAMPLE, IMAGES / "circle.png", "-o", out], capsys)
+    assert code == 2
+    assert_one_line_error(err.splitlines()[-1] + "\n", f"could not write {out}",
+                          "No space left on device")
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+@pytest.mark.parametrize("umask", [0o022, 0o007])
+def test_written_files_get_the_permissions_of_an_ordinary_write(
+        model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, umask: int, size: str) -> None:
+    if size == "large":
+        monkeypatch.setattr(save_module, "EXTERNAL_DATA_THRESHOLD", 0)
+    previous = os.umask(umask)
+    try:
+        assert run_cli(["augment", model, "-o", tmp_path / "m.fg.onnx"], capsys)[0] == 0
+        assert run_cli(["explain", model, IMAGES / "circle.png", "-o", tmp_path / "out",
+                        "--device", "cpu"], capsys)[0] == 0
+    finally:
+        os.umask(previous)
+    written = [tmp_path / "m.fg.onnx", *(tmp_path / "out").iterdir()]
+    if size == "large":
+        written.append(tmp_path / "m.fg.onnx.data")
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in written} == {
+        p.name: oct(0o666 & ~umask) for p in written}

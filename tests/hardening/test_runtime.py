@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,31 @@ def test_inf_results_are_reported_per_image(tmp_path: Path,
     assert rows["black.png"]["finite"] is False and rows["grey.png"]["finite"] is True
     assert rows["grey.png"]["score"] is not None
     assert np.isfinite(np.load(tmp_path / "out" / "grey_fullgrad.npy")).all()
+
+
+def test_overflowing_results_are_reported_once(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Gradients of ±3e38 times a white image: the completeness sums overflow to ±Inf and
+    NaN, which the per-image line reports; numpy must not warn about it as well."""
+    weights = np.full((192, 3), 3e38, np.float32)
+    weights[96:] *= -1
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "W"], ["y"])],
+        "huge", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(weights, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = save(model, tmp_path / "huge.onnx")
+    cv2.imwrite(str(tmp_path / "white.png"), np.full((8, 8, 3), 255, np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        code, _, err = run_cli(["explain", path, tmp_path / "white.png", "-o", tmp_path / "out",
+                                "--preset", "zero-one", "--layout", "nchw", "--device", "cpu"],
+                               capsys)
+    assert code == 1, err
+    assert [line for line in err.splitlines() if "NaN" in line or "Warning" in line] == [
+        f"fg-onnx: warning: {tmp_path / 'white.png'}: NaN/Inf in the score and the map and the "
+        "completeness error (finite: false in the summary)"]
 
 
 class _LostCuda(ort.InferenceSession):  # type: ignore[misc]

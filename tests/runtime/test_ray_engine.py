@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,7 +130,11 @@ def test_a_killed_worker_loses_and_repeats_no_image(tmp_path: Path) -> None:
 
 
 def test_cli_ray_engine_writes_what_the_local_engine_writes(tmp_path: Path) -> None:
-    common = [str(SAMPLE), str(IMAGES[0].parent), "--device", "cpu", "--batch-size", "4"]
+    folder = tmp_path / "images"
+    shutil.copytree(IMAGES[0].parent, folder)
+    shutil.copy(IMAGES[0], folder / "dotted.name.png")
+    shutil.copy(IMAGES[1], folder / f"{IMAGES[0].stem}.bmp")
+    common = [str(SAMPLE), str(folder), "--device", "cpu", "--batch-size", "4"]
     assert main(["explain", *common, "-o", str(tmp_path / "local")]) == 0
     assert main(["explain", *common, "-o", str(tmp_path / "ray"), "--engine", "ray",
                  "--workers", "2"]) == 0

@@ -65,6 +65,10 @@ def test_targets_and_augmented_input(tmp_path: Path, batch: np.ndarray) -> None:
         session.explain(batch[:1], 4)
     with pytest.raises(FgOnnxError, match="2 targets for 3 images"):
         session.explain(batch[:3], [0, 1])
+    with pytest.raises(FgOnnxError, match=r"target -7 is not a class: use 0, 1, \.\.\. or -1"):
+        session.explain(batch[:2], [-1, -7])
+    with pytest.raises(FgOnnxError, match="below 2\\*\\*63"):
+        session.explain(batch[:1], 10**20)
     assert not [p for p in tmp_path.iterdir() if p.name != "aug.onnx"]  # nothing written
 
 

@@ -248,3 +248,27 @@ def test_no_images_found_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_bytes(b"x")
     with pytest.raises(ImageError, match="no image files"):
         iter_image_paths([tmp_path])
+
+
+def test_the_output_folder_is_skipped_inside_a_search(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    (tmp_path / "sub" / "out" / "deeper").mkdir(parents=True)
+    for rel in ["out/x_res.png", "out/deeper/y.png"]:
+        (tmp_path / "sub" / rel).write_bytes(b"x")
+    os.symlink(tmp_path / "sub" / "out", tmp_path / "out_link", target_is_directory=True)
+    explicit = tmp_path / "sub" / "out" / "x_res.png"
+    for outdir in (tmp_path / "sub" / "out", tmp_path / "sub" / "." / "out",
+                   tmp_path / "out_link"):
+        found = iter_image_paths([tmp_path, explicit], outdir=outdir)
+        relative = [p.relative_to(tmp_path).as_posix() for p in found]
+        assert relative == ["a.PNG", "b.jpg", "sub/c.webp", "sub/deeper/d.TIFF",
+                            "sub/out/x_res.png"]  # the last one given by path
+
+
+def test_a_given_folder_that_is_the_output_folder_loses_only_results(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    (tmp_path / "b_res.png").write_bytes(b"x")
+    found = iter_image_paths([tmp_path], outdir=tmp_path,
+                             is_output=lambda name: name.endswith("_res.png"))
+    relative = [p.relative_to(tmp_path).as_posix() for p in found]
+    assert relative == ["a.PNG", "b.jpg", "sub/c.webp", "sub/deeper/d.TIFF"]

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fg_onnx.errors import OutputExistsError
+from fg_onnx.errors import FgOnnxError, OutputExistsError
 from fg_onnx.vision.overlay import colorize, overlay_heatmap, save_png
 
 
@@ -87,6 +87,6 @@ def test_save_png_refuses_to_overwrite_when_asked(tmp_path: Path) -> None:
 
 
 def test_save_png_into_a_missing_directory_fails_cleanly(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FgOnnxError, match=r"could not write .*x\.png: No such file or directory"):
         save_png(tmp_path / "no" / "x.png", np.zeros((2, 2, 3), np.uint8))
     assert list(tmp_path.iterdir()) == []
