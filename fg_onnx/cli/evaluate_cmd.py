@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from fg_onnx.cli.augment_cmd import add_augment_options, options_from_args
 from fg_onnx.cli.explain_cmd import (
     add_method_options,
@@ -15,7 +18,7 @@ from fg_onnx.cli.explain_cmd import (
     preprocess_spec,
     require_one_input,
 )
-from fg_onnx.errors import FgOnnxError
+from fg_onnx.errors import FgOnnxError, ImageError
 from fg_onnx.evaluation import DEFAULT_KS, PerturbationConfig, evaluate, markdown, plot, to_json
 from fg_onnx.evaluation.scorer import Scorer
 from fg_onnx.files import make_folder, write_bytes_atomic
@@ -114,9 +117,10 @@ def run(args: argparse.Namespace) -> int:
                                 fill=_black(spec) if args.fill == "black" else None,
                                 seed=args.seed)
     paths = iter_image_paths(args.images, outdir=args.outdir, is_output=is_result_name)
-    batch = preprocess_batch([load_image(p) for p in paths], spec)
+    images = _readable_images(paths)
+    batch = preprocess_batch(images, spec)
     make_folder(args.outdir)  # before the long part: a bad -o fails at once
-    print(f"evaluating {len(args.methods)} method(s) on {len(paths)} image(s) "
+    print(f"evaluating {len(args.methods)} method(s) on {len(images)} image(s) "
           f"({scorer.provider.active})", file=sys.stderr)
     result = evaluate(args.model, batch, args.methods, config=config, params=params,
                       options=options, device=args.device, batch_size=args.batch_size,
@@ -129,4 +133,17 @@ def run(args: argparse.Namespace) -> int:
     save_png(args.outdir / "evaluation.png", plot(result))
     print(table, end="")
     print(f"wrote {', '.join(str(args.outdir / n) for n in OUTPUTS)}")
-    return 0
+    return 1 if len(images) < len(paths) else 0
+
+
+def _readable_images(paths: list[Path]) -> list[npt.NDArray[np.uint8]]:
+    """The images that can be read, as explain skips the others: one line each."""
+    images = []
+    for path in paths:
+        try:
+            images.append(load_image(path))
+        except ImageError as exc:
+            print(f"fg-onnx: skipped: {exc}", file=sys.stderr)
+    if not images:
+        raise FgOnnxError("none of the images could be read")
+    return images

@@ -41,7 +41,8 @@ class Scorer:
         spatial = (shape[2:4] if self.layout == "nchw" else shape[1:3]) if len(shape) == 4 else ()
         self.image_size: tuple[int, int] | None = (
             (int(spatial[0]), int(spatial[1]))  # type: ignore[arg-type]
-            if len(spatial) == 2 and all(isinstance(d, int) for d in spatial) else None)
+            if len(spatial) == 2 and all(isinstance(d, int) for d in spatial)
+            else options.input_size)  # an open size is what --input-size makes of it
         channel = (shape[1] if self.layout == "nchw" else shape[3]) if len(shape) == 4 else None
         self.channels: int | None = channel if isinstance(channel, int) else None
         """Number of input channels, when fixed."""

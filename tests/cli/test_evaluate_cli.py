@@ -99,3 +99,27 @@ def test_a_second_run_does_not_evaluate_the_first_ones_plot(
     assert main(argv) == 0
     assert main([*argv, "--force"]) == 0
     assert json.loads((tmp_path / "fg_eval" / "evaluation.json").read_text())["images"] == 1
+
+
+def test_unreadable_images_are_skipped_as_explain_does(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "eval"
+    argv = ["evaluate", str(SAMPLE), str(IMAGES / "circle.png"), str(broken), "--methods",
+            "gradient", "--k", "10", "--deletion-steps", "2", "-o", str(out), "--device", "cpu"]
+    assert main(argv) == 1
+    assert "fg-onnx: skipped: cannot decode image" in capsys.readouterr().err
+    assert json.loads((out / "evaluation.json").read_text())["images"] == 1
+    assert main([*argv[:2], str(broken), *argv[4:], "--force"]) == 2
+    assert capsys.readouterr().err.strip().endswith("none of the images could be read")
+
+
+def test_input_size_sizes_the_images_of_an_open_size_model(tmp_path: Path) -> None:
+    # explain takes --input-size for a model with open H and W; evaluate wanted --size.
+    model = tmp_path / "open.onnx"
+    onnx.save(with_symbolic_dims(onnx.load(SAMPLE), {"image": ["N", 3, "H", "W"]}), model)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(model), str(IMAGES / "circle.png"), "--input-size", "64x64",
+                 "--methods", "fullgrad", "--k", "10", "--deletion-steps", "2", "-o", str(out),
+                 "--device", "cpu"]) == 0
