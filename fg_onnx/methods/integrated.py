@@ -15,7 +15,7 @@ import numpy as np
 
 from fg_onnx.fullgrad import augment as contract
 from fg_onnx.methods.params import MethodParams
-from fg_onnx.runtime.batching import chunks
+from fg_onnx.runtime.batching import copy_chunks
 from fg_onnx.runtime.session import Explanation, FullGrad
 
 STEPS_PER_CHUNK = 256
@@ -28,14 +28,14 @@ def integrated_gradients(session: FullGrad, batch: np.ndarray, clean: Explanatio
     baseline = np.zeros_like(batch)
     alphas = ((np.arange(params.steps) + 0.5) / params.steps).astype(np.float32)
     alphas = alphas.reshape(1, -1, *([1] * (batch.ndim - 1)))
-    attributions = np.empty_like(batch)
-    for part in chunks(len(batch), max(1, STEPS_PER_CHUNK // params.steps)):
-        x, x0 = batch[part], baseline[part]
-        path = (x0[:, None] + alphas * (x - x0)[:, None]).reshape(-1, *batch.shape[1:])
-        targets = np.repeat(clean.targets[part], params.steps)
+    grad_sums = np.zeros(batch.shape, np.float64)
+    for part, piece in copy_chunks(len(batch), params.steps, STEPS_PER_CHUNK):
+        x, x0, steps = batch[part], baseline[part], alphas[:, piece]
+        path = (x0[:, None] + steps * (x - x0)[:, None]).reshape(-1, *batch.shape[1:])
+        targets = np.repeat(clean.targets[part], steps.shape[1])
         grads = session.outputs(path, targets, [contract.INPUT_GRAD])[contract.INPUT_GRAD]
-        mean_grad = grads.reshape(len(x), params.steps, *batch.shape[1:]).mean(1)
-        attributions[part] = (x - x0) * mean_grad
+        grad_sums[part] += grads.reshape(len(x), steps.shape[1], *batch.shape[1:]).sum(1)
+    attributions = ((batch - baseline) * (grad_sums / params.steps)).astype(batch.dtype)
     base_scores = session.outputs(baseline, clean.targets, [contract.SCORE])[contract.SCORE]
     gap = clean.scores - base_scores
     total = attributions.reshape(len(batch), -1).sum(1)

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 
 from fg_onnx.methods.params import MethodParams
-from fg_onnx.runtime.batching import chunks
+from fg_onnx.runtime.batching import copy_chunks
 from fg_onnx.runtime.session import Explanation, FullGrad
 
 COPIES_PER_CHUNK = 256
@@ -26,15 +26,14 @@ def smooth(session: FullGrad, batch: np.ndarray, clean: Explanation,
     rng = np.random.default_rng(params.seed)
     flat = batch.reshape(len(batch), -1)
     sigma = params.noise * (flat.max(1) - flat.min(1)) if len(batch) else flat[:, 0]
-    maps = np.empty_like(clean.saliency)
-    per_chunk = max(1, COPIES_PER_CHUNK // params.samples)
-    for part in chunks(len(batch), per_chunk):
-        images = batch[part]
+    sums = np.zeros(clean.saliency.shape, np.float64)
+    for part, piece in copy_chunks(len(batch), params.samples, COPIES_PER_CHUNK):
+        images, copies = batch[part], piece.stop - piece.start
         scale = sigma[part].reshape(-1, 1, *([1] * (batch.ndim - 1)))
-        noise = rng.standard_normal((len(images), params.samples, *batch.shape[1:]),
-                                    dtype=np.float32)
+        noise = rng.standard_normal((len(images), copies, *batch.shape[1:]), dtype=np.float32)
         noisy = (images[:, None] + scale * noise).reshape(-1, *batch.shape[1:])
-        targets = np.repeat(clean.targets[part], params.samples)
+        targets = np.repeat(clean.targets[part], copies)
         saliency = session.explain(noisy, targets.tolist()).saliency
-        maps[part] = saliency.reshape(len(images), params.samples, *saliency.shape[1:]).mean(1)
+        sums[part] += saliency.reshape(len(images), copies, *saliency.shape[1:]).sum(1)
+    maps = (sums / params.samples).astype(clean.saliency.dtype)
     return dataclasses.replace(clean, saliency=maps)

@@ -25,6 +25,19 @@ def chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
+def copy_chunks(images: int, copies: int, limit: int) -> Iterator[tuple[slice, slice]]:
+    """(images, copies) blocks for methods that run ``copies`` variants of each image, at most
+    ``limit`` variants per block: whole images while one image's copies fit, else one image's
+    copies in pieces (so that memory stays bounded whatever ``copies``)."""
+    if copies <= limit:
+        for part in chunks(images, limit // copies):
+            yield part, slice(0, copies)
+        return
+    for image in range(images):
+        for piece in chunks(copies, limit):
+            yield slice(image, image + 1), piece
+
+
 def fixed_batch(shape: Sequence[int | str | None]) -> int | None:
     """The batch size an input shape (onnxruntime's ``NodeArg.shape``) fixes, or None when
     its leading dimension is symbolic or unknown.

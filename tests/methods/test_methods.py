@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -16,6 +17,7 @@ import fg_onnx
 from fg_onnx.errors import FgOnnxError
 from fg_onnx.fullgrad import augment as contract
 from fg_onnx.methods import METHOD_NAMES, Explainer, MethodParams
+from fg_onnx.runtime.session import FullGrad
 
 SAMPLE = Path(__file__).parents[2] / "sample_models" / "shapes_cnn.onnx"
 FAST = MethodParams(samples=2, steps=4)
@@ -191,3 +193,28 @@ def test_bad_parameters_are_clear_errors() -> None:
         MethodParams(samples=0)
     with pytest.raises(FgOnnxError, match="--noise"):
         MethodParams(noise=-1.0)
+
+
+@pytest.mark.parametrize(("method", "limit"), [("smoothgrad", "fg_onnx.methods.smooth"),
+                                               ("integrated-gradients",
+                                                "fg_onnx.methods.integrated")])
+def test_copies_beyond_the_memory_limit_run_in_pieces_with_the_same_result(
+        method: str, limit: str, batch: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every copy of an image used to be made at once: --samples 100000 took tens of GB."""
+    params = MethodParams(samples=7, steps=7)
+    whole = Explainer(SAMPLE, method, params=params, device="cpu").explain(batch, [1, 2])
+    name = "COPIES_PER_CHUNK" if method == "smoothgrad" else "STEPS_PER_CHUNK"
+    monkeypatch.setattr(f"{limit}.{name}", 3)  # pieces of 3, 3 and 1 copies per image
+    rows: list[int] = []
+    for run in ("explain", "outputs"):
+        original = getattr(FullGrad, run)
+
+        def recording(self: FullGrad, images: np.ndarray, *args: object,
+                      _original: Any = original) -> Any:
+            rows.append(len(images))
+            return _original(self, images, *args)
+
+        monkeypatch.setattr(FullGrad, run, recording)
+    pieces = Explainer(SAMPLE, method, params=params, device="cpu").explain(batch, [1, 2])
+    assert max(rows) == 3
+    np.testing.assert_allclose(pieces.saliency, whole.saliency, rtol=1e-5, atol=1e-7)

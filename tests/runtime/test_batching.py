@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fg_onnx.errors import FgOnnxError
-from fg_onnx.runtime.batching import Batches, fixed_batch
+from fg_onnx.runtime.batching import Batches, copy_chunks, fixed_batch
 
 
 @pytest.mark.parametrize(("shape", "fixed"), [
@@ -59,3 +59,14 @@ def test_a_fixed_batch_pads_the_last_chunk_with_its_last_row() -> None:
 def test_the_requested_size_must_be_positive() -> None:
     with pytest.raises(FgOnnxError, match="batch size must be at least 1, got 0"):
         Batches.for_input([1, 3], 0)
+
+
+@pytest.mark.parametrize(("images", "copies", "limit", "blocks"), [
+    (5, 4, 10, [(slice(0, 2), slice(0, 4)), (slice(2, 4), slice(0, 4)),
+                (slice(4, 5), slice(0, 4))]),
+    (2, 5, 3, [(slice(0, 1), slice(0, 3)), (slice(0, 1), slice(3, 5)),
+               (slice(1, 2), slice(0, 3)), (slice(1, 2), slice(3, 5))]),
+])
+def test_copy_chunks_bound_the_copies_per_block(images: int, copies: int, limit: int,
+                                                blocks: list[tuple[slice, slice]]) -> None:
+    assert list(copy_chunks(images, copies, limit)) == blocks
