@@ -71,6 +71,11 @@ def evaluate(model: ModelSource, batch: np.ndarray, methods: Sequence[str], *,
     proto = load_model(model)
     scorer = scorer or Scorer(proto, options, device=device, batch_size=max(batch_size, 64))
     logits = scorer(batch)
+    broken = int((~np.isfinite(logits).all(1)).sum())
+    if broken:
+        raise FgOnnxError(f"the model's scores are NaN or Inf for {broken} of {len(batch)} "
+                          "image(s); the perturbation tests compare finite scores (explain "
+                          "shows which images)")
     targets = logits.argmax(1)
     images = Images(np.ascontiguousarray(batch, np.float32), scorer.layout, targets,
                     logits[np.arange(len(batch)), targets])

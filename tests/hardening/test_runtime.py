@@ -130,3 +130,19 @@ def test_model_onnxruntime_cannot_run_is_one_line(tmp_path: Path,
     assert_clean_failure(["explain", model, IMAGES / "circle.png", "-o", tmp_path / "o",
                           "--size", "8x8", "--device", "cpu"], capsys,
                          "onnxruntime could not load the model")
+
+
+def test_evaluate_refuses_images_with_nan_scores(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    model = save(_inf_for_black_images(), tmp_path / "div.onnx")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "black.png"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(folder / "grey.png"), np.full((8, 8, 3), 128, np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy warning may leak either
+        code, _, err = run_cli(["evaluate", model, folder, "-o", tmp_path / "out", "--preset",
+                                "zero-one", "--device", "cpu", "--methods", "gradient"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("fg-onnx: error: the model's scores are NaN or Inf "
+                                           "for 1 of 2 image(s)")
