@@ -12,77 +12,82 @@ import numpy as np
 import onnx
 
 from fg_onnx.errors import UnsupportedModelError
-from fg_onnx.graph.info import GraphInfo, node_label, opset_of
+from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, node_label, opset_of
 
 LEGACY_RESIZE_OPSET = 11
 """Upsample and Resize before opset 11 map output to input coordinates as x / scale."""
 
 
-def legacy_resize_attributes(model: onnx.ModelProto) -> dict[str, dict[str, str]]:
-    """For a model older than opset 11, the Resize attributes that keep each Upsample/Resize
-    computing what onnxruntime computes for it, keyed by the node's output.
+def restore_legacy_resizes(original: onnx.ModelProto, converted: onnx.ModelProto) -> list[str]:
+    """Gives the Resizes that onnx's version converter made of ``original``'s Upsample and
+    Resize nodes older than opset 11 the coordinates onnxruntime uses for those (in place);
+    returns the outputs of the nearest-neighbour ones, whose rounding
+    :func:`set_legacy_nearest_rounding` sets once their scales are known.
 
-    onnx's version converter makes them opset-11 Resizes with the default half-pixel
-    coordinates, which moves every linearly interpolated pixel. onnxruntime runs the old ops
-    with asymmetric coordinates, rounding nearest neighbours down when enlarging and up when
-    shrinking.
+    The converter makes them opset-11 Resizes with the default half-pixel coordinates, which
+    moves every linearly interpolated pixel; onnxruntime runs the old ops with asymmetric
+    coordinates, rounding nearest neighbours down where they enlarge and up where they
+    shrink. The converter renames their outputs, so they are matched in graph order.
     """
-    if opset_of(model) >= LEGACY_RESIZE_OPSET:
-        return {}
-    info = GraphInfo(model)
-    found = {}
-    for node in model.graph.node:
-        if node.op_type in ("Upsample", "Resize") and node.domain in ("", "ai.onnx"):
-            found[node.output[0]] = _resize_attributes(node, info)
-    return found
-
-
-def _resize_attributes(node: onnx.NodeProto, info: GraphInfo) -> dict[str, str]:
-    attrs: dict[str, Any] = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    mode = attrs.get("mode", b"nearest").decode()
-    restored = {"coordinate_transformation_mode": "asymmetric"}
-    if mode == "nearest":
-        restored["nearest_mode"] = _nearest_rounding(node, attrs, info)
-    return restored
-
-
-def _nearest_rounding(node: onnx.NodeProto, attrs: dict[str, Any],
-                      info: GraphInfo) -> str:
-    scales = attrs.get("scales")  # Upsample before opset 9
-    if scales is None and len(node.input) > 1:
-        scales = info.const(node.input[1])
-    if scales is None:
-        if node.op_type == "Upsample":
-            return "floor"  # its scales are >= 1 by definition
+    if opset_of(original) >= LEGACY_RESIZE_OPSET:
+        return []
+    old = [n for n in original.graph.node if n.op_type in ("Upsample", "Resize")
+           and n.domain in DEFAULT_DOMAINS]
+    new = [n for n in converted.graph.node if n.op_type == "Resize"
+           and n.domain in DEFAULT_DOMAINS]
+    if len(old) != len(new):
         raise UnsupportedModelError(
-            f"{node_label(node)} (opset 10, nearest) has computed scales: onnxruntime rounds "
-            "down where it enlarges and up where it shrinks, which a newer Resize cannot "
-            "express without the scales; re-export the model at opset 11 or later"
+            f"upgrading the model's {len(old)} Upsample/Resize node(s) gave {len(new)} "
+            "Resize nodes; re-export the model at opset 11 or later")
+    nearest = []
+    for before, after in zip(old, new, strict=True):
+        _set_attribute(after, "coordinate_transformation_mode", "asymmetric")
+        if _attrs(before).get("mode", b"nearest").decode() == "nearest":
+            nearest.append(after.output[0])
+    return nearest
+
+
+def set_legacy_nearest_rounding(model: onnx.ModelProto, outputs: list[str]) -> None:
+    """Sets the rounding of the nearest-neighbour Resizes :func:`restore_legacy_resizes`
+    listed, from their scales (constant once the model is folded), in place."""
+    if not outputs:
+        return
+    info = GraphInfo(model)
+    wanted = set(outputs)
+    for node in model.graph.node:
+        if node.op_type == "Resize" and node.output[0] in wanted:
+            _set_attribute(node, "nearest_mode", _nearest_rounding(node, info))
+
+
+def _nearest_rounding(node: onnx.NodeProto, info: GraphInfo) -> str:
+    scales = info.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if scales is None:
+        raise UnsupportedModelError(
+            f"{node_label(node)} (opset < 11, nearest) has computed scales: onnxruntime "
+            "rounds down where it enlarges and up where it shrinks, which a newer Resize "
+            "cannot express without the scales; re-export the model at opset 11 or later"
         )
-    resized = [float(s) for s in np.asarray(scales).ravel() if float(s) != 1.0]
+    values = [float(s) for s in np.asarray(scales).ravel()]
+    resized = [s for s in values if s != 1.0]
     if all(s > 1.0 for s in resized):
         return "floor"
     if all(s < 1.0 for s in resized):
         return "ceil"
     raise UnsupportedModelError(
         f"{node_label(node)} (opset < 11, nearest) enlarges some axes and shrinks others "
-        f"(scales {[float(s) for s in np.asarray(scales).ravel()]}): onnxruntime rounds each "
-        "axis its own way, which one newer Resize cannot express; re-export the model at "
-        "opset 11 or later"
+        f"(scales {values}): onnxruntime rounds each axis its own way, which one newer "
+        "Resize cannot express; re-export the model at opset 11 or later"
     )
 
 
-def restore_resize_attributes(model: onnx.ModelProto,
-                              attributes: dict[str, dict[str, str]]) -> None:
-    """Sets the attributes from :func:`legacy_resize_attributes` on the upgraded Resizes."""
-    for node in model.graph.node:
-        wanted = attributes.get(node.output[0]) if node.op_type == "Resize" else None
-        if not wanted:
-            continue
-        kept = [a for a in node.attribute if a.name not in wanted]
-        del node.attribute[:]
-        node.attribute.extend(kept)
-        node.attribute.extend(onnx.helper.make_attribute(k, v) for k, v in wanted.items())
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _set_attribute(node: onnx.NodeProto, name: str, value: str) -> None:
+    kept = [a for a in node.attribute if a.name != name]
+    del node.attribute[:]
+    node.attribute.extend([*kept, onnx.helper.make_attribute(name, value)])
 
 
 POOLS = ("MaxPool", "AveragePool", "LpPool")
@@ -104,7 +109,7 @@ def reject_runtime_shape_disagreements(model: onnx.ModelProto) -> None:
 
 
 def _shape_disagreement(node: onnx.NodeProto, info: GraphInfo, opset: int) -> str | None:
-    attrs: dict[str, Any] = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    attrs = _attrs(node)
     auto_pad = attrs.get("auto_pad", b"NOTSET").decode()
     same = auto_pad.startswith("SAME")
     if node.op_type == "ConvTranspose" and same and any(attrs.get("output_padding", [])) \

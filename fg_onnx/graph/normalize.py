@@ -13,9 +13,9 @@ from fg_onnx.errors import ModelLoadError, UnsupportedModelError, one_line
 from fg_onnx.graph.fold import fold_constants, fold_static_shapes
 from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, opset_of
 from fg_onnx.graph.legacy import (
-    legacy_resize_attributes,
     reject_runtime_shape_disagreements,
-    restore_resize_attributes,
+    restore_legacy_resizes,
+    set_legacy_nearest_rounding,
 )
 from fg_onnx.graph.save import check_model, without_weights
 
@@ -25,14 +25,16 @@ MIN_OPSET = 17
 # LayerNormalization, which exporters use from then on.
 
 
-def upgrade_opset(model: onnx.ModelProto, target: int = MIN_OPSET) -> onnx.ModelProto:
-    """Returns the model converted to ``target`` when its default-domain opset is older."""
+def upgrade_opset(model: onnx.ModelProto,
+                  target: int = MIN_OPSET) -> tuple[onnx.ModelProto, list[str]]:
+    """Returns the model converted to ``target`` when its default-domain opset is older, and
+    the outputs of old nearest-neighbour Resizes whose rounding is still to be set
+    (fg_onnx.graph.legacy)."""
     current = opset_of(model)
     if current == 0:
         raise ModelLoadError("model imports no ai.onnx opset; it is not a usable ONNX graph")
     if current >= target:
-        return model
-    resize_attributes = legacy_resize_attributes(model)
+        return model, []
     try:
         converted = version_converter.convert_version(model, target)
     except Exception as exc:
@@ -40,8 +42,7 @@ def upgrade_opset(model: onnx.ModelProto, target: int = MIN_OPSET) -> onnx.Model
             f"could not upgrade the model from opset {current} to {target}: {one_line(exc)}"
         ) from exc
     _keep_other_domains(model, converted)
-    restore_resize_attributes(converted, resize_attributes)
-    return converted
+    return converted, restore_legacy_resizes(model, converted)
 
 
 def _keep_other_domains(original: onnx.ModelProto, converted: onnx.ModelProto) -> None:
@@ -244,7 +245,7 @@ def normalize(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelProto
         copy.CopyFrom(model)
     lower_ir_version(copy)
     raise_old_ir_version(copy)
-    upgraded = upgrade_opset(copy)
+    upgraded, legacy_nearest = upgrade_opset(copy)
     fold_dequantized_weights(upgraded)
     fold_constants(upgraded)
     reject_quantized(upgraded)
@@ -254,5 +255,6 @@ def normalize(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelProto
             break
         fold_constants(inferred)
         inferred = infer_shapes(inferred)
+    set_legacy_nearest_rounding(inferred, legacy_nearest)
     reject_runtime_shape_disagreements(inferred)
     return inferred

@@ -12,7 +12,7 @@ from onnx import helper
 
 import fg_onnx
 from fg_onnx.errors import UnsupportedModelError
-from fg_onnx.grad import gradient_model
+from fg_onnx.grad import SEED_INPUT, gradient_model
 from fg_onnx.grad.check import single_node_model
 from fg_onnx.graph.normalize import normalize
 
@@ -147,3 +147,43 @@ def test_ir3_model_zoo_file_with_initializers_as_inputs() -> None:
     score, grad, bias = session.run(["fg_score", "fg_input_grad", "fg_bias_total"],
                                     {"data_0": x, "fg_target": np.array([-1])})
     assert abs(float((grad * x).sum() + bias[0] - score[0])) < 1e-4 * abs(float(score[0]))
+
+
+def _forward_matches_after_the_upgrade(model: onnx.ModelProto, x: np.ndarray) -> None:
+    want = ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(["y"], {"x": x})[0]
+    upgraded = gradient_model(model, wrt=["x"])
+    got = ort.InferenceSession(upgraded.SerializeToString(), providers=["CPUExecutionProvider"]
+                               ).run(["y"], {"x": x, SEED_INPUT: np.ones_like(want)})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["linear", "nearest"])
+def test_upsample_inside_a_network_keeps_its_coordinates(mode: str) -> None:
+    # The converter renames the output of an Upsample that is not a graph output.
+    nodes = [helper.make_node("Upsample", ["x", "s"], ["up"], mode=mode),
+             helper.make_node("Mul", ["up", "k"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "up", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 7, 7])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2, 10, 17])],
+        [onnx.numpy_helper.from_array(_scales(1.5, 2.5), "s"),
+         onnx.numpy_helper.from_array(np.float32(2.0), "k")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    model.ir_version = 7
+    _forward_matches_after_the_upgrade(model, X)
+
+
+def test_nearest_resize10_with_scales_from_constant_nodes() -> None:
+    # Constant + Concat: constant only once folded (TorchScript without constant folding).
+    nodes = [helper.make_node("Constant", [], ["ones"], value=onnx.numpy_helper.from_array(
+                 np.ones(2, np.float32))),
+             helper.make_node("Constant", [], ["twos"], value=onnx.numpy_helper.from_array(
+                 np.full(2, 2.0, np.float32))),
+             helper.make_node("Concat", ["ones", "twos"], ["s"], axis=0),
+             helper.make_node("Resize", ["x", "s"], ["y"], mode="nearest")]
+    graph = helper.make_graph(
+        nodes, "up", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 7, 7])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2, 14, 14])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)])
+    model.ir_version = 7
+    _forward_matches_after_the_upgrade(model, X)
