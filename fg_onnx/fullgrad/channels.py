@@ -47,6 +47,10 @@ def _output_axis(node: onnx.NodeProto, info: GraphInfo, axes: dict[str, int]) ->
         return 1
     if op == "Transpose":
         return _transposed(node, info, axes)
+    if op == "MatMul" and info.is_const(node.input[1]) and info.rank(node.input[1]) == 2:
+        # A Linear layer: only the last axis changes size, every axis keeps its meaning.
+        return axes.get(node.input[0]) if info.rank(output) == info.rank(node.input[0]) \
+            else None
     if op in LAYOUT_CHANGING_OPS:
         return None
     rank = info.rank(output)

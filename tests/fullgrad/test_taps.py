@@ -180,14 +180,17 @@ def test_map_of_an_nhwc_region_sums_the_last_axis() -> None:
     assert np.abs(got - want).max() / np.abs(want).max() < 1e-5
 
 
-def test_channel_axes_follow_transposes_and_stop_at_reshapes() -> None:
+def test_channel_axes_follow_transposes_and_linear_layers_and_stop_at_reshapes() -> None:
     nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
              helper.make_node("Relu", ["t"], ["r"]),
              helper.make_node("Transpose", ["r"], ["back"], perm=[0, 2, 3, 1]),
              helper.make_node("Reshape", ["back", "shape"], ["flat"]),
-             helper.make_node("Conv", ["t", "w_conv"], ["c"])]
-    model = _model(nodes, {"shape": np.array([2, -1], np.int64),
-                           "w_conv": _f32(4, 3, 1, 1)}, [2, 6, 6, 3])
+             helper.make_node("Conv", ["t", "w_conv"], ["c"]),
+             helper.make_node("MatMul", ["back", "w_linear"], ["linear"]),  # channels-last
+             helper.make_node("Transpose", ["back"], ["back_t"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["back", "back_t"], ["product"])]
+    model = _model(nodes, {"shape": np.array([2, -1], np.int64), "w_conv": _f32(4, 3, 1, 1),
+                           "w_linear": _f32(3, 5)}, [2, 6, 6, 3])
     model = onnx.shape_inference.infer_shapes(model)
     axes = channel_axes(GraphInfo(model), "x", 3)
-    assert axes == {"x": 3, "t": 1, "r": 1, "back": 3, "c": 1}
+    assert axes == {"x": 3, "t": 1, "r": 1, "back": 3, "c": 1, "linear": 3, "back_t": 2}
