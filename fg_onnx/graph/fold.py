@@ -59,8 +59,8 @@ def fold_constants(model: onnx.ModelProto) -> int:
         n.output[0] for n in model.graph.node if n.op_type == "Constant"
         and n.domain in DEFAULT_DOMAINS
     }
-    graph_inputs = {v.name for v in model.graph.input} - set(info.initializers)
-    constants -= graph_inputs  # an initializer that is also an input can be overridden
+    # An initializer that an old export also lists as a graph input counts as a constant, as
+    # everywhere in fg-onnx (README: its stored value is the one explained).
     values: dict[str, np.ndarray] = {}
     kept, folded = [], 0
     for node in model.graph.node:
