@@ -93,22 +93,25 @@ def detect_layout(info: GraphInfo, name: str, requested: str = "auto") -> Layout
 
     NHWC when the input feeds a Transpose with perm [0, 3, 1, 2] (what tf2onnx emits) or its
     last dim is 1 or 3 while dim 1 is not; NCHW when it feeds Conv directly or dim 1 is 1 or 3.
+    A requested layout that the graph contradicts (the first two rules) is refused: its maps
+    would sum over a spatial axis.
     """
-    if requested in ("nchw", "nhwc"):
-        return requested  # type: ignore[return-value]
-    if requested != "auto":
+    if requested not in ("auto", "nchw", "nhwc"):
         raise UnsupportedModelError(f"unknown layout {requested!r}; use auto, nchw or nhwc")
     shape = info.shape(name)
     if shape is None or len(shape) != 4:
         raise UnsupportedModelError(
             f"input {name!r} has shape {shape}; FullGrad maps need an image input of rank 4"
         )
-    for node in info.consumers.get(name, []):
-        perm = [int(p) for p in next((a.ints for a in node.attribute if a.name == "perm"), [])]
-        if node.op_type == "Transpose" and perm == [0, 3, 1, 2]:
-            return "nhwc"
-        if node.op_type in ("Conv", "BatchNormalization", "MaxPool"):
-            return "nchw"
+    evidence = _layout_from_graph(info, name)
+    if requested != "auto":
+        if evidence is not None and evidence[0] != requested:
+            raise UnsupportedModelError(
+                f"--layout {requested} contradicts the graph: input {name!r} feeds "
+                f"{evidence[1]}, so it is {evidence[0].upper()}")
+        return requested  # type: ignore[return-value]
+    if evidence is not None:
+        return evidence[0]
     channels_first = shape[1] in (1, 3, 4)
     channels_last = shape[3] in (1, 3, 4)
     if channels_first != channels_last:
@@ -117,6 +120,29 @@ def detect_layout(info: GraphInfo, name: str, requested: str = "auto") -> Layout
         f"cannot tell whether input {name!r} with shape {list(shape)} is NCHW or NHWC; "
         "pass --layout nchw or --layout nhwc"
     )
+
+
+def _layout_from_graph(info: GraphInfo, name: str) -> tuple[Layout, str] | None:
+    """The layout the input's first layout-defining consumer implies, and which it is; found
+    through the elementwise ops in between (a Keras model rescales before its Transpose)."""
+    pending, seen = [name], {name}
+    while pending:
+        tensor = pending.pop(0)
+        for node in info.consumers.get(tensor, []):
+            perm = [int(p) for p in next((a.ints for a in node.attribute if a.name == "perm"),
+                                         [])]
+            if node.op_type == "Transpose" and perm == [0, 3, 1, 2]:
+                return "nhwc", "a Transpose to NCHW"
+            if node.op_type in ("Conv", "BatchNormalization", "MaxPool"):
+                return "nchw", f"a {node.op_type}"
+            if node.op_type in ELEMENTWISE_OPS and node.output[0] not in seen:
+                seen.add(node.output[0])
+                pending.append(node.output[0])
+    return None
+
+
+ELEMENTWISE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Cast", "Identity", "Clip", "Relu"})
+"""Ops between an input and its first layer that keep its layout (normalisation, scaling)."""
 
 
 def channel_axis(layout: Layout) -> int:

@@ -24,6 +24,7 @@ from torch_models import (
 
 import fg_onnx
 from fg_onnx.errors import FgOnnxError
+from fg_onnx.fullgrad.augment import AugmentOptions
 
 COMPLETENESS_TOL = 1e-4
 
@@ -223,6 +224,17 @@ def test_nhwc_input() -> None:
     out = run(report.model, {"image": x, "fg_target": np.array([-1, -1])})
     assert out["fg_saliency"].shape == (2, 16, 16)
     assert completeness_error(out, x).max() < COMPLETENESS_TOL
+
+
+def test_a_layout_the_graph_contradicts_is_refused(residual_models: dict) -> None:
+    # Taken as given, NHWC read as NCHW made a [N, 16, 3] "map" summed over an image axis.
+    with pytest.raises(FgOnnxError, match="--layout nchw contradicts the graph: input 'image' "
+                                          "feeds a Transpose to NCHW, so it is NHWC"):
+        fg_onnx.augment(nhwc_model(), layout="nchw")
+    assert fg_onnx.augment_with_report(nhwc_model(), AugmentOptions(layout="nhwc")).taps
+    path, _ = residual_models["folded"]
+    with pytest.raises(FgOnnxError, match="feeds a Conv, so it is NCHW"):
+        fg_onnx.augment(path, layout="nhwc")
 
 
 def test_bad_choices_are_clear_errors(residual_models: dict) -> None:
