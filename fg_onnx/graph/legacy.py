@@ -60,7 +60,7 @@ def set_legacy_nearest_rounding(model: onnx.ModelProto, outputs: list[str]) -> N
 
 
 def _nearest_rounding(node: onnx.NodeProto, info: GraphInfo) -> str:
-    scales = info.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    scales = _resize_scales(node, info)
     if scales is None:
         raise UnsupportedModelError(
             f"{node_label(node)} (opset < 11, nearest) has computed scales: onnxruntime "
@@ -80,6 +80,17 @@ def _nearest_rounding(node: onnx.NodeProto, info: GraphInfo) -> str:
     )
 
 
+def _resize_scales(node: onnx.NodeProto, info: GraphInfo) -> np.ndarray | None:
+    """A Resize's scales: given, or its sizes over its static input shape."""
+    inputs = [*node.input, "", "", ""]
+    if inputs[2]:
+        return info.const(inputs[2])
+    sizes, shape = (info.const(inputs[3]) if inputs[3] else None), info.static_shape(inputs[0])
+    if sizes is None or shape is None or sizes.size != len(shape):
+        return None
+    return np.asarray(sizes, np.float32) / np.asarray(shape, np.float32)
+
+
 def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
@@ -88,6 +99,60 @@ def _set_attribute(node: onnx.NodeProto, name: str, value: str) -> None:
     kept = [a for a in node.attribute if a.name != name]
     del node.attribute[:]
     node.attribute.extend([*kept, onnx.helper.make_attribute(name, value)])
+
+
+def correct_resize_shapes(model: onnx.ModelProto) -> bool:
+    """Rewrites Resizes by scales whose output size ONNX shape inference gets wrong to
+    Resizes by sizes (in place); returns whether it rewrote any, after which every inferred
+    shape is dropped, to be inferred again.
+
+    onnxruntime truncates ``float32(size) * float32(scale)``, ONNX shape inference the
+    product in double: TorchScript writes ``size=7`` on 12 pixels as the scale 0.58333331,
+    7.0 in float32 and 6.99999976 in double, so the gradient was built for 6 columns. The
+    sizes give onnxruntime the same scale back (it divides them in float32), so the forward
+    pass does not change; where they would not, the model is refused. Graph outputs lose
+    their declared shapes when a Resize is rewritten: inference gives them again.
+    """
+    info = GraphInfo(model)
+    rewritten = False
+    for node in model.graph.node:
+        if node.op_type != "Resize" or node.domain not in DEFAULT_DOMAINS:
+            continue
+        sizes = _runtime_resize_sizes(node, info)
+        if sizes is None:
+            continue
+        name = f"{node.output[0]}__sizes"
+        model.graph.initializer.append(onnx.numpy_helper.from_array(sizes, name))
+        inputs = [*node.input, "", ""][:2]
+        del node.input[:]
+        node.input.extend([inputs[0], inputs[1], "", name])
+        rewritten = True
+    if rewritten:
+        del model.graph.value_info[:]
+        for output in model.graph.output:  # a declared shape may hold the wrong size too
+            output.type.tensor_type.ClearField("shape")
+    return rewritten
+
+
+def _runtime_resize_sizes(node: onnx.NodeProto, info: GraphInfo) -> np.ndarray | None:
+    """The sizes a Resize by constant scales has on onnxruntime, when ONNX shape inference
+    infers others."""
+    inputs = [*node.input, "", "", ""]
+    shape = info.static_shape(inputs[0])
+    scales = info.const(inputs[2]) if inputs[2] and not inputs[3] else None
+    if shape is None or scales is None or scales.size != len(shape) or "axes" in _attrs(node):
+        return None
+    scales = np.asarray(scales, np.float32).ravel()
+    runtime = np.array([int(np.float32(d) * s) for d, s in zip(shape, scales, strict=True)])
+    inferred = np.floor(np.array(shape, np.float64) * scales.astype(np.float64))
+    if np.array_equal(runtime, inferred):
+        return None
+    if not np.array_equal(runtime.astype(np.float32) / np.array(shape, np.float32), scales):
+        raise UnsupportedModelError(
+            f"{node_label(node)}: onnxruntime makes {runtime.tolist()} of scales "
+            f"{scales.tolist()}, ONNX shape inference {inferred.astype(int).tolist()}; give "
+            "the Resize sizes instead of scales")
+    return runtime.astype(np.int64)
 
 
 POOLS = ("MaxPool", "AveragePool", "LpPool")

@@ -13,6 +13,7 @@ from fg_onnx.errors import ModelLoadError, UnsupportedModelError, one_line
 from fg_onnx.graph.fold import fold_constants, fold_static_shapes
 from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, opset_of
 from fg_onnx.graph.legacy import (
+    correct_resize_shapes,
     reject_runtime_shape_disagreements,
     restore_legacy_resizes,
     set_legacy_nearest_rounding,
@@ -117,11 +118,18 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     inferred = _inferred(model)
     if inferred is None:
         return model  # still too large: rules fall back to the shapes the exporter recorded
-    if _type_shape_preserving_outputs(inferred):
+    for _ in range(INFERENCE_ROUNDS):  # again past what the corrections fixed
+        typed = _type_shape_preserving_outputs(inferred)
         _copy_types(model, inferred)
-        inferred = _inferred(model) or inferred  # again, past those outputs
-        _type_shape_preserving_outputs(inferred)
-    return _copy_types(model, inferred)
+        if not correct_resize_shapes(model) and not typed:
+            break
+        inferred = _inferred(model) or inferred
+    else:
+        _copy_types(model, inferred)
+    return model
+
+
+INFERENCE_ROUNDS = 4
 
 
 def _inferred(model: onnx.ModelProto) -> onnx.ModelProto | None:

@@ -187,3 +187,25 @@ def test_nearest_resize10_with_scales_from_constant_nodes() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)])
     model.ir_version = 7
     _forward_matches_after_the_upgrade(model, X)
+
+
+SEVEN_OF_TWELVE = np.float32(7 / 12)  # 12 * it: 7.0 in float32, 6.99999976 in double
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_resize_scales_sized_as_onnxruntime_sizes_them(mode: str) -> None:
+    # TorchScript writes F.interpolate(size=7) on 12 pixels as this scale; shape inference
+    # said 6 columns and the gradient failed to broadcast against onnxruntime's 7.
+    x = RNG.standard_normal((1, 2, 16, 12)).astype(np.float32)
+    scales = np.array([1, 1, 0.4375, SEVEN_OF_TWELVE], np.float32)
+    assert_linear_vjp_on_onnxruntime("Resize", [("x", x), ("", None), ("w:s", scales)],
+                                     opset=13, mode=mode)
+
+
+def test_resize_scales_that_sizes_cannot_express_are_refused() -> None:
+    # 6 * 1.8333333f is 11 in float32 and 10.99999995 in double, but 11 / 6 is another float.
+    scales = np.array([1, 1, 1, np.nextafter(np.float32(11 / 6), np.float32(0))], np.float32)
+    model, _ = single_node_model("Resize", [("x", X[:, :, :4, :6]), ("", None), ("w:s", scales)],
+                                 opset=13, mode="nearest")
+    with pytest.raises(UnsupportedModelError, match="give the Resize sizes instead of scales"):
+        normalize(model)
