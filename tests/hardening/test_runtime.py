@@ -14,6 +14,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from fg_onnx.evaluation import PerturbationConfig, evaluate
 from fg_onnx.runtime import providers
 from fg_onnx.runtime.providers import CPU, CUDA
 from fg_onnx.runtime.session import FullGrad
@@ -144,5 +145,18 @@ def test_evaluate_refuses_images_with_nan_scores(tmp_path: Path,
         code, _, err = run_cli(["evaluate", model, folder, "-o", tmp_path / "out", "--preset",
                                 "zero-one", "--device", "cpu", "--methods", "gradient"], capsys)
     assert code == 2 and "Traceback" not in err
-    assert err.splitlines()[-1].startswith("fg-onnx: error: the model's scores are NaN or Inf "
-                                           "for 1 of 2 image(s)")
+    assert err.splitlines()[-1].startswith(
+        "fg-onnx: error: the model's predicted scores are NaN or Inf for 1 of 2 image(s)")
+
+
+def test_evaluate_accepts_a_class_masked_with_minus_infinity() -> None:
+    # Only the predicted class is compared; the masked class is never predicted.
+    model = tiny_cnn()
+    model.graph.node[-1].output[0] = "logits"
+    model.graph.node.append(helper.make_node("Add", ["logits", "mask"], ["y"]))
+    model.graph.initializer.append(numpy_helper.from_array(
+        np.array([0, 0, -np.inf], np.float32), "mask"))
+    batch = np.random.default_rng(0).random((3, 3, 8, 8), dtype=np.float32)
+    result = evaluate(model, batch, ["gradient"], device="cpu",
+                      config=PerturbationConfig(ks=(10.0,), deletion_steps=2))
+    assert all(np.isfinite(r.perturbation).all() for r in result.results)
