@@ -33,6 +33,8 @@ where that differs from the upgrade or from ONNX shape inference:
 - Upsample and Resize older than opset 11 keep onnxruntime's asymmetric coordinates (nearest
   neighbours rounded down where they enlarge, up where they shrink); a nearest Resize-10 that
   does both, or whose scales are computed, is refused.
+- A Resize by scales whose output size onnxruntime rounds differently from ONNX shape
+  inference (float32 against double) is given onnxruntime's sizes, which keep its output.
 - Refused, because onnxruntime's output size differs from the inferred one: a pool whose
   last ceil_mode window starts in the end padding (before opset 22), a pool with SAME padding
   and dilations, a ConvTranspose with SAME padding and output_padding but no output_shape.
