@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import onnx
 
-from fg_onnx.graph.info import GraphInfo
+from fg_onnx.graph.info import GraphInfo, node_attributes
 
 CHANNELS_FIRST_OPS = frozenset({
     "Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool",
@@ -65,7 +65,7 @@ def _transposed(node: onnx.NodeProto, info: GraphInfo, axes: dict[str, int]) -> 
     if source not in axes:
         return None
     rank = info.rank(source)
-    perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+    perm = node_attributes(node).get("perm")
     if perm is None:
         perm = list(reversed(range(rank))) if rank is not None else []
     return perm.index(axes[source]) if axes[source] in perm else None

@@ -8,7 +8,7 @@ from typing import Literal
 from onnx import TensorProto
 
 from fg_onnx.errors import UnsupportedModelError
-from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo
+from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, node_attributes
 
 Layout = Literal["nchw", "nhwc"]
 PROBABILITY_OPS = ("Softmax", "LogSoftmax", "Sigmoid")
@@ -129,9 +129,7 @@ def _layout_from_graph(info: GraphInfo, name: str) -> tuple[Layout, str] | None:
     while pending:
         tensor = pending.pop(0)
         for node in info.consumers.get(tensor, []):
-            perm = [int(p) for p in next((a.ints for a in node.attribute if a.name == "perm"),
-                                         [])]
-            if node.op_type == "Transpose" and perm == [0, 3, 1, 2]:
+            if node.op_type == "Transpose" and node_attributes(node).get("perm") == [0, 3, 1, 2]:
                 return "nhwc", "a Transpose to NCHW"
             if node.op_type in ("Conv", "BatchNormalization", "MaxPool"):
                 return "nchw", f"a {node.op_type}"

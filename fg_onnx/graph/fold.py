@@ -8,14 +8,12 @@ plain initializers that the rules and bias taps recognise.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, has_subgraph
+from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, has_subgraph, node_attributes
 
 # Never folded: nondeterministic, or producing outputs that are cheaper to keep as a node.
 UNFOLDABLE = frozenset({
@@ -124,7 +122,7 @@ def _static_shape_value(node: onnx.NodeProto, info: GraphInfo) -> np.ndarray | N
             return None
         return np.array(dims, dtype=np.int64)
     source = info.producer.get(node.input[0]) if node.op_type == "Gather" else None
-    if source is None or source.op_type != "Shape" or _attrs(node).get("axis", 0) != 0:
+    if source is None or source.op_type != "Shape" or node_attributes(node).get("axis", 0) != 0:
         return None
     dims, indices = _shape_dims(source, info), info.const(node.input[1])
     if dims is None or indices is None:
@@ -142,12 +140,8 @@ def _shape_dims(node: onnx.NodeProto, info: GraphInfo) -> tuple[int | str | None
     shape = info.shape(node.input[0])
     if shape is None:
         return None
-    attrs = _attrs(node)
+    attrs = node_attributes(node)
     return shape[attrs.get("start", 0):attrs.get("end", len(shape))]
-
-
-def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import onnx
@@ -27,6 +28,11 @@ def opset_of(model: onnx.ModelProto, domain: str = "") -> int:
 def node_label(node: onnx.NodeProto) -> str:
     """How messages name a node: its op type and its name (``<unnamed>`` when it has none)."""
     return f"{node.op_type} node {node.name or '<unnamed>'!r}"
+
+
+def node_attributes(node: onnx.NodeProto) -> dict[str, Any]:
+    """The node's attributes by name, as Python values (bytes for strings)."""
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
 def has_subgraph(node: onnx.NodeProto) -> bool:

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from fg_onnx.errors import UnsupportedModelError
-from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, node_label, opset_of
+from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, node_attributes, node_label, opset_of
 
 LEGACY_RESIZE_OPSET = 11
 """Upsample and Resize before opset 11 map output to input coordinates as x / scale."""
@@ -42,7 +42,7 @@ def restore_legacy_resizes(original: onnx.ModelProto, converted: onnx.ModelProto
     nearest = []
     for before, after in zip(old, new, strict=True):
         _set_attribute(after, "coordinate_transformation_mode", "asymmetric")
-        if _attrs(before).get("mode", b"nearest").decode() == "nearest":
+        if node_attributes(before).get("mode", b"nearest").decode() == "nearest":
             nearest.append(after.output[0])
     return nearest
 
@@ -91,10 +91,6 @@ def _resize_scales(node: onnx.NodeProto, info: GraphInfo) -> np.ndarray | None:
     return np.asarray(sizes, np.float32) / np.asarray(shape, np.float32)
 
 
-def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
 def _set_attribute(node: onnx.NodeProto, name: str, value: str) -> None:
     kept = [a for a in node.attribute if a.name != name]
     del node.attribute[:]
@@ -140,7 +136,9 @@ def _runtime_resize_sizes(node: onnx.NodeProto, info: GraphInfo) -> np.ndarray |
     inputs = [*node.input, "", "", ""]
     shape = info.static_shape(inputs[0])
     scales = info.const(inputs[2]) if inputs[2] and not inputs[3] else None
-    if shape is None or scales is None or scales.size != len(shape) or "axes" in _attrs(node):
+    if shape is None or scales is None or scales.size != len(shape):
+        return None
+    if "axes" in node_attributes(node):
         return None
     scales = np.asarray(scales, np.float32).ravel()
     runtime = np.array([int(np.float32(d) * s) for d, s in zip(shape, scales, strict=True)])
@@ -166,15 +164,15 @@ def reject_runtime_shape_disagreements(model: onnx.ModelProto) -> None:
     inference: the gradient is built on the inferred sizes and would fail when it runs."""
     info = GraphInfo(model)
     for node in model.graph.node:
-        if node.domain not in ("", "ai.onnx"):
+        if node.domain not in DEFAULT_DOMAINS:
             continue
-        problem = _shape_disagreement(node, info, opset_of(model))
+        problem = _shape_disagreement(node, info, info.opset)
         if problem:
             raise UnsupportedModelError(f"{node_label(node)}: {problem}")
 
 
 def _shape_disagreement(node: onnx.NodeProto, info: GraphInfo, opset: int) -> str | None:
-    attrs = _attrs(node)
+    attrs = node_attributes(node)
     auto_pad = attrs.get("auto_pad", b"NOTSET").decode()
     same = auto_pad.startswith("SAME")
     if node.op_type == "ConvTranspose" and same and any(attrs.get("output_padding", [])) \

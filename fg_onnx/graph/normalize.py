@@ -11,7 +11,7 @@ from onnx import numpy_helper, version_converter
 
 from fg_onnx.errors import ModelLoadError, UnsupportedModelError, one_line
 from fg_onnx.graph.fold import fold_constants, fold_static_shapes
-from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, opset_of
+from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, node_attributes, opset_of
 from fg_onnx.graph.legacy import (
     correct_resize_shapes,
     reject_runtime_shape_disagreements,
@@ -208,7 +208,7 @@ def _dequantized(node: onnx.NodeProto, info: GraphInfo) -> np.ndarray | None:
     names = [*node.input, "", ""][:3]
     q, scale = info.const(names[0]), info.const(names[1])
     zero = info.const(names[2]) if names[2] else np.zeros((), np.int64)
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    attrs = node_attributes(node)
     if q is None or scale is None or zero is None or attrs.get("block_size", 0):
         return None  # computed input, or blocked quantisation: left to the quantized check
     if scale.ndim == 1 and q.ndim > 0:

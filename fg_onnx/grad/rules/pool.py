@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import onnx
 from onnx import TensorProto
 
 from fg_onnx.grad.registry import Cotangents, VJPContext, vjp
@@ -18,6 +17,7 @@ from fg_onnx.grad.rules._common import (
     transposed_conv_geometry,
     zeros_like,
 )
+from fg_onnx.graph.info import node_attributes
 
 
 @vjp("MaxPool")
@@ -87,7 +87,7 @@ def _row_major_indices(ctx: VJPContext) -> str:
         ctx.info.add_type(name, TensorProto.INT64, ctx.shape(ctx.output(0)))
         return name
     # Column-major Indices are already in use: a twin pool gives the row-major ones.
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    attrs = node_attributes(node)
     attrs["storage_order"] = 0
     return ctx.b.op_multi("MaxPool", ctx.input(0), outputs=2, **attrs)[1]
 
@@ -147,7 +147,7 @@ def average_pool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     pads = explicit_pads(ctx, in_sizes, kernel, strides, dilations)
     counts = _window_counts(in_sizes, out_sizes, kernel, strides, dilations, pads[:spatial])
     b = ctx.b
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in ctx.node.attribute}
+    attrs = node_attributes(ctx.node)
     ones = float_array(ctx, np.ones([1, 1, *in_sizes]))
     means_of_ones = b.AveragePool(ones, **attrs)  # valid_count / divisor, per window
     # Windows with no real input (if a runtime keeps them) read 0/0; they feed nothing back.
