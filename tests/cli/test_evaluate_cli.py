@@ -66,27 +66,28 @@ def test_explain_with_a_method(tmp_path: Path) -> None:
     assert np.load(out / row["map"]).shape == (64, 64)
 
 
+def _evaluate_fullgrad(model: onnx.ModelProto, tmp_path: Path, *options: str) -> dict:
+    """``fg-onnx evaluate`` of ``model`` with fullgrad on two images (a quick setting);
+    evaluation.json once it succeeded."""
+    path, out = tmp_path / "model.onnx", tmp_path / "eval"
+    onnx.save(model, path)
+    assert main(["evaluate", str(path), str(IMAGES / "circle.png"), str(IMAGES / "cross.jpg"),
+                 "--methods", "fullgrad", "--k", "1,10", "--deletion-steps", "2",
+                 "-o", str(out), "--device", "cpu", *options]) == 0
+    data: dict = json.loads((out / "evaluation.json").read_text())
+    assert [r["method"] for r in data["results"]] == ["random", "fullgrad"]
+    return data
+
+
 def test_a_fixed_batch_model_is_evaluated(tmp_path: Path) -> None:
     """Its scorer used to run 64 perturbed copies at once whatever --batch-size."""
-    static = tmp_path / "static.onnx"
-    onnx.save(with_symbolic_dims(onnx.load(SAMPLE), {"image": [1, 3, 64, 64]}), static)
-    out = tmp_path / "eval"
-    assert main(["evaluate", str(static), str(IMAGES / "circle.png"), str(IMAGES / "cross.jpg"),
-                 "--batch-size", "1", "--methods", "fullgrad", "--k", "1,10",
-                 "--deletion-steps", "2", "-o", str(out), "--device", "cpu"]) == 0
-    data = json.loads((out / "evaluation.json").read_text())
-    assert [r["method"] for r in data["results"]] == ["random", "fullgrad"]
+    static = with_symbolic_dims(onnx.load(SAMPLE), {"image": [1, 3, 64, 64]})
+    _evaluate_fullgrad(static, tmp_path, "--batch-size", "1")
 
 
 def test_a_grayscale_nhwc_model_is_evaluated(tmp_path: Path) -> None:
-    model = tmp_path / "gray.onnx"
-    onnx.save(grayscale_model(onnx.load(SAMPLE), "nhwc"), model)
-    out = tmp_path / "eval"
-    assert main(["evaluate", str(model), str(IMAGES / "circle.png"), str(IMAGES / "cross.jpg"),
-                 "--methods", "fullgrad", "--k", "1,10", "--deletion-steps", "2",
-                 "--fill", "black", "-o", str(out), "--device", "cpu"]) == 0
-    data = json.loads((out / "evaluation.json").read_text())
-    assert [r["method"] for r in data["results"]] == ["random", "fullgrad"]
+    data = _evaluate_fullgrad(grayscale_model(onnx.load(SAMPLE), "nhwc"), tmp_path,
+                              "--fill", "black")
     assert all(np.isfinite(r["perturbation"]).all() for r in data["results"])
 
 
@@ -117,9 +118,5 @@ def test_unreadable_images_are_skipped_as_explain_does(
 
 def test_input_size_sizes_the_images_of_an_open_size_model(tmp_path: Path) -> None:
     # explain takes --input-size for a model with open H and W; evaluate wanted --size.
-    model = tmp_path / "open.onnx"
-    onnx.save(with_symbolic_dims(onnx.load(SAMPLE), {"image": ["N", 3, "H", "W"]}), model)
-    out = tmp_path / "eval"
-    assert main(["evaluate", str(model), str(IMAGES / "circle.png"), "--input-size", "64x64",
-                 "--methods", "fullgrad", "--k", "10", "--deletion-steps", "2", "-o", str(out),
-                 "--device", "cpu"]) == 0
+    open_size = with_symbolic_dims(onnx.load(SAMPLE), {"image": ["N", 3, "H", "W"]})
+    _evaluate_fullgrad(open_size, tmp_path, "--input-size", "64x64")

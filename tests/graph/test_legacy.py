@@ -25,22 +25,17 @@ def _scales(*spatial: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize("mode", ["linear", "nearest"])
-@pytest.mark.parametrize("scales", [(2.0, 2.0), (1.5, 2.5), (1.0, 3.0)])
-def test_upsample_opset9_computes_what_onnxruntime_computes(mode: str,
-                                                            scales: tuple[float, ...]) -> None:
+@pytest.mark.parametrize(("op_type", "opset", "scales"), [
+    ("Upsample", 9, (2.0, 2.0)), ("Upsample", 9, (1.5, 2.5)), ("Upsample", 9, (1.0, 3.0)),
+    ("Resize", 10, (2.0, 1.5)), ("Resize", 10, (0.6, 0.75)), ("Resize", 10, (0.5, 1.0)),
+])
+def test_old_resizes_compute_what_onnxruntime_computes(op_type: str, opset: int,
+                                                       scales: tuple[float, ...],
+                                                       mode: str) -> None:
     # onnx's converter alone gives half-pixel coordinates: up to 0.5 off for linear, and a
-    # different nearest neighbour at 1.5.
-    assert_linear_vjp_on_onnxruntime("Upsample", [("x", X), ("w:s", _scales(*scales))],
-                                     opset=9, mode=mode)
-
-
-@pytest.mark.parametrize("mode", ["linear", "nearest"])
-@pytest.mark.parametrize("scales", [(2.0, 1.5), (0.6, 0.75), (0.5, 1.0)])
-def test_resize_opset10_computes_what_onnxruntime_computes(mode: str,
-                                                           scales: tuple[float, ...]) -> None:
-    # Shrinking, onnxruntime rounds nearest neighbours up.
-    assert_linear_vjp_on_onnxruntime("Resize", [("x", X), ("w:s", _scales(*scales))],
-                                     opset=10, mode=mode)
+    # different nearest neighbour at 1.5. Shrinking, onnxruntime rounds nearest neighbours up.
+    assert_linear_vjp_on_onnxruntime(op_type, [("x", X), ("w:s", _scales(*scales))],
+                                     opset=opset, mode=mode)
 
 
 def test_upsample_opset7_scales_attribute() -> None:

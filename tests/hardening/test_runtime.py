@@ -44,13 +44,19 @@ def _inf_for_black_images() -> onnx.ModelProto:
     return model
 
 
-def test_inf_results_are_reported_per_image(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    model = save(_inf_for_black_images(), tmp_path / "div.onnx")
+def _black_and_grey_images(tmp_path: Path) -> Path:
+    """A folder with black.png (Inf/NaN for _inf_for_black_images) and grey.png."""
     folder = tmp_path / "imgs"
     folder.mkdir()
     cv2.imwrite(str(folder / "black.png"), np.zeros((8, 8, 3), np.uint8))
     cv2.imwrite(str(folder / "grey.png"), np.full((8, 8, 3), 128, np.uint8))
+    return folder
+
+
+def test_inf_results_are_reported_per_image(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    model = save(_inf_for_black_images(), tmp_path / "div.onnx")
+    folder = _black_and_grey_images(tmp_path)
     code, out, err = run_cli(["explain", model, folder, "-o", tmp_path / "out",
                               "--preset", "zero-one", "--device", "cpu"], capsys)
     assert code == 1 and "Traceback" not in err
@@ -136,10 +142,7 @@ def test_model_onnxruntime_cannot_run_is_one_line(tmp_path: Path,
 def test_evaluate_refuses_images_with_nan_scores(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     model = save(_inf_for_black_images(), tmp_path / "div.onnx")
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    cv2.imwrite(str(folder / "black.png"), np.zeros((8, 8, 3), np.uint8))
-    cv2.imwrite(str(folder / "grey.png"), np.full((8, 8, 3), 128, np.uint8))
+    folder = _black_and_grey_images(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no numpy warning may leak either
         code, _, err = run_cli(["evaluate", model, folder, "-o", tmp_path / "out", "--preset",
