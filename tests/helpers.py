@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from fg_onnx.fullgrad.contract import outputs_completeness_error
 from fg_onnx.grad import SEED_INPUT, gradient_model
 from fg_onnx.grad.check import check_vjp, reference_evaluator, single_node_model
 
@@ -162,3 +163,16 @@ def assert_vjp_symbolic(
     assert result.float32_error < FLOAT32_TOL, (
         f"{op_type}: float32 VJP on onnxruntime differs by {result.float32_error:.3g} (relative)"
     )
+
+
+def run_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
+                names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Every output of ``model`` (or ``names``) on onnxruntime's CPU provider, by name."""
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = names or [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds), strict=True))
+
+
+def completeness(outputs: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """[N] the contract's completeness error of an augmented model's outputs on ``x``."""
+    return outputs_completeness_error(outputs, x)

@@ -232,7 +232,7 @@ def _ort_call(spec: dict[str, Any], model: str, kind: str,
     (session, provider report, one inference call)."""
     import onnxruntime as ort
 
-    from fg_onnx.fullgrad import augment as contract
+    from fg_onnx.fullgrad import contract
     from fg_onnx.runtime.providers import open_session
 
     options = ort.SessionOptions()
@@ -296,7 +296,7 @@ def _completeness_error(spec: dict[str, Any], session: Any) -> float:
     provider would hide."""
     import onnx
 
-    from fg_onnx.fullgrad import augment as contract
+    from fg_onnx.fullgrad import contract
 
     x = _images(spec)
     feeds = {session.get_inputs()[0].name: x,
@@ -310,8 +310,7 @@ def _completeness_error(spec: dict[str, Any], session: Any) -> float:
         gradient, bias_total, score = (outputs[name] for name in names)
     else:
         gradient, bias_total, score = session.run(names, feeds)
-    total = (gradient.astype(np.float64) * x).reshape(len(x), -1).sum(1) + bias_total
-    return float((np.abs(total - score) / np.maximum(np.abs(score), 1e-6)).max())
+    return float(contract.completeness_error(gradient, x, bias_total, score).max())
 
 
 def _runner(session: Any, on_cuda: bool, names: list[str],

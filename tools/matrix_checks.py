@@ -19,6 +19,7 @@ import onnxruntime as ort
 from float16_emulation import run_emulated
 
 import fg_onnx
+from fg_onnx.fullgrad import contract
 from fg_onnx.fullgrad.augment import AugmentOptions
 
 TOLERANCE = 1e-4
@@ -139,10 +140,9 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
 
 def completeness_error(out: dict[str, np.ndarray], x: np.ndarray) -> float:
     """Worst |score - (Σ input·grad + bias total)| / max(|score|, 1e-3) over the batch."""
-    total = (out["fg_input_grad"].astype(np.float64) * x).reshape(len(x), -1).sum(1)
-    total = total + out["fg_bias_total"]
-    score = out["fg_score"].astype(np.float64)
-    return float((np.abs(total - score) / np.maximum(np.abs(score), 1e-3)).max())
+    # Random-weight exports can put a logit near zero: relative to at least 1e-3.
+    scale = np.maximum(np.abs(out[contract.SCORE].astype(np.float64)), 1e-3)
+    return float(contract.outputs_completeness_error(out, x, scale).max())
 
 
 def check_exported(path: Path, reference: Reference, inputs: Inputs,
@@ -173,7 +173,7 @@ def check_exported(path: Path, reference: Reference, inputs: Inputs,
     options = AugmentOptions(implicit_biases=True, precision="float16", components=True)
     half = fg_onnx.augment_with_report(proto, options).model
     x = inputs(0)
-    out = run_emulated(half, {proto.graph.input[0].name: x, "fg_target": TARGETS})
+    out = run_emulated(half, {proto.graph.input[0].name: x, contract.TARGET: TARGETS})
     result.completeness_float16 = float16_completeness_error(out, x)
     result.completeness_float16_score = completeness_error(out, x)
     return result
@@ -202,14 +202,13 @@ def float16_completeness_error(out: dict[str, np.ndarray], x: np.ndarray) -> flo
     |score| when larger). Its terms can cancel into a much smaller score (1000:1 in the
     random full-size ResNet-50), and float16 rounds each of them, not their sum."""
     n = len(x)
-    total = (out["fg_input_grad"].astype(np.float64) * x).reshape(n, -1)
-    size = np.abs(total).sum(1)
+    size = np.abs(out[contract.INPUT_GRAD].astype(np.float64) * x).reshape(n, -1).sum(1)
     for name, value in out.items():
-        if name.startswith("fg_tap_"):
+        if name.startswith(contract.TAP_PREFIX):
             size += np.abs(value.astype(np.float64).reshape(n, -1).sum(1))
-    score = out["fg_score"].astype(np.float64)
-    error = np.abs(total.sum(1) + out["fg_bias_total"] - score)
-    return float((error / np.maximum(np.maximum(np.abs(score), size), 1e-3)).max())
+    score = np.abs(out[contract.SCORE].astype(np.float64))
+    scale = np.maximum(np.maximum(score, size), 1e-3)
+    return float(contract.outputs_completeness_error(out, x, scale).max())
 
 
 def _compare(sessions: _Sessions, reference: Reference, x: np.ndarray,
@@ -219,17 +218,17 @@ def _compare(sessions: _Sessions, reference: Reference, x: np.ndarray,
     original = run(sessions.original, {image: x})[output]
     expected_output, expected_grads = reference(x, TARGETS)
     result.export_error = relative_error(original, expected_output)
-    feeds = {image: x, "fg_target": TARGETS}
+    feeds = {image: x, contract.TARGET: TARGETS}
     out_plain, out_implicit = (run(s, feeds) for s in sessions.optimised)
     result.output_error = max(relative_error(out[output], original)
                               for out in (out_plain, out_implicit))
     result.grad_scale = float(np.abs(expected_grads["float32"]).max())
     result.completeness_plain = completeness_error(out_plain, x)
     result.completeness_implicit = completeness_error(out_implicit, x)
-    grads = [out["fg_input_grad"] for out in (out_plain, out_implicit)]
+    grads = [out[contract.INPUT_GRAD] for out in (out_plain, out_implicit)]
     result.grad_error, result.gradient_match = _gradient_error(grads, expected_grads, "optimised")
     if result.grad_error >= TOLERANCE:
-        grads = [run(s, feeds)["fg_input_grad"] for s in sessions.unoptimised()]
+        grads = [run(s, feeds)[contract.INPUT_GRAD] for s in sessions.unoptimised()]
         result.grad_error, result.gradient_match = min(
             (result.grad_error, result.gradient_match),
             _gradient_error(grads, expected_grads, "unoptimised"))

@@ -18,7 +18,7 @@ import onnxruntime as ort
 from fg_onnx.cli.augment_cmd import add_augment_options, options_from_args, parse_size
 from fg_onnx.errors import FgOnnxError, ImageError
 from fg_onnx.files import make_folder, save_npy_atomic, write_bytes_atomic
-from fg_onnx.fullgrad.augment import TARGET
+from fg_onnx.fullgrad.contract import TARGET
 from fg_onnx.methods import METHOD_NAMES, Explainer, MethodParams
 from fg_onnx.runtime.session import Explanation, FullGrad
 from fg_onnx.vision.images import iter_image_paths, load_image

@@ -6,7 +6,8 @@ import numpy as np
 from onnx import helper
 
 from fg_onnx.errors import FgOnnxError, one_line
-from fg_onnx.fullgrad.augment import METADATA_KEY, AugmentOptions
+from fg_onnx.fullgrad.augment import AugmentOptions
+from fg_onnx.fullgrad.contract import is_augmented
 from fg_onnx.fullgrad.explained import resolve
 from fg_onnx.graph.info import GraphInfo
 from fg_onnx.graph.load import ModelSource, load_model
@@ -25,7 +26,7 @@ class Scorer:
         input fixes the batch size runs that many images per run whatever ``batch_size``."""
         options = options or AugmentOptions()
         proto = load_model(model)
-        if any(p.key == METADATA_KEY for p in proto.metadata_props):
+        if is_augmented(proto):
             raise FgOnnxError("evaluate needs the original model, not an augmented one")
         proto = normalize(proto)
         info = GraphInfo(proto)

@@ -1,18 +1,8 @@
-"""The augment pass: one ONNX model that outputs FullGrad maps next to its own outputs.
-
-Contract of the augmented model (other tools rely on it):
-    inputs:  every original input; ``fg_target`` int64 [N] (class per sample, -1 = arg-max),
-             or ``fg_grad_output`` shaped like the explained tensor with ``seed_input``.
-    outputs: every original output; ``fg_score`` [N]; ``fg_target_used`` int64 [N] (not with
-             ``seed_input``); ``fg_input_grad`` (shape of the input); ``fg_bias_total`` [N];
-             ``fg_saliency`` [N, H, W]; with ``components``, ``fg_tap_<i>`` per map tap.
-    types:   as the model's; with ``precision="float16"`` too (float32 in and out, float16
-             inside; the gradient scale is divided out of every output).
-"""
+"""The augment pass: one ONNX model that outputs FullGrad maps next to its own outputs, as
+fg_onnx.fullgrad.contract defines them."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -31,6 +21,19 @@ from fg_onnx.fullgrad.aggregate import (
 )
 from fg_onnx.fullgrad.cam import CAM_METHODS, cam_map, find_cam_layer
 from fg_onnx.fullgrad.channels import channel_axes
+from fg_onnx.fullgrad.contract import (
+    BIAS_TOTAL,
+    GRAD_OUTPUT,
+    INPUT_GRAD,
+    SALIENCY,
+    SCORE,
+    TARGET,
+    TARGET_USED,
+    AugmentFacts,
+    is_augmented,
+    tap_output,
+    write_facts,
+)
 from fg_onnx.fullgrad.explained import (
     Explained,
     channel_axis,
@@ -49,14 +52,6 @@ from fg_onnx.graph.load import ModelSource, load_model
 from fg_onnx.graph.normalize import normalize
 from fg_onnx.graph.save import check_model
 
-TARGET = "fg_target"
-GRAD_OUTPUT = "fg_grad_output"
-SCORE = "fg_score"
-TARGET_USED = "fg_target_used"
-INPUT_GRAD = "fg_input_grad"
-BIAS_TOTAL = "fg_bias_total"
-SALIENCY = "fg_saliency"
-METADATA_KEY = "fg_onnx.augment"
 PROVIDERS = ("any", "cpu")
 GRAPH_METHODS = ("fullgrad", "simple-fullgrad", "gradient", "gradient-x-input", *CAM_METHODS)
 """What ``fg_saliency`` can hold (AugmentOptions.method); all other outputs stay the same."""
@@ -134,7 +129,7 @@ def build_fullgrad(source: ModelSource, options: AugmentOptions | None = None) -
     options = options or AugmentOptions()
     _check_method(options)
     model = load_model(source)
-    if any(p.key == METADATA_KEY for p in model.metadata_props):
+    if is_augmented(model):
         raise UnsupportedModelError("the model is already augmented by fg-onnx; augment the "
                                     "original model")
     owned = not isinstance(source, onnx.ModelProto)  # loaded here: no copy needed
@@ -241,7 +236,7 @@ class _Augmenter:
         if self.options.components:
             for i, tap in enumerate(map_taps):
                 assert tap.product is not None
-                self._output(f"fg_tap_{i}", self.numerics.unscaled(tap.product), tap.shape)
+                self._output(tap_output(i), self.numerics.unscaled(tap.product), tap.shape)
         self._metadata(map_taps)
         self.b.apply_to(self.model)
         if self.numerics.half:
@@ -369,21 +364,13 @@ class _Augmenter:
         self.new_outputs.append(public)
 
     def _metadata(self, map_taps: list[Tap]) -> None:
-        ex = self.ex
-        facts = {
-            "input": ex.input, "output": ex.output, "scores": ex.scores,
-            "skipped_op": ex.skipped_op, "layout": ex.layout,
-            "implicit_biases": self.options.implicit_biases,
-            "seed_input": self.options.seed_input,
-            "method": self.options.method, "cam_layer": self.cam_layer,
-            "precision": self.options.precision, "gradient_scale": self.numerics.scale,
-            "taps": [tap_description(t) for t in self.taps],
-            "components": [
-                {"output": f"fg_tap_{i}", **tap_description(t)} for i, t in enumerate(map_taps)
-            ] if self.options.components else [],
-        }
-        entry = self.model.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, json.dumps(facts)
+        ex, options = self.ex, self.options
+        components = [{"output": tap_output(i), **tap_description(t)}
+                      for i, t in enumerate(map_taps)] if options.components else []
+        write_facts(self.model, AugmentFacts(
+            ex.input, ex.output, ex.scores, ex.skipped_op, ex.layout, options.implicit_biases,
+            options.seed_input, options.method, self.cam_layer, options.precision,
+            self.numerics.scale, [tap_description(t) for t in self.taps], components))
 
 
 def _map_term(tap: Tap, tensor: str | None) -> MapTerm | None:

@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from fg_onnx.fullgrad import augment as contract
+from fg_onnx.fullgrad import contract
 from fg_onnx.methods.params import MethodParams
 from fg_onnx.runtime.batching import copy_chunks
 from fg_onnx.runtime.session import Explanation, FullGrad

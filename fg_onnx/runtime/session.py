@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -14,8 +13,9 @@ import onnx
 import onnxruntime as ort
 
 from fg_onnx.errors import FgOnnxError, one_line
-from fg_onnx.fullgrad import augment as contract
+from fg_onnx.fullgrad import contract
 from fg_onnx.fullgrad.augment import AugmentOptions, build_fullgrad
+from fg_onnx.fullgrad.contract import completeness_error, is_augmented, read_facts
 from fg_onnx.graph.load import ModelSource, load_model
 from fg_onnx.graph.normalize import blaming_invalid_input
 from fg_onnx.graph.save import is_large, save_model_atomic
@@ -60,10 +60,6 @@ def _for_device(options: AugmentOptions | None, device: Device) -> AugmentOption
     return replace(options, provider="cpu")
 
 
-def _is_augmented(model: onnx.ModelProto) -> bool:
-    return any(p.key == contract.METADATA_KEY for p in model.metadata_props)
-
-
 class FullGrad:
     """An onnxruntime session over the FullGrad model of ``model``.
 
@@ -86,17 +82,16 @@ class FullGrad:
         if batch_size < 1:
             raise FgOnnxError(f"batch size must be at least 1, got {batch_size}")
         proto = load_model(model)
-        augmented = _is_augmented(proto)
+        augmented = is_augmented(proto)
         if not augmented:
             target = _for_device(options, device)
             proto = blaming_invalid_input(proto, lambda m: build_fullgrad(m, target).model)
-        facts = json.loads(
-            next(p.value for p in proto.metadata_props if p.key == contract.METADATA_KEY)
-        )
-        if facts.get("seed_input"):
+        facts = read_facts(proto)
+        if facts.seed_input:
             raise FgOnnxError("models augmented with --seed-input cannot explain classes")
-        self.method: str = facts.get("method", "fullgrad")
-        self.precision: str = facts.get("precision", "float32")
+        self.facts = facts
+        self.method: str = facts.method
+        self.precision: str = facts.precision
         if options is not None and options.method != self.method:
             raise FgOnnxError(f"the model was augmented for {self.method}, not "
                               f"{options.method}; pass the original model")
@@ -104,9 +99,9 @@ class FullGrad:
             raise FgOnnxError("the model was augmented in float32, not float16; pass the "
                               "original model")
         self.metadata = {p.key: p.value for p in proto.metadata_props}
-        self.input_name: str = facts["input"]
-        self.layout: str = facts["layout"]
-        self.output_name: str = facts["output"]
+        self.input_name: str = facts.input
+        self.layout: str = facts.layout
+        self.output_name: str = facts.output
         self.batch_size = batch_size
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         path = model if augmented and not isinstance(model, onnx.ModelProto) else None
@@ -217,10 +212,9 @@ class FullGrad:
         names = [*FETCHED, self.output_name]
         feeds = {self.input_name: x, contract.TARGET: targets}
         values = dict(zip(names, self._execute_checked(names, feeds), strict=True))
-        reconstructed = (values[contract.INPUT_GRAD] * x).reshape(len(x), -1).sum(1)
-        reconstructed += values[contract.BIAS_TOTAL]
         score = values[contract.SCORE]
-        error = np.abs(reconstructed - score) / np.maximum(np.abs(score), 1e-6)
+        error = completeness_error(values[contract.INPUT_GRAD], x, values[contract.BIAS_TOTAL],
+                                   score)
         scores_out = values[self.output_name].reshape(len(x), -1)
         return (values[contract.SALIENCY], score, values[contract.TARGET_USED],
                 scores_out.argmax(1), error.astype(np.float32))

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 import torch.nn as nn
+from helpers import completeness as completeness_error
+from helpers import run_outputs as run
 from reference_fullgrad import reference_fullgrad
 from torch_models import (
     ConvNeXtBlock,
@@ -27,19 +28,6 @@ from fg_onnx.errors import FgOnnxError
 from fg_onnx.fullgrad.augment import AugmentOptions
 
 COMPLETENESS_TOL = 1e-4
-
-
-def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds), strict=True))
-
-
-def completeness_error(outputs: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    reconstructed = (outputs["fg_input_grad"] * x).reshape(len(x), -1).sum(1)
-    reconstructed = reconstructed + outputs["fg_bias_total"]
-    score = outputs["fg_score"]
-    return np.abs(reconstructed - score) / np.maximum(np.abs(score), 1e-3)
 
 
 @pytest.fixture(scope="module")

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from float16_emulation import run_emulated
+from helpers import completeness as completeness_error
+from helpers import run_outputs as run_float32
 from onnx import TensorProto, helper, numpy_helper
 from torch_models import ResidualCNN, export, images, randomize_batchnorm
 
 import fg_onnx
 from fg_onnx.errors import FgOnnxError, UnsupportedModelError
-from fg_onnx.fullgrad.augment import GRAPH_METHODS, METADATA_KEY, AugmentOptions
+from fg_onnx.fullgrad.augment import GRAPH_METHODS, AugmentOptions
+from fg_onnx.fullgrad.contract import read_facts
 from fg_onnx.fullgrad.precision import DEFAULT_GRADIENT_SCALE, check_precision
 from fg_onnx.graph.info import GraphInfo
 from fg_onnx.graph.normalize import infer_shapes
@@ -30,18 +31,6 @@ HALF_COMPLETENESS_TOL = 3e-3
 
 def feeds_for(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
     return {model.graph.input[0].name: x, "fg_target": np.full(len(x), -1, np.int64)}
-
-
-def run_float32(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds), strict=True))
-
-
-def completeness_error(outputs: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    reconstructed = (outputs["fg_input_grad"].astype(np.float64) * x).reshape(len(x), -1).sum(1)
-    reconstructed += outputs["fg_bias_total"]
-    return np.asarray(np.abs(reconstructed - outputs["fg_score"]) / np.abs(outputs["fg_score"]))
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -74,9 +63,9 @@ def test_the_network_and_backward_pass_run_in_float16_behind_a_float32_interface
     assert len(heavy) >= 6
     assert all(info.elem_type(name) == TensorProto.FLOAT16
                for node in heavy for name in node.input if name)
-    facts = json.loads(next(p.value for p in model.metadata_props if p.key == METADATA_KEY))
-    assert facts["precision"] == "float16"
-    assert facts["gradient_scale"] == DEFAULT_GRADIENT_SCALE
+    facts = read_facts(model)
+    assert facts.precision == "float16"
+    assert facts.gradient_scale == DEFAULT_GRADIENT_SCALE
 
 
 def test_a_computed_bias_does_not_keep_the_network_in_float32() -> None:

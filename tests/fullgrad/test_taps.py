@@ -3,16 +3,17 @@ axis a map term sums over (fg_onnx/fullgrad/taps.py, channels.py)."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
+from helpers import completeness, run_outputs
 from onnx import TensorProto, helper, numpy_helper
 
-from fg_onnx.fullgrad.augment import METADATA_KEY, AugmentOptions, build_fullgrad
+from fg_onnx.fullgrad.augment import AugmentOptions, build_fullgrad
 from fg_onnx.fullgrad.channels import channel_axes
+from fg_onnx.fullgrad.contract import TARGET, read_facts
 from fg_onnx.graph.info import GraphInfo
 
 RNG = np.random.default_rng(0)
@@ -44,20 +45,13 @@ def _head(source: str, features: int, classes: int = 5) -> tuple[list[onnx.NodeP
 def _run(model: onnx.ModelProto, x: np.ndarray, implicit: bool = False,
          ) -> tuple[dict[str, np.ndarray], dict, list[str]]:
     result = build_fullgrad(model, AugmentOptions(implicit_biases=implicit, components=True))
-    session = ort.InferenceSession(result.model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    feeds = {"x": x, "fg_target": np.full(len(x), -1, np.int64)}
-    outputs = dict(zip(names, session.run(names, feeds), strict=True))
-    facts = json.loads(next(p.value for p in result.model.metadata_props
-                            if p.key == METADATA_KEY))
+    outputs = run_outputs(result.model, {"x": x, TARGET: np.full(len(x), -1, np.int64)})
+    facts = dataclasses.asdict(read_facts(result.model))
     return outputs, facts, result.unexplained_nonlinear
 
 
 def _completeness(outputs: dict[str, np.ndarray], x: np.ndarray) -> float:
-    total = (outputs["fg_input_grad"].astype(np.float64) * x).reshape(len(x), -1).sum(1)
-    score = outputs["fg_score"].astype(np.float64)
-    return float(np.abs(total + outputs["fg_bias_total"] - score).max() / np.abs(score).max())
+    return float(completeness(outputs, x).max())
 
 
 def test_computed_gemm_c_is_data_not_a_bias() -> None:

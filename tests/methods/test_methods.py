@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import fg_onnx
 from fg_onnx.errors import FgOnnxError
-from fg_onnx.fullgrad import augment as contract
+from fg_onnx.fullgrad import contract
 from fg_onnx.methods import METHOD_NAMES, Explainer, MethodParams
 from fg_onnx.runtime.session import FullGrad
 
@@ -144,9 +143,8 @@ def test_cam_layer_option_and_errors() -> None:
     model, _ = linear_cam_model(np.zeros(4))
     report = fg_onnx.augment_with_report(
         model, fg_onnx.AugmentOptions(method="grad-cam", cam_layer="conv"))
-    facts = json.loads({p.key: p.value for p in report.model.metadata_props}[
-        contract.METADATA_KEY])
-    assert facts["method"] == "grad-cam" and facts["cam_layer"] == "conv"
+    facts = contract.read_facts(report.model)
+    assert facts.method == "grad-cam" and facts.cam_layer == "conv"
     assert "fg_saliency holds: grad-cam at conv" in report.summary()
     with pytest.raises(FgOnnxError, match="rank 2"):
         fg_onnx.augment_with_report(
