@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import onnx
 
+from fg_onnx.choices import LayoutChoice, Precision, Provider
 from fg_onnx.fullgrad.augment import AugmentOptions, AugmentResult, build_fullgrad
 from fg_onnx.graph.load import ModelSource
 
@@ -13,14 +14,14 @@ def augment(
     *,
     input: str | None = None,
     output: str | None = None,
-    layout: str = "auto",
+    layout: LayoutChoice = "auto",
     implicit_biases: bool = False,
     explain_probabilities: bool = False,
     seed_input: bool = False,
     components: bool = False,
     input_size: tuple[int, int] | None = None,
-    provider: str = "any",
-    precision: str = "float32",
+    provider: Provider = "any",
+    precision: Precision = "float32",
     gradient_scale: float | None = None,
 ) -> onnx.ModelProto:
     """Returns ``model`` augmented with FullGrad outputs (the same contract as the CLI).

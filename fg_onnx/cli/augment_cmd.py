@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fg_onnx.choices import GRAPH_METHODS, LAYOUT_CHOICES, PRECISIONS, PROVIDERS
 from fg_onnx.errors import OutputExistsError
-from fg_onnx.fullgrad.augment import GRAPH_METHODS, PROVIDERS, AugmentOptions, build_fullgrad
-from fg_onnx.fullgrad.precision import DEFAULT_GRADIENT_SCALE, PRECISIONS
+from fg_onnx.fullgrad.augment import AugmentOptions, build_fullgrad
+from fg_onnx.fullgrad.precision import DEFAULT_GRADIENT_SCALE
 from fg_onnx.graph.load import load_model
 from fg_onnx.graph.normalize import blaming_invalid_input
 from fg_onnx.graph.save import check_output_path, data_file_of, is_large, save_model_atomic
@@ -38,7 +39,7 @@ def add_augment_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by every command that augments a model."""
     parser.add_argument("--input", help="explained input (default: the only float input)")
     parser.add_argument("--output", help="explained output (default: the first output)")
-    parser.add_argument("--layout", default="auto", choices=["auto", "nchw", "nhwc"],
+    parser.add_argument("--layout", default="auto", choices=LAYOUT_CHOICES,
                         help="input layout (default: detected from the graph)")
     parser.add_argument("--input-size", type=parse_size, metavar="HxW",
                         help="fix the input's spatial size when the model leaves it open")

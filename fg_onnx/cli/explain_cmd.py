@@ -360,8 +360,8 @@ def _write_results(args: argparse.Namespace, loaded: list[tuple[_Job, np.ndarray
     for i, (job, image) in enumerate(loaded):
         overlay_path, map_path = _outputs_of(args.outdir, job.stem, args.method)
         saliency = result.saliency[i]
-        broken = _non_finite(saliency, float(result.scores[i]),
-                             float(result.completeness_error[i]))
+        error = None if result.completeness_error is None else result.completeness_error[i]
+        broken = _non_finite(saliency, float(result.scores[i]), error)
         if broken:
             print(f"fg-onnx: warning: {job.source}: NaN/Inf in the {' and the '.join(broken)} "
                   "(finite: false in the summary)", file=sys.stderr)
@@ -372,18 +372,18 @@ def _write_results(args: argparse.Namespace, loaded: list[tuple[_Job, np.ndarray
             "file": str(job.source), "target": target, "target_label": _label(labels, target),
             "score": _number(result.scores[i]), "predicted": predicted,
             "predicted_label": _label(labels, predicted),
-            "completeness_error": _number(result.completeness_error[i]),
+            "completeness_error": None if error is None else _number(error),
             "finite": not broken, "overlay": overlay_path.name, "map": map_path.name,
         })
     return rows
 
 
-def _non_finite(saliency: np.ndarray, score: float, error: float) -> list[str]:
+def _non_finite(saliency: np.ndarray, score: float, error: float | None) -> list[str]:
     """What of one image's result is NaN/Inf (an input or a model that overflows; the
     completeness error also when only the gradients overflow)."""
     broken = [] if np.isfinite(score) else ["score"]
     broken += [] if np.all(np.isfinite(saliency)) else ["map"]
-    return broken + ([] if np.isfinite(error) else ["completeness error"])
+    return broken + ([] if error is None or np.isfinite(error) else ["completeness error"])
 
 
 def _number(value: np.floating | float) -> float | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fg_onnx.choices import Layout
 from fg_onnx.errors import FgOnnxError
 from fg_onnx.runtime.batching import chunks
 
@@ -60,7 +61,7 @@ class Images:
     """A batch with what the tests need to know about it."""
 
     batch: np.ndarray
-    layout: str
+    layout: Layout
     targets: np.ndarray
     """[N] explained class per image."""
     scores: np.ndarray
@@ -77,12 +78,12 @@ def pixel_ranks(saliency: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return ranks
 
 
-def _channels_first(batch: np.ndarray, layout: str) -> np.ndarray:
+def _channels_first(batch: np.ndarray, layout: Layout) -> np.ndarray:
     x = batch if layout == "nchw" else batch.transpose(0, 3, 1, 2)
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
-def _model_layout(flat: np.ndarray, like: np.ndarray, layout: str) -> np.ndarray:
+def _model_layout(flat: np.ndarray, like: np.ndarray, layout: Layout) -> np.ndarray:
     if layout == "nchw":
         return flat.reshape(-1, *like.shape[1:])
     h, w, c = like.shape[1:]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fg_onnx.choices import Layout, spatial_axes
 from fg_onnx.errors import FgOnnxError
 from fg_onnx.evaluation.perturbation import (
     Images,
@@ -20,7 +21,6 @@ from fg_onnx.evaluation.perturbation import (
 )
 from fg_onnx.evaluation.scorer import Scorer
 from fg_onnx.fullgrad.augment import AugmentOptions
-from fg_onnx.fullgrad.cam import CAM_METHODS
 from fg_onnx.graph.load import ModelSource, load_model
 from fg_onnx.methods import Explainer, MethodParams, get_method
 from fg_onnx.runtime.providers import Device
@@ -41,6 +41,9 @@ class MethodResult:
     """Area under ``deletion`` (lower is better)."""
     seconds_per_image: float
     """Time to compute the maps (0 for the random baseline)."""
+    completeness_error: float | None = None
+    """The largest completeness error over the images (the check its method defines:
+    fg_onnx.methods.registry.Method.completeness); None for methods without one."""
 
 
 @dataclass
@@ -87,29 +90,32 @@ def evaluate(model: ModelSource, batch: np.ndarray, methods: Sequence[str], *,
     rng = np.random.default_rng(config.seed)
     for name in [RANDOM, *names]:
         started = time.perf_counter()
+        error = None
         if name == RANDOM:
             maps = rng.random((len(batch), *_spatial(batch, scorer.layout)))
         else:
             explainer = Explainer(proto, name, params=params, device=device,
                                   batch_size=batch_size, options=_options_for(name, options))
             started = time.perf_counter()  # the maps, not the augmentation
-            maps = explainer.explain(images.batch, targets.tolist()).saliency
+            explanation = explainer.explain(images.batch, targets.tolist())
+            maps = explanation.saliency
+            if explanation.completeness_error is not None:
+                error = float(np.max(explanation.completeness_error))
         seconds = 0.0 if name == RANDOM else (time.perf_counter() - started) / len(batch)
         ranks = pixel_ranks(maps, rng)
         curve = deletion_curve(scorer, images, ranks, config)
         result.results.append(MethodResult(
             name, pixel_perturbation(scorer, images, ranks, config).tolist(), curve.tolist(),
-            area_under(curve, config.fractions), seconds))
+            area_under(curve, config.fractions), seconds, error))
     return result
 
 
 def _options_for(name: str, options: AugmentOptions | None) -> AugmentOptions | None:
     """The CAM layer only for the CAM methods (the others refuse it)."""
-    if options is None or get_method(name).graph in CAM_METHODS:
+    if options is None or "cam_layer" in get_method(name).settings:
         return options
     return dataclasses.replace(options, cam_layer=None)
 
 
-def _spatial(batch: np.ndarray, layout: str) -> tuple[int, int]:
-    h, w = batch.shape[2:4] if layout == "nchw" else batch.shape[1:3]
-    return int(h), int(w)
+def _spatial(batch: np.ndarray, layout: Layout) -> tuple[int, int]:
+    return tuple(int(batch.shape[axis]) for axis in spatial_axes(layout))  # type: ignore[return-value]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
+from fg_onnx.choices import Layout, channel_axis, spatial_axes
 from fg_onnx.errors import FgOnnxError, one_line
 from fg_onnx.fullgrad.augment import AugmentOptions
 from fg_onnx.fullgrad.contract import is_augmented
@@ -36,15 +37,15 @@ class Scorer:
             proto.graph.output.append(helper.make_tensor_value_info(
                 explained.scores, info.elem_type(explained.scores), info.shape(explained.scores)))
         self.input_name, self.scores_name = explained.input, explained.scores
-        self.layout: str = explained.layout
+        self.layout: Layout = explained.layout
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         shape = info.shape(explained.input) or ()
-        spatial = (shape[2:4] if self.layout == "nchw" else shape[1:3]) if len(shape) == 4 else ()
+        spatial = [shape[a] for a in spatial_axes(self.layout)] if len(shape) == 4 else []
         self.image_size: tuple[int, int] | None = (
             (int(spatial[0]), int(spatial[1]))  # type: ignore[arg-type]
             if len(spatial) == 2 and all(isinstance(d, int) for d in spatial)
             else options.input_size)  # an open size is what --input-size makes of it
-        channel = (shape[1] if self.layout == "nchw" else shape[3]) if len(shape) == 4 else None
+        channel = shape[channel_axis(self.layout)] if len(shape) == 4 else None
         self.channels: int | None = channel if isinstance(channel, int) else None
         """Number of input channels, when fixed."""
         self.batch_size = batch_size

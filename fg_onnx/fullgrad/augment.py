@@ -5,21 +5,24 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from fg_onnx.errors import FgOnnxError, UnsupportedModelError, one_line
-from fg_onnx.fullgrad.aggregate import (
-    EPSILON,
-    MapTerm,
-    channel_abs_sum,
-    per_sample_sum,
-    saliency_map,
+from fg_onnx.choices import (
+    LAYOUT_CHOICES,
+    PROVIDERS,
+    GraphMethod,
+    LayoutChoice,
+    Precision,
+    Provider,
+    channel_axis,
+    spatial_axes,
 )
-from fg_onnx.fullgrad.cam import CAM_METHODS, cam_map, find_cam_layer
+from fg_onnx.errors import FgOnnxError, UnsupportedModelError, one_line
+from fg_onnx.fullgrad.aggregate import per_sample_sum
+from fg_onnx.fullgrad.cam import find_cam_layer
 from fg_onnx.fullgrad.channels import channel_axes
 from fg_onnx.fullgrad.contract import (
     BIAS_TOTAL,
@@ -34,13 +37,8 @@ from fg_onnx.fullgrad.contract import (
     tap_output,
     write_facts,
 )
-from fg_onnx.fullgrad.explained import (
-    Explained,
-    channel_axis,
-    choose_input,
-    detect_layout,
-    resolve,
-)
+from fg_onnx.fullgrad.explained import Explained, choose_input, detect_layout, resolve
+from fg_onnx.fullgrad.maps import CAM_LAYER_MAPS, MapInputs, graph_map, map_term
 from fg_onnx.fullgrad.precision import Numerics, check_precision
 from fg_onnx.fullgrad.taps import Tap, is_exact_with, make_tap, tap_description
 from fg_onnx.grad.backprop import active_nodes, build_backward
@@ -52,10 +50,6 @@ from fg_onnx.graph.load import ModelSource, load_model
 from fg_onnx.graph.normalize import normalize
 from fg_onnx.graph.save import check_model
 
-PROVIDERS = ("any", "cpu")
-GRAPH_METHODS = ("fullgrad", "simple-fullgrad", "gradient", "gradient-x-input", *CAM_METHODS)
-"""What ``fg_saliency`` can hold (AugmentOptions.method); all other outputs stay the same."""
-
 
 @dataclass
 class AugmentOptions:
@@ -63,20 +57,20 @@ class AugmentOptions:
 
     input: str | None = None
     output: str | None = None
-    layout: str = "auto"
+    layout: LayoutChoice = "auto"
     implicit_biases: bool = False
     explain_probabilities: bool = False
     seed_input: bool = False
     components: bool = False
     input_size: tuple[int, int] | None = None
-    method: str = "fullgrad"
-    """The map in ``fg_saliency``: one of GRAPH_METHODS."""
+    method: GraphMethod = "fullgrad"
+    """The map in ``fg_saliency`` (fg_onnx.fullgrad.maps)."""
     cam_layer: str | None = None
     """Grad-CAM's activation (default: the last rank-4 Conv output on the gradient path)."""
-    provider: str = "any"
+    provider: Provider = "any"
     """Where the augmented model will run: "any" onnxruntime provider, or "cpu" only (allows
     ops that only onnxruntime's CPU provider runs well; see VJPContext.provider)."""
-    precision: str = "float32"
+    precision: Precision = "float32"
     """"float16" runs the network and its backward pass in float16 (the model's inputs and
     outputs stay float32; see fg_onnx.fullgrad.precision)."""
     gradient_scale: float | None = None
@@ -94,7 +88,7 @@ class AugmentResult:
     new_inputs: list[str]
     new_outputs: list[str]
     unexplained_nonlinear: list[str] = field(default_factory=list)
-    method: str = "fullgrad"
+    method: GraphMethod = "fullgrad"
     cam_layer: str | None = None
 
     def summary(self) -> str:
@@ -143,16 +137,13 @@ def build_fullgrad(source: ModelSource, options: AugmentOptions | None = None) -
 
 
 def _check_method(options: AugmentOptions) -> None:
-    if options.method not in GRAPH_METHODS:
-        raise FgOnnxError(
-            f"unknown in-graph method {options.method!r}; the augmented model computes one of "
-            f"{', '.join(GRAPH_METHODS)} (smoothgrad, smooth-fullgrad and integrated-gradients "
-            "average several runs of one: use fg-onnx explain --method)"
-        )
-    if options.cam_layer is not None and options.method not in CAM_METHODS:
-        raise FgOnnxError(f"--cam-layer applies to {' and '.join(CAM_METHODS)}, not to "
+    if options.cam_layer is not None and not graph_map(options.method).reads_cam_layer:
+        raise FgOnnxError(f"--cam-layer applies to {' and '.join(CAM_LAYER_MAPS)}, not to "
                           f"{options.method}")
     check_precision(options.precision, options.gradient_scale)
+    if options.layout not in LAYOUT_CHOICES:
+        raise FgOnnxError(f"unknown layout {options.layout!r}; use one of "
+                          f"{', '.join(LAYOUT_CHOICES)}")
     if options.provider not in PROVIDERS:
         raise FgOnnxError(f"unknown provider {options.provider!r}; use one of "
                           f"{', '.join(PROVIDERS)}")
@@ -169,7 +160,7 @@ def _fix_input_size(model: onnx.ModelProto, options: AugmentOptions) -> onnx.Mod
     if len(dims) != 4:
         raise UnsupportedModelError(f"input {name!r} has rank {len(dims)}; FullGrad maps need "
                                     "an image input of rank 4")
-    axes = (2, 3) if layout == "nchw" else (1, 2)
+    axes = spatial_axes(layout)
     assert options.input_size is not None
     # A fixed size is part of the model (a Flatten + Gemm head depends on it): only a size
     # left open may be set.
@@ -212,7 +203,7 @@ class _Augmenter:
         self._input_size()  # fails early, with the remedy, when the image size is open
         seed, score, target_used = self._seed()
         wrt = [self.ex.input]
-        if self.options.method in CAM_METHODS:
+        if graph_map(self.options.method).reads_cam_layer:
             path = active_nodes(self.info, {self.ex.scores}, {self.ex.input})
             self.cam_layer = find_cam_layer(self.info, path, self.options.cam_layer)
             wrt.append(self.cam_layer)
@@ -232,7 +223,7 @@ class _Augmenter:
         self._output(BIAS_TOTAL, self._bias_total(), [batch_dim])
         saliency = self._saliency(unscaled_grad, backward.grads)
         self._output(SALIENCY, saliency, [batch_dim, *self._input_size()])
-        map_taps = [tap for tap in self.taps if _map_term(tap, tap.product) is not None]
+        map_taps = [tap for tap in self.taps if map_term(tap, tap.product) is not None]
         if self.options.components:
             for i, tap in enumerate(map_taps):
                 assert tap.product is not None
@@ -294,8 +285,7 @@ class _Augmenter:
 
     def _input_size(self) -> tuple[int, int]:
         shape = self.info.shape(self.ex.input) or ()
-        axes = (2, 3) if self.ex.layout == "nchw" else (1, 2)
-        size = [shape[a] for a in axes] if len(shape) == 4 else []
+        size = [shape[a] for a in spatial_axes(self.ex.layout)] if len(shape) == 4 else []
         height, width = [*size, None, None][:2]
         if not isinstance(height, int) or not isinstance(width, int):
             raise UnsupportedModelError(
@@ -305,51 +295,14 @@ class _Augmenter:
         return height, width
 
     def _saliency(self, input_grad: str, grads: dict[str, str | None]) -> str:
-        """The map of ``options.method`` (see GRAPH_METHODS); ``input_grad`` is unscaled
+        """The map of ``options.method`` (fg_onnx.fullgrad.maps); ``input_grad`` is unscaled
         and float32 in a float16 model (Numerics.unscaled), as the input is small."""
-        method, x, b, numerics = self.options.method, self.ex.input, self.b, self.numerics
         axis = channel_axis(self.ex.layout)
-        size = self._input_size()
-        x_grad = b.Mul(input_grad, numerics.wide(x))
-        if method in ("gradient", "gradient-x-input"):
-            return channel_abs_sum(b, input_grad if method == "gradient" else x_grad, axis)
-        if method in CAM_METHODS:
-            assert self.cam_layer is not None
-            gradient = grads.get(self.cam_layer)
-            if gradient is None:
-                raise UnsupportedModelError(
-                    f"the explained score does not depend on --cam-layer {self.cam_layer!r}")
-            return cam_map(b, numerics.wide(self.cam_layer), numerics.unscaled(gradient),
-                           method == "grad-cam++", self.batch, size, numerics.elem)
-        channels = (self.info.shape(x) or ())[axis]
-        if not isinstance(channels, int):
-            raise UnsupportedModelError(f"the channel count of input {x!r} is not fixed")
-        terms = [MapTerm(x_grad, axis, channels, size, wide=numerics.half)]
-        for tap in self.taps:  # the layer gradients carry the scale, and ε with them
-            # simple-fullgrad: the paper code's variant, ψ of the layer gradient alone
-            term = self._tap_term(tap) if method == "fullgrad" else _map_term(tap, tap.gradient)
-            if term is not None:
-                terms.append(replace(term, epsilon=term.epsilon * numerics.scale))
-        return saliency_map(b, terms, self.batch, size, numerics.elem, numerics.wide)
-
-    def _tap_term(self, tap: Tap) -> MapTerm | None:
-        """ψ of bias ⊙ gradient; None where it adds nothing to the map (ψ of a zero bias
-        is exactly zero)."""
-        term = _map_term(tap, tap.product)
-        bias = tap.bias
-        if term is None or bias is None or bias.vector is None or (
-                term.channel_axis not in (1, 3) or term.channel_axis != bias.channel_axis):
-            return term
-        if tap.bias_is_zero:
-            return None
-        assert tap.gradient is not None
-        if bias.value is None:
-            return replace(term, tensor=tap.gradient, weights=self.b.Abs(bias.vector))
-        magnitude = np.abs(bias.value.astype(np.float64))
-        total = float(magnitude.sum())  # weights summing to 1 bound the MatMul (aggregate.py)
-        weights = self.b.const((magnitude / total).astype(bias.value.dtype),
-                               hint="abs_bias")
-        return replace(term, tensor=tap.gradient, weights=weights, epsilon=EPSILON / total)
+        cam = None if self.cam_layer is None else (self.cam_layer, grads.get(self.cam_layer))
+        inputs = MapInputs(self.b, self.numerics, self.ex.input, input_grad, axis,
+                           (self.info.shape(self.ex.input) or (None,) * 4)[axis],
+                           self._input_size(), self.batch, self.taps, cam)
+        return graph_map(self.options.method).build(inputs)
 
     def _input(self, name: str, elem: int, shape: Shape | list[object] | None) -> None:
         self.model.graph.input.append(helper.make_tensor_value_info(name, elem, shape))  # type: ignore[arg-type]
@@ -371,21 +324,6 @@ class _Augmenter:
             ex.input, ex.output, ex.scores, ex.skipped_op, ex.layout, options.implicit_biases,
             options.seed_input, options.method, self.cam_layer, options.precision,
             self.numerics.scale, [tap_description(t) for t in self.taps], components))
-
-
-def _map_term(tap: Tap, tensor: str | None) -> MapTerm | None:
-    """The map term of ``tensor`` (the tap's product or gradient, shaped like the layer
-    output) when it is an image-like [N, C, h, w] (or NHWC) batch."""
-    if tensor is None or tap.rank != 4 or tap.shape is None:
-        return None
-    axis = next(a for a in (tap.map_axis, tap.channel_axis, 1) if a is not None)
-    if axis == 0:
-        return None
-    spatial = [tap.shape[a] for a in range(1, 4) if a != axis]
-    channels = tap.shape[axis]
-    if not isinstance(channels, int) or not all(isinstance(s, int) for s in spatial):
-        return None
-    return MapTerm(tensor, axis, channels, (int(spatial[0]), int(spatial[1])))  # type: ignore[arg-type]
 
 
 def _check(model: onnx.ModelProto) -> None:

@@ -17,7 +17,6 @@ from fg_onnx.fullgrad.aggregate import resize_map
 from fg_onnx.graph.builder import GraphBuilder
 from fg_onnx.graph.info import GraphInfo
 
-CAM_METHODS = ("grad-cam", "grad-cam++")
 # Ops after a convolution that still belong to "its" activation (the rectified feature maps
 # Grad-CAM is defined on), followed while they are the only consumer.
 FOLLOWED_OPS = frozenset({"BatchNormalization", "Relu", "LeakyRelu", "Clip"})

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from fg_onnx.choices import GRAPH_METHODS, LAYOUTS, PRECISIONS, GraphMethod, Layout, Precision
 from fg_onnx.errors import FgOnnxError
 
 TARGET = "fg_target"
@@ -46,12 +47,12 @@ class AugmentFacts:
     scores: str
     """The explained tensor: the output, or the logits before its Softmax."""
     skipped_op: str | None
-    layout: str
+    layout: Layout
     implicit_biases: bool = False
     seed_input: bool = False
-    method: str = "fullgrad"
+    method: GraphMethod = "fullgrad"
     cam_layer: str | None = None
-    precision: str = "float32"
+    precision: Precision = "float32"
     gradient_scale: float = 1.0
     taps: list[dict[str, Any]] = field(default_factory=list)
     components: list[dict[str, Any]] = field(default_factory=list)
@@ -75,9 +76,16 @@ def read_facts(model: onnx.ModelProto) -> AugmentFacts:
         stored = json.loads(value)
         known = {name: stored[name] for name in AugmentFacts.__dataclass_fields__
                  if name in stored}
-        return AugmentFacts(**known)
+        facts = AugmentFacts(**known)
     except (json.JSONDecodeError, TypeError) as exc:
         raise FgOnnxError(f"the model's fg_onnx.augment metadata is damaged: {exc}") from None
+    allowed = ((facts.layout, LAYOUTS), (facts.method, GRAPH_METHODS),
+               (facts.precision, PRECISIONS))
+    bad = next((value for value, choices in allowed if value not in choices), None)
+    if bad is not None:
+        raise FgOnnxError(f"the model's fg_onnx.augment metadata is damaged: {bad!r} is "
+                          "not a value fg-onnx writes")
+    return facts
 
 
 def write_facts(model: onnx.ModelProto, facts: AugmentFacts) -> None:

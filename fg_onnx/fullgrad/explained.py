@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from onnx import TensorProto
 
+from fg_onnx.choices import LAYOUT_CHOICES, Layout, LayoutChoice
 from fg_onnx.errors import UnsupportedModelError
 from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, node_attributes
 
-Layout = Literal["nchw", "nhwc"]
 PROBABILITY_OPS = ("Softmax", "LogSoftmax", "Sigmoid")
 PASS_THROUGH_OPS = ("Identity", "Dropout")
 
@@ -96,20 +95,21 @@ def detect_layout(info: GraphInfo, name: str, requested: str = "auto") -> Layout
     A requested layout that the graph contradicts (the first two rules) is refused: its maps
     would sum over a spatial axis.
     """
-    if requested not in ("auto", "nchw", "nhwc"):
+    if requested not in LAYOUT_CHOICES:
         raise UnsupportedModelError(f"unknown layout {requested!r}; use auto, nchw or nhwc")
+    chosen: LayoutChoice = requested
     shape = info.shape(name)
     if shape is None or len(shape) != 4:
         raise UnsupportedModelError(
             f"input {name!r} has shape {shape}; FullGrad maps need an image input of rank 4"
         )
     evidence = _layout_from_graph(info, name)
-    if requested != "auto":
-        if evidence is not None and evidence[0] != requested:
+    if chosen != "auto":
+        if evidence is not None and evidence[0] != chosen:
             raise UnsupportedModelError(
-                f"--layout {requested} contradicts the graph: input {name!r} feeds "
+                f"--layout {chosen} contradicts the graph: input {name!r} feeds "
                 f"{evidence[1]}, so it is {evidence[0].upper()}")
-        return requested  # type: ignore[return-value]
+        return chosen
     if evidence is not None:
         return evidence[0]
     channels_first = shape[1] in (1, 3, 4)
@@ -141,11 +141,6 @@ def _layout_from_graph(info: GraphInfo, name: str) -> tuple[Layout, str] | None:
 
 ELEMENTWISE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Cast", "Identity", "Clip", "Relu"})
 """Ops between an input and its first layer that keep its layout (normalisation, scaling)."""
-
-
-def channel_axis(layout: Layout) -> int:
-    """The channel axis of a rank-4 tensor in ``layout``."""
-    return 1 if layout == "nchw" else 3
 
 
 def resolve(info: GraphInfo, input_name: str | None, output: str | None,

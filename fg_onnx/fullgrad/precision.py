@@ -14,12 +14,12 @@ import math
 
 from onnx import TensorProto
 
+from fg_onnx.choices import PRECISIONS
 from fg_onnx.errors import FgOnnxError
 from fg_onnx.fullgrad.aggregate import per_sample, per_sample_sum
 from fg_onnx.graph.builder import GraphBuilder
 from fg_onnx.graph.float16 import HALF_MAX
 
-PRECISIONS = ("float32", "float16")
 DEFAULT_GRADIENT_SCALE = 256.0
 """Gradients of a logit are rarely above 1 per element: 2⁸ leaves them 256× headroom below
 float16's maximum and moves values down to 2e-7 into its normal range."""

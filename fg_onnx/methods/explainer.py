@@ -42,4 +42,7 @@ class Explainer:
         if self.method.runner is None or len(clean) == 0:
             return clean
         inputs = np.ascontiguousarray(batch, dtype=np.float32)
-        return self.method.runner(self.session, inputs, clean, self.params)
+        result = self.method.runner(self.session, inputs, clean, self.params)
+        if self.method.completeness is None:  # the clean image's check says nothing of it
+            return dataclasses.replace(result, completeness_error=None)
+        return result

@@ -13,6 +13,7 @@ import dataclasses
 
 import numpy as np
 
+from fg_onnx.choices import channel_axis
 from fg_onnx.fullgrad import contract
 from fg_onnx.methods.params import MethodParams
 from fg_onnx.runtime.batching import copy_chunks
@@ -40,7 +41,6 @@ def integrated_gradients(session: FullGrad, batch: np.ndarray, clean: Explanatio
     gap = clean.scores - base_scores
     total = attributions.reshape(len(batch), -1).sum(1)
     error = np.abs(total - gap) / np.maximum(np.abs(gap), 1e-6)
-    channel_axis = 1 if session.layout == "nchw" else 3
-    saliency = np.abs(attributions).sum(channel_axis)
+    saliency = np.abs(attributions).sum(channel_axis(session.layout))
     return dataclasses.replace(clean, saliency=saliency.astype(np.float32),
                                completeness_error=error.astype(np.float32))

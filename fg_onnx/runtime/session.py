@@ -12,10 +12,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from fg_onnx.choices import Layout, channel_axis, spatial_axes
 from fg_onnx.errors import FgOnnxError, one_line
 from fg_onnx.fullgrad import contract
 from fg_onnx.fullgrad.augment import AugmentOptions, build_fullgrad
 from fg_onnx.fullgrad.contract import completeness_error, is_augmented, read_facts
+from fg_onnx.fullgrad.maps import graph_map
 from fg_onnx.graph.load import ModelSource, load_model
 from fg_onnx.graph.normalize import blaming_invalid_input
 from fg_onnx.graph.save import is_large, save_model_atomic
@@ -44,8 +46,10 @@ class Explanation:
     """[N] explained classes."""
     predicted: np.ndarray
     """[N] arg-max classes of the explained output."""
-    completeness_error: np.ndarray
-    """[N] |Σ x·∇x + Σ bias·∇bias − score| / max(|score|, 1e-6)."""
+    completeness_error: np.ndarray | None
+    """[N] |Σ x·∇x + Σ bias·∇bias − score| / max(|score|, 1e-6)
+    (fg_onnx.fullgrad.contract.completeness_error); None for a map that is not FullGrad's
+    decomposition (fg_onnx.fullgrad.maps), which that check says nothing of."""
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -100,7 +104,7 @@ class FullGrad:
                               "original model")
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         self.input_name: str = facts.input
-        self.layout: str = facts.layout
+        self.layout: Layout = facts.layout
         self.output_name: str = facts.output
         self.batch_size = batch_size
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
@@ -146,7 +150,7 @@ class FullGrad:
     def image_size(self) -> tuple[int, int] | None:
         """(H, W) the model takes, when fixed."""
         shape = self.input_shape
-        dims = shape[2:4] if self.layout == "nchw" else shape[1:3]
+        dims = [shape[axis] for axis in spatial_axes(self.layout)] if len(shape) == 4 else []
         if len(dims) == 2 and all(isinstance(d, int) for d in dims):
             return int(dims[0]), int(dims[1])  # type: ignore[arg-type]
         return None
@@ -161,7 +165,7 @@ class FullGrad:
     @property
     def channels(self) -> int | None:
         """Number of input channels, when fixed."""
-        dim = self.input_shape[1 if self.layout == "nchw" else 3]
+        dim = self.input_shape[channel_axis(self.layout)]
         return dim if isinstance(dim, int) else None
 
     def explain(self, batch: np.ndarray, targets: int | Sequence[int] | None = None,
@@ -185,9 +189,12 @@ class FullGrad:
                  for part in self.batches.slices(len(batch))]
         if not parts:
             empty = np.zeros((0,), np.float32)
-            return Explanation(np.zeros((0, 0, 0), np.float32), empty, empty.astype(np.int64),
-                               empty.astype(np.int64), empty)
-        return Explanation(*(np.concatenate(column) for column in zip(*parts, strict=True)))
+            parts = [(np.zeros((0, 0, 0), np.float32), empty, empty.astype(np.int64),
+                      empty.astype(np.int64), empty)]
+        saliency, scores, used, predicted, error = (
+            np.concatenate(column) for column in zip(*parts, strict=True))
+        complete = graph_map(self.method).completeness
+        return Explanation(saliency, scores, used, predicted, error if complete else None)
 
     def outputs(self, batch: np.ndarray, targets: np.ndarray,
                 names: Sequence[str]) -> dict[str, np.ndarray]:

@@ -10,21 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from fg_onnx.choices import LAYOUTS, Layout
 from fg_onnx.errors import FgOnnxError
 
-Layout = Literal["nchw", "nhwc"]
 Triple = tuple[float, float, float]
 Values = tuple[float, ...]
 """Per-channel values: one per channel, or one for every channel."""
-
-LAYOUTS: tuple[Layout, ...] = ("nchw", "nhwc")
-
 
 @dataclass(frozen=True)
 class _Normalisation:
@@ -182,7 +179,7 @@ class ModelFacts(Protocol):
     """What preprocessing reads off a model (a FullGrad session or an evaluation Scorer)."""
 
     metadata: dict[str, str]
-    layout: str
+    layout: Layout
 
     @property
     def image_size(self) -> tuple[int, int] | None:
@@ -229,7 +226,7 @@ def model_preprocess(model: ModelFacts, *, size: tuple[int, int] | None = None,
     if bgr:
         mean, std = _swap(mean), _swap(std)
     try:
-        return Preprocess(size, mean, std, norm.scale, bgr, model.layout,  # type: ignore[arg-type]
+        return Preprocess(size, mean, std, norm.scale, bgr, model.layout,
                           channels)
     except ValueError as exc:
         raise FgOnnxError(str(exc)) from exc

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 import torch.nn as nn
@@ -30,6 +31,16 @@ from fg_onnx.fullgrad.augment import AugmentOptions
 COMPLETENESS_TOL = 1e-4
 
 
+def run_at(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
+           level: ort.GraphOptimizationLevel) -> dict[str, np.ndarray]:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds), strict=True))
+
+
 @pytest.fixture(scope="module")
 def residual_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, nn.Module]]:
     torch.manual_seed(0)
@@ -50,9 +61,17 @@ def test_contract_inputs_outputs_and_original_values(residual_models: dict) -> N
     original = onnx.load(str(path))
     augmented = fg_onnx.augment(path)
     x = images()
+    feeds = {"image": x, "fg_target": np.array([-1, 3])}
+    # The same kernels on both sides compute the same bits: the augmented graph keeps the
+    # original computation. With every optimisation on, onnxruntime's NCHWc layout pass
+    # places its reorders differently when the gradient reads the activations, and on AVX2
+    # CPUs (not AVX-512) the outputs then differ in the last bit (3e-8 measured).
+    extended = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    np.testing.assert_array_equal(run_at(augmented, feeds, extended)["out"],
+                                  run_at(original, {"image": x}, extended)["out"])
     before = run(original, {"image": x})
-    after = run(augmented, {"image": x, "fg_target": np.array([-1, 3])})
-    np.testing.assert_array_equal(after["out"], before["out"])
+    after = run(augmented, feeds)
+    np.testing.assert_allclose(after["out"], before["out"], rtol=1e-6, atol=1e-7)
     inputs = {i.name: i for i in augmented.graph.input}
     assert inputs["fg_target"].type.tensor_type.elem_type == onnx.TensorProto.INT64
     assert after["fg_score"].shape == (2,) and after["fg_score"].dtype == np.float32

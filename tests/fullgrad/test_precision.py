@@ -15,8 +15,9 @@ from onnx import TensorProto, helper, numpy_helper
 from torch_models import ResidualCNN, export, images, randomize_batchnorm
 
 import fg_onnx
+from fg_onnx.choices import GRAPH_METHODS
 from fg_onnx.errors import FgOnnxError, UnsupportedModelError
-from fg_onnx.fullgrad.augment import GRAPH_METHODS, AugmentOptions
+from fg_onnx.fullgrad.augment import AugmentOptions
 from fg_onnx.fullgrad.contract import read_facts
 from fg_onnx.fullgrad.precision import DEFAULT_GRADIENT_SCALE, check_precision
 from fg_onnx.graph.info import GraphInfo

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 import fg_onnx
 from fg_onnx.errors import FgOnnxError
 from fg_onnx.fullgrad import contract
-from fg_onnx.methods import METHOD_NAMES, Explainer, MethodParams
+from fg_onnx.methods import METHOD_NAMES, METHODS, Explainer, MethodParams
 from fg_onnx.runtime.session import FullGrad
 
 SAMPLE = Path(__file__).parents[2] / "sample_models" / "shapes_cnn.onnx"
@@ -34,6 +34,10 @@ def test_every_method_gives_a_finite_map(method: str, batch: np.ndarray) -> None
     assert np.all(np.isfinite(result.saliency))
     assert np.all(result.saliency.reshape(2, -1).max(1) > 0)
     assert result.targets.tolist() == [1, 2]
+    # A map that is no complete decomposition reports no completeness error at all.
+    assert (result.completeness_error is None) == (METHODS[method].completeness is None)
+    if result.completeness_error is not None:
+        assert result.completeness_error.shape == (2,)
 
 
 @pytest.mark.parametrize("method", ["gradient", "gradient-x-input"])
@@ -63,8 +67,11 @@ def test_methods_that_run_many_copies_work_on_a_fixed_batch_model(method: str,
     result = Explainer(fixed, method, params=params, device="cpu").explain(batch, [1, 2])
     reference = Explainer(SAMPLE, method, params=params, device="cpu").explain(batch, [1, 2])
     np.testing.assert_allclose(result.saliency, reference.saliency, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(result.completeness_error, reference.completeness_error,
-                               rtol=1e-3, atol=1e-5)
+    if METHODS[method].completeness is None:
+        assert result.completeness_error is None and reference.completeness_error is None
+    else:
+        np.testing.assert_allclose(result.completeness_error, reference.completeness_error,
+                                   rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize(("smooth", "plain"), [("smoothgrad", "gradient"),
