@@ -177,9 +177,7 @@ class FullGrad:
             batch: float array in the model's layout.
             targets: one class for all, one per image, or None for the predicted class.
         """
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if batch.ndim != 4:
-            raise FgOnnxError(f"expected a batch of shape [N, ...] of rank 4, got {batch.shape}")
+        batch = self._checked_batch(batch)
         wanted = _targets(targets, len(batch))
         classes = self.classes
         if classes is not None and np.any(wanted >= classes):
@@ -200,12 +198,31 @@ class FullGrad:
                 names: Sequence[str]) -> dict[str, np.ndarray]:
         """Raw outputs ``names`` of the augmented model (in chunks, as :meth:`explain` runs
         them), for methods that combine several runs; ``targets`` holds one class per input."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        batch = self._checked_batch(batch)
         targets = np.asarray(targets, dtype=np.int64)
         parts = [self._execute_checked(list(names), {self.input_name: batch[part],
                                                      contract.TARGET: targets[part]})
                  for part in self.batches.slices(len(batch))]
         return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
+
+    def _checked_batch(self, batch: np.ndarray) -> np.ndarray:
+        """``batch`` as contiguous float32, refused in one line when its shape is not one the
+        model takes (onnxruntime's own error names neither the size nor the layout)."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.ndim != 4:
+            raise FgOnnxError(f"expected a batch of shape [N, ...] of rank 4, got {batch.shape}")
+        size, channels = self.image_size, self.channels
+        got_size = tuple(int(batch.shape[axis]) for axis in spatial_axes(self.layout))
+        if size is not None and got_size != size:
+            raise FgOnnxError(
+                f"the model takes {size[0]}x{size[1]} images ({self.layout.upper()}); the batch "
+                f"has {got_size[0]}x{got_size[1]} (shape {list(batch.shape)})")
+        got_channels = int(batch.shape[channel_axis(self.layout)])
+        if channels is not None and got_channels != channels:
+            raise FgOnnxError(
+                f"the model takes {channels}-channel images ({self.layout.upper()}); the batch "
+                f"has {got_channels} (shape {list(batch.shape)})")
+        return batch
 
     def _execute_checked(self, names: list[str], feeds: dict[str, np.ndarray],
                          ) -> list[np.ndarray]:

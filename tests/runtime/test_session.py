@@ -102,3 +102,16 @@ def test_cpu_session_explains_the_same_with_cpu_only_ops(batch: np.ndarray) -> N
     cpu = FullGrad(SAMPLE, device="cpu").explain(batch)
     reference = FullGrad(portable, device="cpu").explain(batch)
     np.testing.assert_allclose(cpu.saliency, reference.saliency, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("shape", "message"), [
+    ((1, 3, 32, 32), "takes 64x64 images \\(NCHW\\); the batch has 32x32"),
+    ((1, 64, 64, 3), "takes 64x64 images \\(NCHW\\); the batch has 64x3"),
+    ((1, 1, 64, 64), "takes 3-channel images"),
+])
+def test_a_batch_of_another_shape_is_refused_in_one_line(shape: tuple[int, ...],
+                                                        message: str) -> None:
+    fullgrad = FullGrad(SAMPLE, device="cpu")
+    with pytest.raises(FgOnnxError, match=message) as caught:
+        fullgrad.explain(np.zeros(shape, np.float32))
+    assert "\n" not in str(caught.value)
