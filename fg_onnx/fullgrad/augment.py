@@ -98,7 +98,9 @@ class AugmentResult:
         lines = [
             f"explained input: {ex.input} ({ex.layout.upper()})",
             f"explained output: {ex.output}"
-            + (f" (logits before its {ex.skipped_op}: {ex.scores})" if ex.skipped_op else ""),
+            + (f" (logits before its {ex.skipped_op}"
+               + (f", skipped through {', '.join(ex.skipped_through)}" if ex.skipped_through
+                  else "") + f": {ex.scores})" if ex.skipped_op else ""),
             f"bias taps: {len(self.taps)} ("
             + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")",
             f"ops differentiated: {sum(self.differentiated.values())} nodes ("
@@ -215,6 +217,11 @@ class _Augmenter:
                 f"output {self.ex.scores!r} does not depend on input {self.ex.input!r}"
             )
         batch_dim = (self.info.shape(self.ex.input) or ("N",))[0]
+        if self.ex.output not in self.info.graph_outputs:  # an inner tensor (--output)
+            output = self.ex.output
+            self.model.graph.output.append(helper.make_tensor_value_info(
+                output, self.info.elem_type(output), self.info.shape(output)))
+            self.new_outputs.append(output)
         self._output(SCORE, score, [batch_dim])
         if target_used is not None:
             self._output(TARGET_USED, target_used, [batch_dim], TensorProto.INT64)
@@ -258,13 +265,18 @@ class _Augmenter:
         target = b.reserve(TARGET)
         batch_dim = (self.info.shape(self.ex.input) or ("N",))[0]
         self._input(target, TensorProto.INT64, [batch_dim])
-        predicted = b.ArgMax(scores, axis=1, keepdims=0)
+        # [N, C, 1, 1] scores (a final 1x1 convolution) are read as [N, C]
+        rank = self.info.rank(scores)
+        classes = scores if rank in (None, 2) else b.Flatten(scores, axis=1)
+        predicted = b.ArgMax(classes, axis=1, keepdims=0)
         used = b.Where(b.Less(target, b.const(0, dtype="int64")), predicted, target)
-        depth = b.Slice(b.Shape(scores), b.ints([1]), b.ints([2]))
+        depth = b.Slice(b.Shape(classes), b.ints([1]), b.ints([2]))
         values = b.const([0, self.numerics.scale],
                          dtype=helper.tensor_dtype_to_np_dtype(self.elem))
         seed = b.OneHot(used, depth, values, axis=-1)
-        score = b.Squeeze(b.GatherElements(scores, b.Unsqueeze(used, b.ints([1])), axis=1),
+        if classes != scores:
+            seed = b.Reshape(seed, b.Shape(scores))
+        score = b.Squeeze(b.GatherElements(classes, b.Unsqueeze(used, b.ints([1])), axis=1),
                           b.ints([1]))
         return seed, score, used
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import onnx
 from onnx import TensorProto
 
 from fg_onnx.choices import LAYOUT_CHOICES, Layout, LayoutChoice
@@ -11,7 +12,10 @@ from fg_onnx.errors import UnsupportedModelError
 from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, node_attributes
 
 PROBABILITY_OPS = ("Softmax", "LogSoftmax", "Sigmoid")
-PASS_THROUGH_OPS = ("Identity", "Dropout")
+SHAPE_ONLY_OPS = ("Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze",
+                  "Transpose")
+"""Ops that only reshape, followed back from the output to a probability op (the opset
+upgrade wraps an opset-11 Softmax in Flatten and Reshape)."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,8 @@ class Explained:
     """The probability op (Softmax, ...) skipped to reach the logits, if any."""
     layout: Layout
     """Where the input's channels are."""
+    skipped_through: tuple[str, ...] = ()
+    """The shape-only ops between the output and ``skipped_op``, from the output back."""
 
 
 def choose_input(info: GraphInfo, name: str | None) -> str:
@@ -62,29 +68,53 @@ def _refuse_bfloat16(info: GraphInfo, name: str) -> str:
     return name
 
 
-def choose_scores(info: GraphInfo, output: str | None,
-                  explain_probabilities: bool) -> tuple[str, str, str | None]:
-    """``(output, scores, skipped_op)``: the explained output and the tensor whose entries
-    are explained (logits before a final Softmax/LogSoftmax/Sigmoid unless told otherwise)."""
-    outputs = info.graph_outputs
-    if output is None:
-        output = outputs[0]
-    elif output not in outputs:
-        raise UnsupportedModelError(
-            f"no graph output named {output!r}; outputs: {', '.join(outputs)}"
-        )
-    if not info.is_float(output):
-        raise UnsupportedModelError(f"output {output!r} is not floating point; cannot explain it")
+def choose_scores(info: GraphInfo, output: str | None, explain_probabilities: bool,
+                  ) -> tuple[str, str, str | None, tuple[str, ...]]:
+    """``(output, scores, skipped_op, skipped_through)``: the explained tensor (a graph output,
+    by default the first, or any float tensor of the graph) and the tensor whose entries are
+    explained: the logits before a final Softmax/LogSoftmax/Sigmoid, found back through
+    shape-only ops that keep each sample's element order, unless told otherwise."""
+    output = _explained_output(info, output)
     if explain_probabilities:
-        return output, output, None
-    tensor = output
+        return output, output, None, ()
+    tensor, through = output, []
     node = info.producer.get(tensor)
-    while node is not None and node.op_type in PASS_THROUGH_OPS and node.domain in DEFAULT_DOMAINS:
+    while (node is not None and node.op_type in SHAPE_ONLY_OPS
+           and node.domain in DEFAULT_DOMAINS and _keeps_sample_order(info, node)):
+        through.append(node.op_type)
         tensor = node.input[0]
         node = info.producer.get(tensor)
     if node is not None and node.op_type in PROBABILITY_OPS and node.domain in DEFAULT_DOMAINS:
-        return output, node.input[0], node.op_type
-    return output, output, None
+        return output, node.input[0], node.op_type, tuple(through)
+    return output, output, None, ()
+
+
+def _explained_output(info: GraphInfo, output: str | None) -> str:
+    outputs = info.graph_outputs
+    if output is None:
+        output = outputs[0]
+    elif output not in outputs and output not in info.producer:
+        raise UnsupportedModelError(
+            f"no tensor named {output!r} in the graph; outputs: {', '.join(outputs)} (or name "
+            "any tensor a node computes)"
+        )
+    if not info.is_float(output):
+        raise UnsupportedModelError(f"tensor {output!r} is not floating point; cannot explain "
+                                    "it")
+    return output
+
+
+def _keeps_sample_order(info: GraphInfo, node: onnx.NodeProto) -> bool:
+    """Whether ``node`` keeps the batch first and every sample's elements in order (a
+    Transpose does only when it moves size-1 axes alone)."""
+    if node.op_type != "Transpose":
+        return True
+    shape = info.shape(node.input[0])
+    perm = node_attributes(node).get("perm")
+    if shape is None or perm is None:
+        return False
+    moved = [axis for axis in perm if shape[axis] != 1]
+    return perm[0] == 0 and moved == sorted(moved)
 
 
 def detect_layout(info: GraphInfo, name: str, requested: str = "auto") -> Layout:
@@ -147,12 +177,24 @@ def resolve(info: GraphInfo, input_name: str | None, output: str | None,
             explain_probabilities: bool, layout: str, seed_input: bool = False) -> Explained:
     """All of the above at once."""
     chosen_input = choose_input(info, input_name)
-    chosen_output, scores, skipped = choose_scores(info, output, explain_probabilities)
-    rank = info.rank(scores)
-    if not seed_input and rank is not None and rank != 2:
-        raise UnsupportedModelError(
-            f"explained tensor {scores!r} has rank {rank}, expected [batch, classes]; use "
-            "--seed-input to explain any linear functional of it"
-        )
+    chosen_output, scores, skipped, through = choose_scores(info, output,
+                                                            explain_probabilities)
+    if not seed_input:
+        _check_classes_shape(info, scores)
     return Explained(chosen_input, chosen_output, scores, skipped,
-                     detect_layout(info, chosen_input, layout))
+                     detect_layout(info, chosen_input, layout), through)
+
+
+def _check_classes_shape(info: GraphInfo, scores: str) -> None:
+    """Scores are [batch, classes], with any trailing size-1 axes ([N, C, 1, 1] from a
+    final 1x1 convolution)."""
+    shape = info.shape(scores)
+    if shape is None or len(shape) == 2:
+        return
+    if len(shape) > 2 and all(d == 1 for d in shape[2:]):
+        return
+    raise UnsupportedModelError(
+        f"explained tensor {scores!r} has shape {list(shape)}, expected [batch, classes] "
+        "(trailing size-1 axes allowed); use --seed-input to explain any linear functional "
+        "of it"
+    )

@@ -159,8 +159,10 @@ class FullGrad:
     def classes(self) -> int | None:
         """Number of classes of the explained output, when fixed."""
         out = next(o for o in self.session.get_outputs() if o.name == self.output_name)
-        last = out.shape[-1] if out.shape else None
-        return last if isinstance(last, int) else None
+        dims = list(out.shape[1:]) if out.shape else []
+        if not dims or not all(isinstance(d, int) for d in dims):
+            return None
+        return int(np.prod(dims))  # [N, C, 1, 1] from a final 1x1 convolution has C
 
     @property
     def channels(self) -> int | None:
