@@ -132,3 +132,51 @@ class ConvNeXtBlock(nn.Module):
         y = self.gamma * self.pw2(F.gelu(self.pw1(self.norm(y))))
         x = x + y.permute(0, 3, 1, 2)
         return self.head(x.mean((2, 3)))
+
+
+class _ConvBNSiLU(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+                         nn.BatchNorm2d(c_out), nn.SiLU())
+
+
+class TinyYOLO(nn.Module):
+    """A YOLOv8-style detector head: two levels of box (4 x 16 DFL bins) and class maps,
+    flattened per anchor with ``view(b, C, -1)``, split, DFL Softmax + fixed 1x1 Conv,
+    anchors and strides; output [N, 4 + classes, anchors] (boxes, class probabilities)."""
+
+    def __init__(self, classes: int = 3, bins: int = 16) -> None:
+        super().__init__()
+        self.classes, self.bins = classes, bins
+        self.stem = nn.Sequential(_ConvBNSiLU(3, 8, 2), _ConvBNSiLU(8, 16, 2))
+        self.down = _ConvBNSiLU(16, 16, 2)
+        self.box = nn.ModuleList(nn.Sequential(_ConvBNSiLU(16, 16), nn.Conv2d(16, 4 * bins, 1))
+                                 for _ in range(2))
+        self.cls = nn.ModuleList(nn.Sequential(_ConvBNSiLU(16, 16), nn.Conv2d(16, classes, 1))
+                                 for _ in range(2))
+        self.dfl = nn.Conv2d(bins, 1, 1, bias=False).requires_grad_(False)
+        self.dfl.weight.data[:] = torch.arange(bins, dtype=torch.float).view(1, bins, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        levels = [self.stem(x)]
+        levels.append(self.down(levels[0]))
+        b, channels = x.shape[0], 4 * self.bins + self.classes
+        maps = [torch.cat([self.box[i](f), self.cls[i](f)], 1) for i, f in enumerate(levels)]
+        flat = torch.cat([m.view(b, channels, -1) for m in maps], 2)
+        box, cls = flat.split((4 * self.bins, self.classes), 1)
+        anchors, strides = [], []
+        for m, stride in zip(maps, (4, 8), strict=True):
+            h, w = m.shape[2:]
+            ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float) + 0.5,
+                                    torch.arange(w, dtype=torch.float) + 0.5, indexing="ij")
+            anchors.append(torch.stack((xs, ys), -1).view(-1, 2))
+            strides.append(torch.full((h * w, 1), float(stride)))
+        anchor = torch.cat(anchors).transpose(0, 1).unsqueeze(0)
+        stride_row = torch.cat(strides).transpose(0, 1)
+        a = box.shape[2]
+        bins = box.view(b, 4, self.bins, a).transpose(2, 1).softmax(1)
+        distances = self.dfl(bins).view(b, 4, a)
+        left_top, right_bottom = distances.chunk(2, 1)
+        centre = (anchor + (right_bottom - left_top) / 2) * stride_row
+        size = (left_top + right_bottom) * stride_row
+        return torch.cat((centre, size, cls.sigmoid()), 1)

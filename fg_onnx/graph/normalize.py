@@ -133,13 +133,99 @@ INFERENCE_ROUNDS = 4
 
 
 def _inferred(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    weightless = without_weights(model)
+    inferred = _run_inference(weightless)
+    if inferred is not None and _has_open_dims(inferred):
+        _fill_batch_independent_dims(weightless, inferred)
+    return inferred
+
+
+def _run_inference(model: onnx.ModelProto) -> onnx.ModelProto | None:
     try:
         return onnx.shape_inference.infer_shapes(
-            without_weights(model), check_type=False, strict_mode=False, data_prop=True)
+            model, check_type=False, strict_mode=False, data_prop=True)
     except ValueError:
         return None
     except onnx.shape_inference.InferenceError as exc:
         raise UnsupportedModelError(f"shape inference failed: {one_line(exc)}") from exc
+
+
+TRIAL_BATCHES = (7, 13)
+"""Concrete batch sizes shape inference also runs at: a dim that comes out the same at both
+does not depend on the batch. ONNX's symbolic inference cannot divide a symbolic batch, so a
+Reshape to [batch, C, -1] loses its last dim (YOLO heads); at a concrete batch it does not."""
+
+
+def _has_open_dims(model: onnx.ModelProto) -> bool:
+    return any(not value.type.tensor_type.HasField("shape")
+               or any(not d.HasField("dim_value") for d in value.type.tensor_type.shape.dim)
+               for value in model.graph.value_info if value.type.HasField("tensor_type"))
+
+
+def _fill_batch_independent_dims(weightless: onnx.ModelProto,
+                                 inferred: onnx.ModelProto) -> None:
+    """Gives the open dims of ``inferred``'s value_info the values they take at every one of
+    TRIAL_BATCHES, in place, where the graph inputs have a symbolic batch (dim 0)."""
+    trials = []
+    for batch in TRIAL_BATCHES:
+        trial = onnx.ModelProto()
+        trial.CopyFrom(weightless)
+        if not _set_symbolic_batch(trial, batch):
+            return
+        try:
+            result = _run_inference(trial)
+        except UnsupportedModelError:
+            return  # the concrete batch contradicts the graph: keep what symbolic inference has
+        if result is None:
+            return
+        trials.append({v.name: v for v in result.graph.value_info})
+    inputs = {d.dim_param for v in weightless.graph.input
+              for d in v.type.tensor_type.shape.dim if d.dim_param}
+    for value in inferred.graph.value_info:
+        shapes = [trial.get(value.name) for trial in trials]
+        if all(s is not None and s.type.HasField("tensor_type") for s in shapes):
+            _fill_dims(value, [_dims(s) for s in shapes if s is not None], inputs)
+
+
+def _set_symbolic_batch(model: onnx.ModelProto, batch: int) -> bool:
+    """Sets every graph input's symbolic dim 0 to ``batch``; False when there is none."""
+    weights = {t.name for t in model.graph.initializer}
+    changed = False
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if value.name not in weights and len(dims) and not dims[0].HasField("dim_value"):
+            dims[0].Clear()
+            dims[0].dim_value = batch
+            changed = True
+    del model.graph.value_info[:]
+    return changed
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[int | None] | None:
+    tensor = value.type.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+
+
+def _fill_dims(value: onnx.ValueInfoProto, trial_dims: list[list[int | None] | None],
+               input_params: set[str]) -> None:
+    tensor = value.type.tensor_type
+    known = trial_dims[0]
+    if known is None or any(d is None or len(d) != len(known) for d in trial_dims):
+        return
+    if not tensor.HasField("shape"):
+        for _ in known:
+            tensor.shape.dim.add()
+    if len(tensor.shape.dim) != len(known):
+        return
+    for i, dim in enumerate(tensor.shape.dim):
+        if dim.HasField("dim_value") or dim.dim_param in input_params:
+            continue
+        values = {d[i] for d in trial_dims if d is not None}
+        if len(values) == 1 and None not in values:
+            dim.Clear()
+            dim.dim_value = int(values.pop())  # type: ignore[arg-type]
 
 
 def _copy_types(model: onnx.ModelProto, inferred: onnx.ModelProto) -> onnx.ModelProto:
