@@ -1,11 +1,16 @@
-"""How faithful a map is: the pixel-perturbation test and a deletion curve.
+"""How faithful a map is: the pixel-perturbation test, and RISE's deletion and insertion.
 
 Pixel perturbation (FullGrad paper, section 5.1): replace the k % *least* salient pixels and
 measure |f(x') − f(x)| / |f(x)| for the explained logit; a faithful map picks pixels the
-model does not use, so lower is better. Deletion (most salient first, in equal steps up to
-all pixels): the explained logit normalised by its clean value, f(x_t) / f(x); a faithful map
-makes it fall fast, so a lower area under the curve is better. A removed pixel gets the
-image's own per-channel mean (``fill="mean"``) or a given per-channel value (e.g. black).
+model does not use, so lower is better. A removed pixel gets the image's own per-channel mean
+(``fill=None``) or a given per-channel value (e.g. black).
+
+Deletion and insertion as RISE defines them (Petsiuk et al., BMVC 2018), on the explained
+class's probability p (the softmax of the explained scores; the sigmoid of a single one), in
+equal steps up to all pixels, most salient first: deletion replaces them by the fill value
+(a faithful map makes p fall fast: a lower area is better); insertion starts from a blurred
+copy of the image and puts the original pixels back (p rises fast: a higher area is better).
+Both curves, and so their areas over the fraction of pixels, lie in [0, 1].
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from fg_onnx.choices import Layout
@@ -22,6 +28,9 @@ from fg_onnx.runtime.batching import chunks
 DEFAULT_KS = (0.1, 0.3, 1.0, 3.0, 5.0, 10.0)
 IMAGES_PER_CHUNK = 8
 """Images whose perturbed copies are built and scored together."""
+BLUR_KERNEL = 11
+BLUR_SIGMA = 5.0
+"""The Gaussian blur of insertion's starting image (RISE's 11x11 kernel, σ = 5)."""
 
 Scores = Callable[[np.ndarray], np.ndarray]
 """Batch in the model's layout -> [N, classes] explained scores."""
@@ -93,20 +102,58 @@ def _model_layout(flat: np.ndarray, like: np.ndarray, layout: Layout) -> np.ndar
 def removed_scores(scores: Scores, images: Images, ranks: np.ndarray, counts: np.ndarray,
                    fill: tuple[float, ...] | None, most_first: bool) -> np.ndarray:
     """[N, K]: the explained logit after removing counts[k] pixels (least or most salient
-    first), all K copies of a chunk of images scored as one batch."""
+    first) to ``fill``, all K copies of a chunk of images scored as one batch."""
+    flat = _channels_first(images.batch, images.layout)
+    return _replaced_scores(scores, images, ranks, counts, flat, _fill_of(flat, fill),
+                            most_first)
+
+
+def _fill_of(flat: np.ndarray, fill: tuple[float, ...] | None) -> np.ndarray:
+    """[N, C, 1]: each image's per-channel mean, or ``fill``."""
+    if fill is None:
+        return np.asarray(flat.mean(2, keepdims=True))
+    value = np.asarray(fill, np.float32).reshape(1, -1, 1)
+    return np.broadcast_to(value, (len(flat), flat.shape[1], 1))
+
+
+def _replaced_scores(scores: Scores, images: Images, ranks: np.ndarray, counts: np.ndarray,
+                     start: np.ndarray, other: np.ndarray, most_first: bool) -> np.ndarray:
+    """[N, K]: the explained score of ``start`` ([N, C, P])
+    with its counts[k] least (or most) salient pixels taken from ``other`` ([N, C, P] or
+    [N, C, 1])."""
     pixels = ranks.shape[1]
     out = np.empty((len(ranks), len(counts)), np.float64)
     for part in chunks(len(ranks), IMAGES_PER_CHUNK):
-        x = _channels_first(images.batch[part], images.layout)  # [n, C, P]
-        value = x.mean(2) if fill is None else np.broadcast_to(
-            np.asarray(fill, np.float32), x.shape[:2])
         place = pixels - 1 - ranks[part] if most_first else ranks[part]
         mask = place[:, None, :] < counts[None, :, None]  # [n, K, P]
-        copies = np.where(mask[:, :, None, :], value[:, None, :, None], x[:, None])
+        copies = np.where(mask[:, :, None, :], other[part][:, None], start[part][:, None])
         logits = scores(_model_layout(copies, images.batch[part], images.layout))
         targets = np.repeat(images.targets[part], len(counts))
         out[part] = logits[np.arange(len(targets)), targets].reshape(-1, len(counts))
     return out
+
+
+def class_probability(scores: Scores) -> Scores:
+    """``scores`` turned into class probabilities: a softmax over the classes, or the
+    sigmoid of a single score."""
+    def probabilities(batch: np.ndarray) -> np.ndarray:
+        logits = np.asarray(scores(batch), np.float64)
+        if logits.shape[1] == 1:
+            return np.asarray(1.0 / (1.0 + np.exp(-logits)))
+        shifted = np.exp(logits - logits.max(1, keepdims=True))
+        return np.asarray(shifted / shifted.sum(1, keepdims=True))
+    return probabilities
+
+
+def blurred(batch: np.ndarray, layout: Layout) -> np.ndarray:
+    """Each image of ``batch`` blurred (RISE's insertion start), in the model's layout."""
+    channels_last = batch if layout == "nhwc" else batch.transpose(0, 2, 3, 1)
+    out = np.empty_like(channels_last)
+    for i, image in enumerate(channels_last):
+        smooth = cv2.GaussianBlur(np.ascontiguousarray(image), (BLUR_KERNEL, BLUR_KERNEL),
+                                  BLUR_SIGMA, borderType=cv2.BORDER_REFLECT)
+        out[i] = smooth.reshape(image.shape)
+    return out if layout == "nhwc" else out.transpose(0, 3, 1, 2)
 
 
 def pixel_perturbation(scores: Scores, images: Images, ranks: np.ndarray,
@@ -122,13 +169,28 @@ def pixel_perturbation(scores: Scores, images: Images, ranks: np.ndarray,
 
 def deletion_curve(scores: Scores, images: Images, ranks: np.ndarray,
                    config: PerturbationConfig) -> np.ndarray:
-    """[steps + 1] mean over images of f(x_t) / f(x), the most salient t removed first."""
-    pixels = ranks.shape[1]
-    counts = np.round(config.fractions[1:] * pixels).astype(np.int64)
-    after = removed_scores(scores, images, ranks, counts, config.fill, most_first=True)
-    base = images.scores[:, None].astype(np.float64)
-    normalised = after / np.where(np.abs(base) < 1e-6, 1e-6, base)
-    return np.concatenate([[1.0], normalised.mean(0)])
+    """[steps + 1] RISE deletion: mean over images of the class probability with the t most
+    salient pixels replaced by the fill value, t = 0 .. all."""
+    flat = _channels_first(images.batch, images.layout)
+    return _probability_curve(scores, images, ranks, config, flat, _fill_of(flat, config.fill))
+
+
+def insertion_curve(scores: Scores, images: Images, ranks: np.ndarray,
+                    config: PerturbationConfig) -> np.ndarray:
+    """[steps + 1] RISE insertion: mean over images of the class probability of the blurred
+    image with its t most salient pixels put back, t = 0 .. all."""
+    flat = _channels_first(images.batch, images.layout)
+    start = _channels_first(blurred(images.batch, images.layout), images.layout)
+    return _probability_curve(scores, images, ranks, config, start, flat)
+
+
+def _probability_curve(scores: Scores, images: Images, ranks: np.ndarray,
+                       config: PerturbationConfig, start: np.ndarray,
+                       other: np.ndarray) -> np.ndarray:
+    counts = np.round(config.fractions * ranks.shape[1]).astype(np.int64)
+    after = _replaced_scores(class_probability(scores), images, ranks, counts, start, other,
+                             most_first=True)
+    return np.asarray(after.mean(0))
 
 
 def area_under(curve: np.ndarray, x: np.ndarray) -> float:

@@ -105,12 +105,15 @@ def plot(evaluation: Evaluation) -> np.ndarray:
         [(r.method, r.perturbation, c) for r, c in zip(rows, palette, strict=True)],
         k_axis, [(k, f"{k:g}") for k in ks])
     fractions = [100 * f for f in evaluation.fractions]
-    right = _panel(
-        "deletion (most salient removed first)", "% pixels removed", "f(x_t) / f(x)",
-        fractions,
-        [(f"{r.method} ({r.deletion_auc:.2f})", r.deletion, c)
-         for r, c in zip(rows, palette, strict=True)],
-        _linear(0, 100), [(v, f"{v:g}") for v in (0, 25, 50, 75, 100)])
-    legend = _legend([(f"{r.method}  AUC {r.deletion_auc:.2f}", [], c)
-                      for r, c in zip(rows, palette, strict=True)])
-    return np.ascontiguousarray(np.hstack([left, right, legend])[..., ::-1])
+    ticks: list[tuple[float, str]] = [(v, f"{v:g}") for v in (0.0, 25.0, 50.0, 75.0, 100.0)]
+    deletion = _panel(
+        "deletion (most salient removed first)", "% pixels removed", "p(class)",
+        fractions, [(r.method, r.deletion, c) for r, c in zip(rows, palette, strict=True)],
+        _linear(0, 100), ticks)
+    insertion = _panel(
+        "insertion (most salient put back first)", "% pixels inserted", "p(class)",
+        fractions, [(r.method, r.insertion, c) for r, c in zip(rows, palette, strict=True)],
+        _linear(0, 100), ticks)
+    legend = _legend([(f"{r.method}  del {r.deletion_auc:.2f} ins {r.insertion_auc:.2f}", [],
+                       c) for r, c in zip(rows, palette, strict=True)])
+    return np.ascontiguousarray(np.hstack([left, deletion, insertion, legend])[..., ::-1])

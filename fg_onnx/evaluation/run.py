@@ -11,11 +11,13 @@ import numpy as np
 
 from fg_onnx.choices import Layout, spatial_axes
 from fg_onnx.errors import FgOnnxError
+from fg_onnx.evaluation.localisation import Localisation, localisation
 from fg_onnx.evaluation.perturbation import (
     Images,
     PerturbationConfig,
     area_under,
     deletion_curve,
+    insertion_curve,
     pixel_perturbation,
     pixel_ranks,
 )
@@ -36,14 +38,21 @@ class MethodResult:
     perturbation: list[float]
     """Mean |Δf| / |f| per k (lower is better)."""
     deletion: list[float]
-    """Mean normalised logit per deletion step."""
+    """RISE deletion: mean class probability per step, most salient pixels removed first."""
     deletion_auc: float
-    """Area under ``deletion`` (lower is better)."""
+    """Area under ``deletion``, in [0, 1] (lower is better)."""
+    insertion: list[float]
+    """RISE insertion: mean class probability per step, most salient pixels put back into
+    the blurred image first."""
+    insertion_auc: float
+    """Area under ``insertion``, in [0, 1] (higher is better)."""
     seconds_per_image: float
     """Time to compute the maps (0 for the random baseline)."""
     completeness_error: float | None = None
     """The largest completeness error over the images (the check its method defines:
     fg_onnx.methods.registry.Method.completeness); None for methods without one."""
+    localisation: Localisation | None = None
+    """Against the ground-truth masks, where any were given (fg_onnx.evaluation.localisation)."""
 
 
 @dataclass
@@ -60,17 +69,21 @@ class Evaluation:
 def evaluate(model: ModelSource, batch: np.ndarray, methods: Sequence[str], *,
              config: PerturbationConfig | None = None, params: MethodParams | None = None,
              options: AugmentOptions | None = None, device: Device = "auto",
-             batch_size: int = 16, scorer: Scorer | None = None) -> Evaluation:
-    """Runs the pixel-perturbation and deletion tests on ``batch`` for each method and for a
-    random pixel ranking (always first). Each image explains its predicted class.
+             batch_size: int = 16, scorer: Scorer | None = None,
+             masks: Sequence[np.ndarray | None] | None = None) -> Evaluation:
+    """Runs the pixel-perturbation, deletion and insertion tests on ``batch`` for each method
+    and for a random pixel ranking (always first). Each image explains its predicted class.
 
-    ``scorer`` (default: one opened on ``model``) scores the perturbed images."""
+    ``scorer`` (default: one opened on ``model``) scores the perturbed images. ``masks``
+    (one per image, None where an image has none) adds the localisation metrics."""
     config = config or PerturbationConfig()
     names = [m for m in dict.fromkeys(methods) if m != RANDOM]
     for name in names:
         get_method(name)  # unknown names fail before any work
     if len(batch) == 0:
         raise FgOnnxError("no images to evaluate")
+    if masks is not None and len(masks) != len(batch):
+        raise FgOnnxError(f"got {len(masks)} masks for {len(batch)} images")
     proto = load_model(model)
     scorer = scorer or Scorer(proto, options, device=device, batch_size=max(batch_size, 64))
     logits = scorer(batch)
@@ -103,10 +116,13 @@ def evaluate(model: ModelSource, batch: np.ndarray, methods: Sequence[str], *,
                 error = float(np.max(explanation.completeness_error))
         seconds = 0.0 if name == RANDOM else (time.perf_counter() - started) / len(batch)
         ranks = pixel_ranks(maps, rng)
-        curve = deletion_curve(scorer, images, ranks, config)
+        deletion = deletion_curve(scorer, images, ranks, config)
+        insertion = insertion_curve(scorer, images, ranks, config)
         result.results.append(MethodResult(
-            name, pixel_perturbation(scorer, images, ranks, config).tolist(), curve.tolist(),
-            area_under(curve, config.fractions), seconds, error))
+            name, pixel_perturbation(scorer, images, ranks, config).tolist(),
+            deletion.tolist(), area_under(deletion, config.fractions),
+            insertion.tolist(), area_under(insertion, config.fractions), seconds, error,
+            None if masks is None else localisation(maps, masks)))
     return result
 
 

@@ -14,7 +14,10 @@ from fg_onnx.evaluation import PerturbationConfig, evaluate, markdown, plot, to_
 from fg_onnx.evaluation.perturbation import (
     Images,
     area_under,
+    blurred,
+    class_probability,
     deletion_curve,
+    insertion_curve,
     pixel_perturbation,
     pixel_ranks,
     removed_scores,
@@ -73,9 +76,6 @@ def test_metrics_on_a_model_that_ignores_unsalient_pixels() -> None:
     rng = np.random.default_rng(0)
     assert pixel_perturbation(quarter, images, pixel_ranks(perfect, rng), config).tolist() == [
         0.0, 0.0]
-    curve = deletion_curve(quarter, images, pixel_ranks(perfect, rng), config)
-    np.testing.assert_allclose(curve, [1, 0, 0, 0, 0], atol=1e-6)
-    assert area_under(curve, config.fractions) == pytest.approx(0.125)
     inverted = pixel_perturbation(quarter, images, pixel_ranks(1 - perfect, rng), config)
     assert inverted[1] > 0.5
 
@@ -98,13 +98,18 @@ def test_evaluate_the_sample_images(tmp_path: Path) -> None:
     assert [r.method for r in result.results] == ["random", "fullgrad", "grad-cam"]
     for row in result.results:
         assert len(row.perturbation) == 3 and np.all(np.isfinite(row.perturbation))
-        assert len(row.deletion) == 6 and row.deletion[0] == 1.0
+        assert len(row.deletion) == len(row.insertion) == 6
+        assert 0 <= row.deletion_auc <= 1 and 0 <= row.insertion_auc <= 1
+        assert row.insertion[-1] == pytest.approx(row.deletion[0])  # both: the clean image
     by_name = {r.method: r for r in result.results}
     # the paper's finding, on these six images: FullGrad's least salient pixels matter less
     assert np.mean(by_name["fullgrad"].perturbation) < np.mean(by_name["random"].perturbation)
     table = markdown(result)
     assert table.count("\n| ") == 4 and "| random |" in table and "6 images" in table
-    assert '"deletion_auc"' in to_json(result)
+    assert '"deletion_auc"' in to_json(result) and '"insertion_auc"' in to_json(result)
+    # RISE's deletion ranks FullGrad above a random order on these images, insertion too
+    assert by_name["fullgrad"].deletion_auc < by_name["random"].deletion_auc
+    assert by_name["fullgrad"].insertion_auc > by_name["random"].insertion_auc
     image = plot(result)
     assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
 
@@ -122,3 +127,64 @@ def test_a_fixed_batch_model_is_scored_and_evaluated() -> None:
     assert [r.method for r in result.results] == ["random", "gradient"]
     np.testing.assert_allclose(result.results[0].perturbation,
                                reference.results[0].perturbation, rtol=1e-4)
+
+
+def two_class(batch: np.ndarray) -> np.ndarray:
+    """Logits [s, -s] with s the sum of the top-left quarter: p(class 0) = sigmoid(2 s)."""
+    s = batch[:, :, :4, :4].reshape(len(batch), -1).sum(1)
+    return np.stack([s, -s], 1)
+
+
+def test_rise_deletion_and_insertion_on_a_known_model() -> None:
+    batch = np.random.default_rng(0).uniform(1, 2, (2, 1, 8, 8)).astype(np.float32)
+    images = Images(batch, "nchw", np.zeros(2, np.int64), two_class(batch)[:, 0])
+    perfect = np.zeros((2, 8, 8))
+    perfect[:, :4, :4] = 1
+    config = PerturbationConfig(deletion_steps=4, fill=(0.0,))
+    ranks = pixel_ranks(perfect, np.random.default_rng(0))
+    deletion = deletion_curve(two_class, images, ranks, config)
+    # the quarter (16 of 64 pixels) goes in the first step: p = sigmoid(0) = 1/2 from then on
+    np.testing.assert_allclose(deletion[1:], 0.5, atol=1e-6)
+    assert deletion[0] == pytest.approx(1.0, abs=1e-6)  # s >= 16: p(class 0) is 1
+    insertion = insertion_curve(two_class, images, ranks, config)
+    np.testing.assert_allclose(insertion[1:], 1.0, atol=1e-6)
+    inverted = deletion_curve(two_class, images, pixel_ranks(1 - perfect, np.random.default_rng(0)),
+                              config)
+    assert area_under(deletion, config.fractions) < area_under(inverted, config.fractions)
+    assert 0.0 <= area_under(inverted, config.fractions) <= 1.0
+
+
+def test_class_probability_of_one_and_of_several_scores() -> None:
+    single = class_probability(lambda b: b.reshape(len(b), -1)[:, :1])
+    np.testing.assert_allclose(single(np.zeros((2, 1, 2, 2))), 0.5)
+    several = class_probability(lambda b: np.array([[0.0, np.log(3.0)]]))
+    np.testing.assert_allclose(several(np.zeros((1, 1))), [[0.25, 0.75]])
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_blur_keeps_layout_and_smooths(layout: str) -> None:
+    batch = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    if layout == "nhwc":
+        batch = batch.transpose(0, 2, 3, 1).copy()
+    smooth = blurred(batch, layout)  # type: ignore[arg-type]
+    assert smooth.shape == batch.shape
+    assert smooth.std() < 0.5 * batch.std()
+    np.testing.assert_allclose(smooth.mean(), batch.mean(), atol=0.05)
+
+
+def test_localisation_with_masks_in_the_results_and_reports() -> None:
+    batch = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    mask = np.zeros((32, 32), np.uint8)  # another size: resized to the map's
+    mask[8:24, 8:24] = 1
+    config = PerturbationConfig(ks=(10.0,), deletion_steps=2)
+    result = evaluate(SAMPLE, batch, ["gradient"], config=config, device="cpu",
+                      masks=[mask, None, np.zeros((64, 64))])
+    for row in result.results:
+        assert row.localisation is not None and row.localisation.images == 1
+        assert 0 <= row.localisation.mask_auc <= 1
+    text = to_json(result)
+    assert all(f'"{key}"' in text for key in ("pointing_game", "relevance_mass",
+                                               "relevance_rank", "mask_auc"))
+    assert "| pointing game ↑ |" in markdown(result)
+    with pytest.raises(FgOnnxError, match="2 masks for 3 images"):
+        evaluate(SAMPLE, batch, ["gradient"], config=config, device="cpu", masks=[mask, mask])
