@@ -166,3 +166,15 @@ def test_activation_masks_leave_the_pre_activation_to_the_activation() -> None:
         model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
         grad = gradient_model(model)
         assert [n.op_type for n in grad.graph.node if "c" in n.input] == [act]
+
+
+@pytest.mark.parametrize(
+    ("op", "extra"),
+    [("LeakyRelu", []), ("PRelu", [("w:s", r(3, 1, 1))]), ("Elu", []), ("Selu", []),
+     ("Celu", [])],
+)
+def test_two_sided_slopes_are_masks_not_where(op: str, extra: list) -> None:
+    # onnxruntime's CPU Where kernel is about twice as slow as Cast + Mul (DEVELOPING.md).
+    model, _ = single_node_model(op, [("x", r(2, 3, 4, 4, kinks=(0.0,))), *extra])
+    ops = [n.op_type for n in gradient_model(model).graph.node]
+    assert "Where" not in ops and "Cast" in ops

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fg_onnx.grad.registry import Cotangents, VJPContext, vjp
-from fg_onnx.grad.rules._common import float_array, unbroadcast, zeros_like
+from fg_onnx.grad.rules._common import float_array, keep, unbroadcast, zeros_like
 
 
 @vjp("Exp")
@@ -154,14 +154,13 @@ def _first_wins_masks(ctx: VJPContext) -> list[str | None]:
 def max_min_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """The whole cotangent goes to the selected input; among tied inputs, to the first one."""
     g, y = ctx.cotangent(gy), ctx.output(0)
-    zero = ctx.scalar(0.0)
     grads: list[str | None] = []
     for name, need, mask in zip(ctx.node.input, ctx.needs, _first_wins_masks(ctx), strict=True):
         if not need:
             grads.append(None)
             continue
-        # A mask of None (single input) selects everywhere; Where also broadcasts g to y.
-        selected = g if mask is None else ctx.b.Where(mask, g, zero)
+        # A mask of None (single input) selects everywhere.
+        selected = g if mask is None else keep(ctx, mask, g)
         grads.append(unbroadcast(ctx, selected, name, y))
     return grads
 
@@ -178,9 +177,8 @@ def mean_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 def where_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     g, b = ctx.cotangent(gy), ctx.b
     condition, y = ctx.input(0), ctx.output(0)
-    zero = ctx.scalar(0.0)
-    dx = unbroadcast(ctx, b.Where(condition, g, zero), ctx.input(1), y) if ctx.needs[1] else None
-    dy = unbroadcast(ctx, b.Where(condition, zero, g), ctx.input(2), y) if ctx.needs[2] else None
+    dx = unbroadcast(ctx, keep(ctx, condition, g), ctx.input(1), y) if ctx.needs[1] else None
+    dy = unbroadcast(ctx, keep(ctx, b.Not(condition), g), ctx.input(2), y) if ctx.needs[2] else None
     return [None, dx, dy]
 
 
