@@ -74,8 +74,8 @@ def _row_major_indices(ctx: VJPContext) -> str:
     Indices output gives them (padding and ceil_mode windows past the edge already resolved)."""
     storage_order = int(ctx.attr("storage_order", 0))
     if storage_order == 0:
-        # Asking the forward node for its Indices costs one extra store per output, while a
-        # second MaxPool would redo the whole pooling; nothing else reads this output.
+        # The forward node's own Indices (asked for when it does not give them yet) cost one
+        # extra store per output, while a second MaxPool would redo the whole pooling.
         return ctx.forward_output(1, TensorProto.INT64, ctx.shape(ctx.output(0)))
     # Column-major Indices are already in use: a twin pool gives the row-major ones.
     attrs = node_attributes(ctx.node)
