@@ -9,8 +9,9 @@ import onnx
 import onnxruntime as ort
 
 from fg_onnx.fullgrad.contract import outputs_completeness_error
-from fg_onnx.grad import SEED_INPUT, gradient_model
+from fg_onnx.grad import GRAD_PREFIX, SEED_INPUT, gradient_model
 from fg_onnx.grad.check import check_vjp, reference_evaluator, single_node_model
+from fg_onnx.graph.load import ModelSource
 
 ADJOINT_TOL = 1e-6
 FLOAT32_TOL = 1e-4
@@ -51,6 +52,29 @@ def randn(rng: np.random.Generator, *shape: int, away_from: float | None = None,
     return values
 
 
+def run_on_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
+                       names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The named outputs (default: all) of ``model`` on onnxruntime's CPU provider."""
+    if model.ir_version > 10:  # newer IR versions than onnxruntime reads
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+        model.ir_version = 10
+    names = names or [o.name for o in model.graph.output]
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    return dict(zip(names, session.run(names, feeds), strict=True))
+
+
+def onnxruntime_gradients(
+    source: ModelSource, feeds: dict[str, np.ndarray], seed: np.ndarray, *,
+    output: str | None = None, wrt: list[str] | None = None, provider: str = "any",
+) -> dict[str, np.ndarray]:
+    """Every output of ``gradient_model(source, output, wrt)`` (the forward outputs and one
+    ``grad_<name>`` per tensor of ``wrt``), run in float32 on onnxruntime's CPU provider with
+    ``seed`` as the cotangent of the differentiated output."""
+    grad_model = gradient_model(source, output=output, wrt=wrt, provider=provider)
+    return run_on_onnxruntime(grad_model, {**feeds, SEED_INPUT: seed})
+
+
 def assert_runs_on_onnxruntime(
     op_type: str, inputs: list[tuple[str, Any]], *, outputs: int = 1, opset: int = 17,
     provider: str = "any", **attrs: Any,
@@ -58,17 +82,13 @@ def assert_runs_on_onnxruntime(
     """The float32 gradient graph of one node loads and runs on onnxruntime's CPU provider
     (no silent fallback) and agrees with the reference evaluator."""
     model, feeds = single_node_model(op_type, inputs, outputs=outputs, opset=opset, **attrs)
-    model.ir_version = min(model.ir_version, 10)  # newer IR versions than onnxruntime reads
     grad_model = gradient_model(model, provider=provider)
     seed_shape = reference_evaluator(model).run(["y0"], feeds)[0].shape
     feeds = {**feeds, SEED_INPUT: np.random.default_rng(0).standard_normal(seed_shape)
              .astype(np.float32)}
-    names = [o.name for o in grad_model.graph.output]
-    session = ort.InferenceSession(grad_model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    got = session.run(names, feeds)
-    want = reference_evaluator(grad_model).run(names, feeds)
-    for name, a, b in zip(names, got, want, strict=True):
+    got = run_on_onnxruntime(grad_model, feeds)
+    want = reference_evaluator(grad_model).run(list(got), feeds)
+    for (name, a), b in zip(got.items(), want, strict=True):
         scale = max(float(np.abs(b).max(initial=0.0)), 1e-12)
         assert float(np.abs(a - b).max(initial=0.0)) / scale < FLOAT32_TOL, name
 
@@ -81,18 +101,13 @@ def assert_linear_vjp_on_onnxruntime(
     own float32 forward, so edge conventions are checked against onnxruntime rather than the
     reference evaluator (which the float64 test uses when onnxruntime lacks a double kernel)."""
     model, feeds = single_node_model(op_type, inputs, opset=opset, **attrs)
-    model.ir_version = min(model.ir_version, 10)  # newer IR versions than onnxruntime reads
     x = inputs[0][0]
     rng = np.random.default_rng(7)
-    forward = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     u = rng.standard_normal(feeds[x].shape).astype(np.float32)
-    f_u = forward.run(["y0"], {**feeds, x: u})[0] - forward.run(
-        ["y0"], {**feeds, x: np.zeros_like(u)})[0]
+    f_u = run_on_onnxruntime(model, {**feeds, x: u}, ["y0"])["y0"] - run_on_onnxruntime(
+        model, {**feeds, x: np.zeros_like(u)}, ["y0"])["y0"]
     v = rng.standard_normal(f_u.shape).astype(np.float32)
-    grad_model = gradient_model(model, wrt=[x])
-    session = ort.InferenceSession(grad_model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    vjp = session.run([grad_model.graph.output[-1].name], {**feeds, SEED_INPUT: v})[0]
+    vjp = onnxruntime_gradients(model, feeds, v, wrt=[x])[GRAD_PREFIX + x]
     lhs, rhs = float(np.vdot(u, vjp)), float(np.vdot(f_u, v))
     scale = float(np.abs(u).sum() * np.abs(vjp).max(initial=0.0)) + 1e-12
     assert abs(lhs - rhs) / scale < tol, f"{op_type}: <u, VJP v> = {lhs:.7g}, <f(u), v> = {rhs:.7g}"
@@ -163,14 +178,6 @@ def assert_vjp_symbolic(
     assert result.float32_error < FLOAT32_TOL, (
         f"{op_type}: float32 VJP on onnxruntime differs by {result.float32_error:.3g} (relative)"
     )
-
-
-def run_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
-                names: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Every output of ``model`` (or ``names``) on onnxruntime's CPU provider, by name."""
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = names or [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds), strict=True))
 
 
 def completeness(outputs: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:

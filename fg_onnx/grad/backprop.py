@@ -70,14 +70,21 @@ def _ancestors(nodes: Sequence[onnx.NodeProto], targets: set[str]) -> set[str]:
 
 def active_nodes(info: GraphInfo, seeds: set[str], wrt: set[str]) -> list[onnx.NodeProto]:
     """Nodes that lie on a path from ``wrt`` to ``seeds`` (the rest is pruned)."""
+    return _active_path(info, seeds, wrt)[0]
+
+
+def _active_path(info: GraphInfo, seeds: set[str], wrt: set[str]
+                 ) -> tuple[list[onnx.NodeProto], set[str]]:
+    """The nodes on a path from ``wrt`` to ``seeds``, and every tensor downstream of ``wrt``."""
     nodes = topological_nodes(info.graph)
     forward = _descendants(nodes, info, wrt)
     backward = _ancestors(nodes, seeds)
     on_path = forward & backward
-    return [
+    path = [
         n for n in nodes
         if any(o in on_path for o in n.output) and any(i in forward for i in n.input if i)
     ]
+    return path, forward
 
 
 def _rule_for(info: GraphInfo, node: onnx.NodeProto) -> RuleEntry | None:
@@ -117,9 +124,8 @@ def build_backward(
         is built: only tensors that depend on ``wrt`` carry cotangents.
     """
     wrt_set = {name for name in wrt if info.is_float(name)}
-    nodes = active_nodes(info, set(seeds), wrt_set)
+    nodes, forward = _active_path(info, set(seeds), wrt_set)
     check_coverage(info, nodes)
-    forward = _descendants(nodes, info, wrt_set)
     pending: dict[str, list[str]] = {name: [cot] for name, cot in seeds.items()}
     result = Backward(grads={}, active_nodes=nodes)
     for node in reversed(nodes):
@@ -141,17 +147,31 @@ def build_backward(
             if on_node is not None:
                 on_node(context, gy, [None] * len(node.input))
             continue
-        grads = entry.rule(context, gy)
+        grads = _checked(context, entry.rule(context, gy))
         result.differentiated[node.op_type] += 1
         if on_node is not None:
             on_node(context, gy, grads)
-        for name, need, grad in zip(node.input, needs, grads, strict=False):
+        for name, need, grad in zip(node.input, needs, grads, strict=True):
             if need and grad is not None:
                 pending.setdefault(name, []).append(grad)
     for name in wrt:
         if name not in result.grads:
             result.grads[name] = _total(builder, pending.get(name))
     return result
+
+
+def _checked(context: VJPContext, grads: Sequence[str | None]) -> list[str | None]:
+    """The rule's cotangents, one per node input: entries past the node's last input stand
+    for optional inputs the node omits and must be None (see the registry's contract)."""
+    count = len(context.node.input)
+    if len(grads) < count:
+        raise context.error(f"its VJP rule returned {len(grads)} cotangent(s) for {count} "
+                            "input(s)")
+    extra = [i for i in range(count, len(grads)) if grads[i] is not None]
+    if extra:
+        raise context.error(f"its VJP rule returned a cotangent for input {extra[0]}, which "
+                            f"the node does not have ({count} input(s))")
+    return list(grads[:count])
 
 
 def _total(builder: GraphBuilder, parts: list[str] | None) -> str | None:

@@ -2,8 +2,11 @@
 
 A rule receives a :class:`VJPContext` (the node, its tensors' facts and a graph builder) and the
 cotangents of the node's outputs (``None`` where an output does not reach the seed), and returns
-one cotangent name per node input (``None`` where none is needed or none exists). Rules emit
-standard ai.onnx ops only, so the result runs on any ONNX Runtime.
+one cotangent name per node input (``None`` where none is needed or none exists). The list may
+go on past the node's last input, one ``None`` per optional input the node omits (so a rule may
+return ``[dx, dlo, dhi]`` for a Clip without bounds); a shorter list, or a cotangent for an input
+the node lacks, is an error naming the node (the walk checks it). Rules emit standard ai.onnx ops
+only, so the result runs on any ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -14,11 +17,10 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from fg_onnx.errors import GraphBuildError
 from fg_onnx.graph.builder import GraphBuilder
-from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, Shape, node_label
+from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, Shape, node_attributes, node_label
 
 Cotangents = list[str | None]
 Rule = Callable[["VJPContext", Cotangents], Sequence[str | None]]
@@ -58,16 +60,29 @@ class VJPContext:
         return bool(self.input(i))
 
     def attr(self, name: str, default: Any = None) -> Any:
-        """Value of an attribute (ints/floats/strings decoded), or ``default``."""
-        for attribute in self.node.attribute:
-            if attribute.name == name:
-                value = helper.get_attribute_value(attribute)
-                if isinstance(value, bytes):
-                    return value.decode()
-                if isinstance(value, list):
-                    return [v.decode() if isinstance(v, bytes) else v for v in value]
-                return value
-        return default
+        """Value of an attribute as ``graph.info.node_attributes`` reads it, or ``default``."""
+        return node_attributes(self.node).get(name, default)
+
+    def cotangent(self, gy: Cotangents, i: int = 0) -> str:
+        """The cotangent of output ``i``, for a rule that needs it (an error naming the node
+        when output ``i`` does not reach the seed)."""
+        g = gy[i] if i < len(gy) else None
+        if g is None:
+            raise self.error(f"output {i} carries no cotangent, and its rule needs one")
+        return g
+
+    def forward_output(self, i: int, elem_type: int, shape: Shape | None = None) -> str:
+        """Name of the forward node's output ``i``, which the node is made to produce when it
+        does not yet (MaxPool's Indices): a rule that needs an optional output asks for it here
+        rather than recomputing it. ``elem_type`` and ``shape`` are that output's type."""
+        if self.output(i):
+            return self.output(i)
+        name = self.b.fresh(f"{self.node.op_type.lower()}_output{i}")
+        while len(self.node.output) <= i:
+            self.node.output.append("")
+        self.node.output[i] = name
+        self.info.add_type(name, elem_type, shape)
+        return name
 
     def shape(self, name: str) -> Shape | None:
         """Inferred shape of a tensor (ints, symbolic strings, None)."""

@@ -31,8 +31,17 @@ def node_label(node: onnx.NodeProto) -> str:
 
 
 def node_attributes(node: onnx.NodeProto) -> dict[str, Any]:
-    """The node's attributes by name, as Python values (bytes for strings)."""
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    """The node's attributes by name, as Python values (strings, and lists of strings,
+    decoded to str: what ``onnx.helper.make_node`` takes back)."""
+    return {a.name: _decoded(onnx.helper.get_attribute_value(a)) for a in node.attribute}
+
+
+def _decoded(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, list):
+        return [v.decode() if isinstance(v, bytes) else v for v in value]
+    return value
 
 
 def has_subgraph(node: onnx.NodeProto) -> bool:

@@ -42,7 +42,7 @@ def restore_legacy_resizes(original: onnx.ModelProto, converted: onnx.ModelProto
     nearest = []
     for before, after in zip(old, new, strict=True):
         _set_attribute(after, "coordinate_transformation_mode", "asymmetric")
-        if node_attributes(before).get("mode", b"nearest").decode() == "nearest":
+        if node_attributes(before).get("mode", "nearest") == "nearest":
             nearest.append(after.output[0])
     return nearest
 
@@ -173,7 +173,7 @@ def reject_runtime_shape_disagreements(model: onnx.ModelProto) -> None:
 
 def _shape_disagreement(node: onnx.NodeProto, info: GraphInfo, opset: int) -> str | None:
     attrs = node_attributes(node)
-    auto_pad = attrs.get("auto_pad", b"NOTSET").decode()
+    auto_pad = attrs.get("auto_pad", "NOTSET")
     same = auto_pad.startswith("SAME")
     if node.op_type == "ConvTranspose" and same and any(attrs.get("output_padding", [])) \
             and not attrs.get("output_shape"):

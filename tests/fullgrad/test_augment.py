@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 from helpers import completeness as completeness_error
-from helpers import run_outputs as run
+from helpers import run_on_onnxruntime as run
 from reference_fullgrad import reference_fullgrad
 from torch_models import (
     ConvNeXtBlock,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers import completeness, run_outputs
+from helpers import completeness, run_on_onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
 import fg_onnx
@@ -62,7 +62,7 @@ def _logits(model: onnx.ModelProto, name: str, x: np.ndarray) -> np.ndarray:
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    return run_outputs(probe, {"x": x}, [name])[name].reshape(len(x), -1)
+    return run_on_onnxruntime(probe, {"x": x}, [name])[name].reshape(len(x), -1)
 
 
 def test_a_softmax_wrapped_by_the_opset_upgrade_is_skipped() -> None:
@@ -72,7 +72,7 @@ def test_a_softmax_wrapped_by_the_opset_upgrade_is_skipped() -> None:
     assert report.explained.skipped_through  # the Reshape (and Identity) the upgrade adds
     assert "skipped through Reshape" in report.summary()
     x = _x()
-    out = run_outputs(report.model, {"x": x, TARGET: np.array([-1, 2, 4])})
+    out = run_on_onnxruntime(report.model, {"x": x, TARGET: np.array([-1, 2, 4])})
     logits = _logits(model, "logits", x)
     np.testing.assert_allclose(out[SCORE], logits[np.arange(3), out[TARGET_USED]], rtol=1e-5)
     assert out[TARGET_USED][0] == logits[0].argmax()
@@ -85,7 +85,7 @@ def test_a_softmax_wrapped_by_the_opset_upgrade_is_skipped() -> None:
 def test_logits_with_trailing_unit_axes_are_classes() -> None:
     model = conv_logits()
     x = _x()
-    out = run_outputs(fg_onnx.augment(model), {"x": x, TARGET: np.array([-1, 3, 0])})
+    out = run_on_onnxruntime(fg_onnx.augment(model), {"x": x, TARGET: np.array([-1, 3, 0])})
     logits = _logits(model, "logits", x)
     assert out[TARGET_USED].tolist() == [int(logits[0].argmax()), 3, 0]
     np.testing.assert_allclose(out[SCORE], logits[np.arange(3), out[TARGET_USED]], rtol=1e-5)
@@ -101,7 +101,7 @@ def test_output_may_name_an_inner_tensor() -> None:
     assert report.explained.scores == "logits" and report.explained.skipped_op is None
     assert "logits" in report.new_outputs
     x = _x()
-    out = run_outputs(report.model, {"x": x, TARGET: np.array([1, 1, 1])})
+    out = run_on_onnxruntime(report.model, {"x": x, TARGET: np.array([1, 1, 1])})
     logits = out["logits"].reshape(3, CLASSES)
     np.testing.assert_allclose(logits, _logits(model, "logits", x), rtol=1e-6)
     np.testing.assert_allclose(out[SCORE], logits[:, 1], rtol=1e-6)

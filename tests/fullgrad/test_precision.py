@@ -10,7 +10,7 @@ import pytest
 import torch
 from float16_emulation import run_emulated
 from helpers import completeness as completeness_error
-from helpers import run_outputs as run_float32
+from helpers import run_on_onnxruntime as run_float32
 from onnx import TensorProto, helper, numpy_helper
 from torch_models import ResidualCNN, export, images, randomize_batchnorm
 

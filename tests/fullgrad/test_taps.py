@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import onnx
 import pytest
-from helpers import completeness, run_outputs
+from helpers import completeness, run_on_onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
 from fg_onnx.fullgrad.augment import AugmentOptions, build_fullgrad
@@ -45,7 +45,7 @@ def _head(source: str, features: int, classes: int = 5) -> tuple[list[onnx.NodeP
 def _run(model: onnx.ModelProto, x: np.ndarray, implicit: bool = False,
          ) -> tuple[dict[str, np.ndarray], dict, list[str]]:
     result = build_fullgrad(model, AugmentOptions(implicit_biases=implicit, components=True))
-    outputs = run_outputs(result.model, {"x": x, TARGET: np.full(len(x), -1, np.int64)})
+    outputs = run_on_onnxruntime(result.model, {"x": x, TARGET: np.full(len(x), -1, np.int64)})
     facts = dataclasses.asdict(read_facts(result.model))
     return outputs, facts, result.unexplained_nonlinear
 

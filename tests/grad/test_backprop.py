@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,18 @@ import pytest
 from helpers import ADJOINT_TOL, FLOAT32_TOL, randn
 from onnx import TensorProto, helper, numpy_helper
 
-from fg_onnx.errors import FgOnnxError, ModelLoadError, UnsupportedOpsError
-from fg_onnx.grad import GRAD_PREFIX, SEED_INPUT, build_backward, gradient_model
+from fg_onnx.errors import FgOnnxError, GraphBuildError, ModelLoadError, UnsupportedOpsError
+from fg_onnx.grad import (
+    GRAD_PREFIX,
+    REGISTRY,
+    SEED_INPUT,
+    VJPContext,
+    build_backward,
+    gradient_model,
+    vjp,
+)
 from fg_onnx.grad.check import check_vjp, make_runner, to_float64
+from fg_onnx.grad.registry import Cotangents
 from fg_onnx.graph.builder import GraphBuilder
 from fg_onnx.graph.info import GraphInfo, opset_of
 from fg_onnx.graph.normalize import normalize
@@ -432,3 +441,46 @@ def test_load_errors(tmp_path: Path, kind: str, pattern: str) -> None:
     with pytest.raises(ModelLoadError, match=pattern) as caught:
         gradient_model(path)
     assert "\n" not in str(caught.value)
+
+
+def _pair_model() -> onnx.ModelProto:
+    """x, w -> y through a custom two-input op (named "pair") whose rule a test registers."""
+    return make(
+        [helper.make_node("Pair", ["x", "w"], ["y"], name="pair", domain="fg.test")],
+        {"x": (3, 4), "w": (3, 4)},
+        ["y"],
+        extra_opsets=[helper.make_opsetid("fg.test", 1)],
+    )
+
+
+def _backward_with_pair_rule(monkeypatch: pytest.MonkeyPatch,
+                             result: Callable[[str], list[str | None]]) -> None:
+    """Differentiates the pair model with a rule returning ``result(g)``, registered on a
+    copy of the table that the test's end throws away."""
+    monkeypatch.setattr(REGISTRY, "_entries", dict(REGISTRY._entries))
+
+    @vjp("Pair", domain="fg.test")
+    def pair_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
+        return result(ctx.cotangent(gy))
+
+    info = GraphInfo(normalize(_pair_model()))
+    build_backward(info, GraphBuilder(info), {"y": "seed"}, ["x", "w"])
+
+
+@pytest.mark.parametrize(
+    ("result", "pattern"),
+    [
+        (lambda g: [g], r"Pair node 'pair'.*returned 1 cotangent\(s\) for 2 input\(s\)"),
+        (lambda g: [g, None, g], r"Pair node 'pair'.*a cotangent for input 2"),
+    ],
+    ids=["too-few", "input-the-node-lacks"],
+)
+def test_rule_with_the_wrong_number_of_cotangents_is_named(
+    monkeypatch: pytest.MonkeyPatch, result: Callable[[str], list[str | None]], pattern: str,
+) -> None:
+    with pytest.raises(GraphBuildError, match=pattern):
+        _backward_with_pair_rule(monkeypatch, result)
+
+
+def test_rule_may_list_omitted_optional_inputs_as_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    _backward_with_pair_rule(monkeypatch, lambda g: [g, g, None])

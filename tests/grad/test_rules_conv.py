@@ -1,4 +1,4 @@
-"""Adjoint tests of ConvTranspose's input gradient (Conv itself is in test_rules_core)."""
+"""Adjoint tests of Conv's and ConvTranspose's input gradients."""
 
 from __future__ import annotations
 
@@ -7,12 +7,67 @@ import pytest
 from helpers import assert_linear_vjp_on_onnxruntime, assert_vjp, randn
 
 from fg_onnx.errors import GraphBuildError
+from fg_onnx.grad import gradient_model
+from fg_onnx.grad.check import single_node_model
 
 RNG = np.random.default_rng(4321)
 
 
 def r(*shape: int) -> np.ndarray:
     return randn(RNG, *shape)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "attrs"),
+    [
+        ([("x", r(2, 4, 7, 6)), ("w:W", r(6, 2, 3, 3)), ("w:B", r(6))],
+         {"strides": [2, 2], "pads": [1, 0, 1, 1], "group": 2}),
+        ([("x", r(2, 4, 7, 6)), ("w:W", r(6, 4, 1, 1))], {"strides": [2, 2]}),
+        ([("x", r(1, 3, 9, 9)), ("w:W", r(5, 3, 3, 3))],
+         {"strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+        ([("x", r(1, 3, 9, 8)), ("w:W", r(5, 3, 2, 3))],
+         {"strides": [2, 3], "auto_pad": "SAME_LOWER"}),
+        ([("x", r(1, 3, 11, 10)), ("w:W", r(5, 3, 3, 3))],
+         {"dilations": [2, 2], "pads": [2, 1, 1, 2]}),
+        ([("x", r(1, 4, 8, 8)), ("w:W", r(4, 1, 3, 3))],
+         {"group": 4, "pads": [1, 1, 1, 1], "strides": [2, 2]}),
+        ([("x", r(2, 3, 10)), ("w:W", r(4, 3, 3))], {"strides": [3], "auto_pad": "VALID"}),
+        ([("x", r(1, 2, 5, 4, 4)), ("w:W", r(3, 2, 2, 2, 2))], {"strides": [2, 1, 2]}),
+    ],
+    ids=["grouped", "1x1-stride2", "same-upper", "same-lower", "dilated", "depthwise", "1d",
+         "3d"],
+)
+def test_conv(inputs: list, attrs: dict) -> None:
+    assert_vjp("Conv", inputs, **attrs)
+
+
+# Stride 1: the gradient is a Conv whose weights are the original ones regrouped and flipped
+# by nodes (one case per branch of that regrouping).
+@pytest.mark.parametrize(
+    ("inputs", "attrs"),
+    [
+        ([("x", r(2, 4, 6, 5)), ("w:W", r(6, 2, 3, 3))], {"group": 2, "pads": [1, 0, 2, 1]}),
+        ([("x", r(1, 4, 6, 6)), ("w:W", r(4, 1, 3, 3))], {"group": 4, "pads": [1, 1, 1, 1]}),
+        ([("x", r(1, 4, 6, 6)), ("w:W", r(8, 1, 3, 2))], {"group": 4, "pads": [1, 0, 1, 1]}),
+        ([("x", r(1, 6, 5, 5)), ("w:W", r(2, 3, 2, 3))], {"group": 2}),
+        ([("x", r(2, 5, 4, 4)), ("w:W", r(3, 5, 1, 1)), ("w:B", r(3))], {}),
+        ([("x", r(1, 2, 4, 4, 3)), ("w:W", r(3, 2, 2, 3, 2))], {"pads": [1, 1, 0, 0, 1, 1]}),
+    ],
+    ids=["grouped", "depthwise", "multiplier", "one-output-per-group", "1x1", "3d"],
+)
+def test_conv_stride_one(inputs: list, attrs: dict) -> None:
+    assert_vjp("Conv", inputs, **attrs)
+
+
+def test_stride_one_gradient_stores_no_second_copy_of_the_weights() -> None:
+    weights = r(64, 32, 3, 3)
+    model, _ = single_node_model("Conv", [("x", r(1, 32, 8, 8)), ("w:W", weights)],
+                                 pads=[1, 1, 1, 1])
+    grad = gradient_model(model)
+    assert {n.op_type for n in grad.graph.node} >= {"Conv", "Slice"}
+    assert "ConvTranspose" not in {n.op_type for n in grad.graph.node}
+    assert sum(t.ByteSize() for t in grad.graph.initializer) < weights.nbytes * 1.1
+
 
 
 CASES = [

@@ -6,13 +6,19 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
-from helpers import ADJOINT_TOL, FLOAT32_TOL, assert_runs_on_onnxruntime, assert_vjp, randn
+from helpers import (
+    ADJOINT_TOL,
+    FLOAT32_TOL,
+    assert_runs_on_onnxruntime,
+    assert_vjp,
+    onnxruntime_gradients,
+    randn,
+)
 from onnx import TensorProto, helper, numpy_helper
 
 from fg_onnx.errors import GraphBuildError
-from fg_onnx.grad import SEED_INPUT, gradient_model
+from fg_onnx.grad import gradient_model
 from fg_onnx.grad.check import check_vjp
 
 RNG = np.random.default_rng(77)
@@ -55,17 +61,6 @@ def assert_model_vjp(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> No
     result = check_vjp(model, feeds)
     assert result.adjoint_error < ADJOINT_TOL, (result.lhs, result.rhs)
     assert result.float32_error < FLOAT32_TOL, result.float32_error
-
-
-def gradients(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
-              seed: np.ndarray) -> dict[str, np.ndarray]:
-    """Runs the float32 gradient graph on onnxruntime; returns the outputs by name."""
-    grad_model = gradient_model(model)
-    grad_model.ir_version = min(grad_model.ir_version, 10)
-    names = [o.name for o in grad_model.graph.output]
-    session = ort.InferenceSession(grad_model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    return dict(zip(names, session.run(names, {**feeds, SEED_INPUT: seed}), strict=True))
 
 
 @pytest.mark.parametrize(
@@ -120,7 +115,7 @@ def test_pow_exponent_gradient_is_zero_for_non_positive_base() -> None:
     x = f32([[-2.0, 0.0, 1.5]])
     p = f32([[2.0, 3.0, 2.0]])
     model = graph_model([helper.make_node("Pow", ["x", "p"], ["y"])], {"x": x, "p": p})
-    grads = gradients(model, {"x": x, "p": p}, np.ones((1, 3), np.float32))
+    grads = onnxruntime_gradients(model, {"x": x, "p": p}, np.ones((1, 3), np.float32))
     np.testing.assert_allclose(grads["grad_p"], [[0.0, 0.0, 1.5**2 * np.log(1.5)]], rtol=1e-5)
     np.testing.assert_allclose(grads["grad_x"], [[-4.0, 0.0, 3.0]], rtol=1e-5)
 
@@ -154,7 +149,7 @@ def test_max_min_ties_go_to_the_first_input(op: str, order: list) -> None:
     names = [list(values)[i] for i in order]
     model = graph_model([helper.make_node(op, names, ["y"])], {k: values[k] for k in names})
     seed = f32([[1.0, 2.0, 3.0]])
-    grads = gradients(model, {k: values[k] for k in names}, seed)
+    grads = onnxruntime_gradients(model, {k: values[k] for k in names}, seed)
     y = (np.maximum if op == "Max" else np.minimum).reduce([values[k] for k in names])
     claimed = np.zeros_like(seed, dtype=bool)
     for name in names:

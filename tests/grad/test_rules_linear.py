@@ -1,4 +1,4 @@
-"""Adjoint tests of MatMul and Einsum (Gemm is covered in test_rules_core)."""
+"""Adjoint tests of Gemm, MatMul and Einsum."""
 
 from __future__ import annotations
 
@@ -15,6 +15,20 @@ RNG = np.random.default_rng(4321)
 
 def r(*shape: int) -> np.ndarray:
     return randn(RNG, *shape)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "attrs"),
+    [
+        ([("a", r(3, 4)), ("b", r(5, 4)), ("w:c", r(5))],
+         {"transB": 1, "alpha": 0.5, "beta": 2.0}),
+        ([("a", r(4, 3)), ("b", r(4, 5)), ("c", r(1, 5))], {"transA": 1}),
+        ([("a", r(4, 3)), ("b", r(5, 4))], {"transA": 1, "transB": 1}),
+        ([("a", r(2, 3)), ("b", r(3, 4)), ("c", r(2, 4))], {"beta": 0.3}),
+    ],
+)
+def test_gemm(inputs: list, attrs: dict) -> None:
+    assert_vjp("Gemm", inputs, **attrs)
 
 
 @pytest.mark.parametrize(

@@ -9,13 +9,14 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from fg_onnx.grad import GRAD_PREFIX, SEED_INPUT, gradient_model  # noqa: E402
+from helpers import onnxruntime_gradients  # noqa: E402
+
+from fg_onnx.grad import GRAD_PREFIX  # noqa: E402
 
 RELATIVE_TOL = 1e-4
 BATCH = 2
@@ -138,16 +139,11 @@ def _torch_gradient(model: nn.Module, x: Any, k: int) -> np.ndarray:
 
 def _onnx_gradient(path: Path, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Logits and the input gradient of logit ``k`` (every batch row seeded)."""
-    grad_model = gradient_model(path, output="logits", wrt=["x"])
-    session = ort.InferenceSession(grad_model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    names = [o.name for o in grad_model.graph.output]
-    logits_shape = (x.shape[0], 5)
-    seed = np.zeros(logits_shape, dtype=np.float32)
+    seed = np.zeros((x.shape[0], 5), dtype=np.float32)
     seed[:, k] = 1.0
-    logits, grad = session.run(["logits", GRAD_PREFIX + "x"], {"x": x, SEED_INPUT: seed})
-    assert names[0] == "logits"
-    return np.asarray(logits), np.asarray(grad)
+    outputs = onnxruntime_gradients(path, {"x": x}, seed, output="logits", wrt=["x"])
+    assert next(iter(outputs)) == "logits"
+    return outputs["logits"], outputs[GRAD_PREFIX + "x"]
 
 
 def _assert_parity(model: nn.Module, x: Any, path: Path, k: int = 2) -> None:

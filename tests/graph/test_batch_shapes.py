@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from helpers import completeness, run_outputs
+from helpers import completeness, run_on_onnxruntime
 from torch_models import TinyYOLO, randomize_batchnorm
 
 import fg_onnx
@@ -50,7 +50,7 @@ def test_detector_with_symbolic_batch_gradient_and_completeness(
     seed = np.zeros((batch, 7, ANCHORS), np.float32)
     seed[:, 4] = 1.0  # the sum of class 0's probabilities over all anchors
     seed[:, 0, :5] = 0.5  # and some box centres
-    out = run_outputs(augmented, {"images": x, GRAD_OUTPUT: seed})
+    out = run_on_onnxruntime(augmented, {"images": x, GRAD_OUTPUT: seed})
     want = torch.from_numpy(x).requires_grad_(True)
     expected = model(want)
     (expected * torch.from_numpy(seed)).sum().backward()

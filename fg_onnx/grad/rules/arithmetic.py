@@ -8,15 +8,13 @@ from fg_onnx.grad.rules._common import unbroadcast
 
 @vjp("Add")
 def add_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    g, y = gy[0], ctx.output(0)
-    assert g is not None
+    g, y = ctx.cotangent(gy), ctx.output(0)
     return [unbroadcast(ctx, g, ctx.input(i), y) if ctx.needs[i] else None for i in range(2)]
 
 
 @vjp("Sub")
 def sub_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    g, y = gy[0], ctx.output(0)
-    assert g is not None
+    g, y = ctx.cotangent(gy), ctx.output(0)
     da = unbroadcast(ctx, g, ctx.input(0), y) if ctx.needs[0] else None
     db = unbroadcast(ctx, ctx.b.Neg(g), ctx.input(1), y) if ctx.needs[1] else None
     return [da, db]
@@ -24,8 +22,7 @@ def sub_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 
 @vjp("Sum")
 def sum_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    g, y = gy[0], ctx.output(0)
-    assert g is not None
+    g, y = ctx.cotangent(gy), ctx.output(0)
     return [
         unbroadcast(ctx, g, x, y) if need else None
         for x, need in zip(ctx.node.input, ctx.needs, strict=True)
@@ -34,8 +31,7 @@ def sum_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 
 @vjp("Mul")
 def mul_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    g, y = gy[0], ctx.output(0)
-    assert g is not None
+    g, y = ctx.cotangent(gy), ctx.output(0)
     gate = _sigmoid_gate(ctx)
     if gate is not None:
         return _silu_vjp(ctx, g, gate)
@@ -70,8 +66,7 @@ def _silu_vjp(ctx: VJPContext, g: str, gate: int) -> list[str | None]:
 
 @vjp("Div")
 def div_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    g, y = gy[0], ctx.output(0)
-    assert g is not None
+    g, y = ctx.cotangent(gy), ctx.output(0)
     a, b = ctx.input(0), ctx.input(1)
     g_over_b = ctx.b.Div(g, b)
     da = unbroadcast(ctx, g_over_b, a, y) if ctx.needs[0] else None
@@ -82,5 +77,4 @@ def div_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 
 @vjp("Neg")
 def neg_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    assert gy[0] is not None
-    return [ctx.b.Neg(gy[0])]
+    return [ctx.b.Neg(ctx.cotangent(gy))]

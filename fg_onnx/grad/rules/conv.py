@@ -18,8 +18,7 @@ from fg_onnx.grad.rules._common import (
 
 @vjp("Conv")
 def conv_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    g = gy[0]
-    assert g is not None
+    g = ctx.cotangent(gy)
     if any(ctx.needs[1:]):
         raise ctx.error("weights or bias that depend on the explained input are not supported")
     x, w, y = ctx.input(0), ctx.input(1), ctx.output(0)
@@ -95,8 +94,7 @@ def _flip_weights(ctx: VJPContext, w: str, shape: Sequence[int], group: int) -> 
 def conv_transpose_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """ConvTranspose is the adjoint of a Conv with the same weights ([C_in, C_out/group, k...]
     is Conv's [M, C/group, k...] read the other way), so its VJP is that Conv."""
-    g = gy[0]
-    assert g is not None
+    g = ctx.cotangent(gy)
     if any(ctx.needs[1:]):
         raise ctx.error("weights or bias that depend on the explained input are not supported")
     x, w, y = ctx.input(0), ctx.input(1), ctx.output(0)

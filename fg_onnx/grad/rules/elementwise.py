@@ -5,35 +5,29 @@ from __future__ import annotations
 import numpy as np
 
 from fg_onnx.grad.registry import Cotangents, VJPContext, vjp
-from fg_onnx.grad.rules._common import float_array, unbroadcast, zeros_like
-
-
-def _g(gy: Cotangents) -> str:
-    g = gy[0]
-    assert g is not None
-    return g
+from fg_onnx.grad.rules._common import float_array, keep, unbroadcast, zeros_like
 
 
 @vjp("Exp")
 def exp_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    return [ctx.b.Mul(_g(gy), ctx.output(0))]
+    return [ctx.b.Mul(ctx.cotangent(gy), ctx.output(0))]
 
 
 @vjp("Log")
 def log_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    return [ctx.b.Div(_g(gy), ctx.input(0))]
+    return [ctx.b.Div(ctx.cotangent(gy), ctx.input(0))]
 
 
 @vjp("Sqrt")
 def sqrt_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     y = ctx.output(0)
-    return [ctx.b.Div(_g(gy), ctx.b.Add(y, y))]
+    return [ctx.b.Div(ctx.cotangent(gy), ctx.b.Add(y, y))]
 
 
 @vjp("Reciprocal")
 def reciprocal_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     y = ctx.output(0)
-    return [ctx.b.Neg(ctx.b.Mul(_g(gy), ctx.b.Mul(y, y)))]
+    return [ctx.b.Neg(ctx.b.Mul(ctx.cotangent(gy), ctx.b.Mul(y, y)))]
 
 
 # Ops whose derivative is another ONNX op applied to the same input.
@@ -43,18 +37,18 @@ _DERIVATIVE_OP = {"Abs": "Sign", "Sin": "Cos", "Sinh": "Cosh", "Cosh": "Sinh"}
 @vjp(*_DERIVATIVE_OP)
 def derivative_op_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     derivative = ctx.b.op(_DERIVATIVE_OP[ctx.node.op_type], ctx.input(0))
-    return [ctx.b.Mul(_g(gy), derivative)]
+    return [ctx.b.Mul(ctx.cotangent(gy), derivative)]
 
 
 @vjp("Cos")
 def cos_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    return [ctx.b.Neg(ctx.b.Mul(_g(gy), ctx.b.Sin(ctx.input(0))))]
+    return [ctx.b.Neg(ctx.b.Mul(ctx.cotangent(gy), ctx.b.Sin(ctx.input(0))))]
 
 
 @vjp("Tan")
 def tan_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     y = ctx.output(0)
-    return [ctx.b.Mul(_g(gy), ctx.b.Add(ctx.scalar(1.0), ctx.b.Mul(y, y)))]
+    return [ctx.b.Mul(ctx.cotangent(gy), ctx.b.Add(ctx.scalar(1.0), ctx.b.Mul(y, y)))]
 
 
 def _one_plus_square(ctx: VJPContext, sign: float) -> str:
@@ -65,39 +59,39 @@ def _one_plus_square(ctx: VJPContext, sign: float) -> str:
 
 @vjp("Atan")
 def atan_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    return [ctx.b.Div(_g(gy), _one_plus_square(ctx, 1.0))]
+    return [ctx.b.Div(ctx.cotangent(gy), _one_plus_square(ctx, 1.0))]
 
 
 @vjp("Atanh")
 def atanh_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    return [ctx.b.Div(_g(gy), _one_plus_square(ctx, -1.0))]
+    return [ctx.b.Div(ctx.cotangent(gy), _one_plus_square(ctx, -1.0))]
 
 
 @vjp("Asin")
 def asin_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    return [ctx.b.Div(_g(gy), ctx.b.Sqrt(_one_plus_square(ctx, -1.0)))]
+    return [ctx.b.Div(ctx.cotangent(gy), ctx.b.Sqrt(_one_plus_square(ctx, -1.0)))]
 
 
 @vjp("Acos")
 def acos_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    return [ctx.b.Neg(ctx.b.Div(_g(gy), ctx.b.Sqrt(_one_plus_square(ctx, -1.0))))]
+    return [ctx.b.Neg(ctx.b.Div(ctx.cotangent(gy), ctx.b.Sqrt(_one_plus_square(ctx, -1.0))))]
 
 
 @vjp("Asinh")
 def asinh_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    return [ctx.b.Div(_g(gy), ctx.b.Sqrt(_one_plus_square(ctx, 1.0)))]
+    return [ctx.b.Div(ctx.cotangent(gy), ctx.b.Sqrt(_one_plus_square(ctx, 1.0)))]
 
 
 @vjp("Acosh")
 def acosh_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     x = ctx.input(0)
-    return [ctx.b.Div(_g(gy), ctx.b.Sqrt(ctx.b.Sub(ctx.b.Mul(x, x), ctx.scalar(1.0))))]
+    return [ctx.b.Div(ctx.cotangent(gy), ctx.b.Sqrt(ctx.b.Sub(ctx.b.Mul(x, x), ctx.scalar(1.0))))]
 
 
 @vjp("Pow")
 def pow_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """d(x^p)/dx = p x^(p-1); d(x^p)/dp = y log(x), taken as 0 where x <= 0 (undefined there)."""
-    g, b = _g(gy), ctx.b
+    g, b = ctx.cotangent(gy), ctx.b
     x, p, y = ctx.input(0), ctx.input(1), ctx.output(0)
     dx = unbroadcast(ctx, _pow_base_grad(ctx, g), x, y) if ctx.needs[0] else None
     dp = None
@@ -159,15 +153,14 @@ def _first_wins_masks(ctx: VJPContext) -> list[str | None]:
 @vjp("Max", "Min")
 def max_min_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """The whole cotangent goes to the selected input; among tied inputs, to the first one."""
-    g, y = _g(gy), ctx.output(0)
-    zero = ctx.scalar(0.0)
+    g, y = ctx.cotangent(gy), ctx.output(0)
     grads: list[str | None] = []
     for name, need, mask in zip(ctx.node.input, ctx.needs, _first_wins_masks(ctx), strict=True):
         if not need:
             grads.append(None)
             continue
-        # A mask of None (single input) selects everywhere; Where also broadcasts g to y.
-        selected = g if mask is None else ctx.b.Where(mask, g, zero)
+        # A mask of None (single input) selects everywhere.
+        selected = g if mask is None else keep(ctx, mask, g)
         grads.append(unbroadcast(ctx, selected, name, y))
     return grads
 
@@ -175,25 +168,24 @@ def max_min_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 @vjp("Mean")
 def mean_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     y = ctx.output(0)
-    share = ctx.b.Mul(_g(gy), ctx.scalar(1.0 / len(ctx.node.input)))
+    share = ctx.b.Mul(ctx.cotangent(gy), ctx.scalar(1.0 / len(ctx.node.input)))
     return [unbroadcast(ctx, share, x, y) if need else None
             for x, need in zip(ctx.node.input, ctx.needs, strict=True)]
 
 
 @vjp("Where")
 def where_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    g, b = _g(gy), ctx.b
+    g, b = ctx.cotangent(gy), ctx.b
     condition, y = ctx.input(0), ctx.output(0)
-    zero = ctx.scalar(0.0)
-    dx = unbroadcast(ctx, b.Where(condition, g, zero), ctx.input(1), y) if ctx.needs[1] else None
-    dy = unbroadcast(ctx, b.Where(condition, zero, g), ctx.input(2), y) if ctx.needs[2] else None
+    dx = unbroadcast(ctx, keep(ctx, condition, g), ctx.input(1), y) if ctx.needs[1] else None
+    dy = unbroadcast(ctx, keep(ctx, b.Not(condition), g), ctx.input(2), y) if ctx.needs[2] else None
     return [None, dx, dy]
 
 
 @vjp("Mod")
 def mod_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """Float Mod is fmod: y = a - b trunc(a/b), so dy/da = 1 and dy/db = -trunc(a/b)."""
-    g, bld = _g(gy), ctx.b
+    g, bld = ctx.cotangent(gy), ctx.b
     a, d, y = ctx.input(0), ctx.input(1), ctx.output(0)
     da = unbroadcast(ctx, g, a, y) if ctx.needs[0] else None
     dd = None
@@ -211,14 +203,14 @@ def cast_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     if not (ctx.needs[0] and ctx.info.is_float(y)):
         return [None] * len(ctx.node.input)
     source = ctx.info.elem_type(x)
-    g = _g(gy)
+    g = ctx.cotangent(gy)
     back = g if ctx.info.elem_type(y) == source else ctx.b.Cast(g, to=source)
     return [back] + [None] * (len(ctx.node.input) - 1)
 
 
 @vjp("Identity")
 def identity_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    return [_g(gy)]
+    return [ctx.cotangent(gy)]
 
 
 @vjp("Dropout", since=12)
@@ -238,7 +230,7 @@ def trilu_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """Trilu zeroes a fixed triangle, so its adjoint zeroes the same triangle."""
     diagonal = [ctx.input(1)] if ctx.has_input(1) else []
     upper = int(ctx.attr("upper", 1))
-    return [ctx.b.Trilu(_g(gy), *diagonal, upper=upper), None]
+    return [ctx.b.Trilu(ctx.cotangent(gy), *diagonal, upper=upper), None]
 
 
 @vjp("TopK", since=11)

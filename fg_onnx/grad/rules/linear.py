@@ -17,8 +17,7 @@ from fg_onnx.graph.info import Dim
 
 @vjp("Gemm")
 def gemm_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    g = gy[0]
-    assert g is not None
+    g = ctx.cotangent(gy)
     a, b_, y = ctx.input(0), ctx.input(1), ctx.output(0)
     alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
     trans_a, trans_b = int(ctx.attr("transA", 0)), int(ctx.attr("transB", 0))
@@ -71,8 +70,7 @@ def matmul_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     A 1-D left operand acts as a row and a 1-D right operand as a column; the axis added for
     it is summed away in its cotangent.
     """
-    g = gy[0]
-    assert g is not None
+    g = ctx.cotangent(gy)
     b = ctx.b
     a, w, y = ctx.input(0), ctx.input(1), ctx.output(0)
     ra, rw = ctx.rank(a), ctx.rank(w)
@@ -275,8 +273,7 @@ def _einsum_operand_grad(
 @vjp("Einsum")
 def einsum_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """An operand's cotangent is the Einsum of the output cotangent with the other operands."""
-    g = gy[0]
-    assert g is not None
+    g = ctx.cotangent(gy)
     terms, out = _parse_equation(ctx, str(ctx.attr("equation")))
     if len(terms) != len(ctx.node.input):
         raise ctx.error("the equation does not have one term per input")

@@ -36,8 +36,7 @@ def _per_channel(ctx: VJPContext, name: str, rank: int) -> str:
 @vjp("BatchNormalization")
 def batch_norm_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """In inference mode the layer is a per-channel affine map: dx = g * scale / sqrt(var + eps)."""
-    g = gy[0]
-    assert g is not None
+    g = ctx.cotangent(gy)
     if int(ctx.attr("training_mode", 0)):
         raise ctx.error("training_mode=1 (batch statistics) is not supported; export the model "
                         "in eval mode")
@@ -117,8 +116,7 @@ def layer_norm_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 
 @vjp("InstanceNormalization")
 def instance_norm_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    g = gy[0]
-    assert g is not None
+    g = ctx.cotangent(gy)
     _reject_weight_gradients(ctx)
     x = ctx.input(0)
     rank = ctx.rank(x)
@@ -147,15 +145,13 @@ def _group_norm_vjp(ctx: VJPContext, g: str, per_channel_scale: bool) -> list[st
 @vjp("GroupNormalization", since=18, until=20)
 def group_norm_18_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """Opset 18: scale and bias hold one value per group."""
-    assert gy[0] is not None
-    return _group_norm_vjp(ctx, gy[0], per_channel_scale=False)
+    return _group_norm_vjp(ctx, ctx.cotangent(gy), per_channel_scale=False)
 
 
 @vjp("GroupNormalization", since=21)
 def group_norm_21_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """Opset 21: scale and bias hold one value per channel."""
-    assert gy[0] is not None
-    return _group_norm_vjp(ctx, gy[0], per_channel_scale=True)
+    return _group_norm_vjp(ctx, ctx.cotangent(gy), per_channel_scale=True)
 
 
 @vjp("LRN")
@@ -166,8 +162,7 @@ def lrn_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     Channels are moved to a spatial axis ([N, 1, C, rest]) so that the window sum W is a Conv
     with a ones kernel; its transpose W^T is the same Conv with the window mirrored.
     """
-    g = gy[0]
-    assert g is not None
+    g = ctx.cotangent(gy)
     b = ctx.b
     x = ctx.input(0)
     size = int(ctx.attr("size"))

@@ -72,22 +72,13 @@ def _unpool_attrs(ctx: VJPContext) -> dict[str, list[int]] | None:
 def _row_major_indices(ctx: VJPContext) -> str:
     """Flat (storage_order=0) argmax indices over the whole input tensor, as MaxPool's
     Indices output gives them (padding and ceil_mode windows past the edge already resolved)."""
-    node = ctx.node
     storage_order = int(ctx.attr("storage_order", 0))
-    if ctx.output(1) and storage_order == 0:
-        return ctx.output(1)
     if storage_order == 0:
-        # Asking the forward node for its Indices costs one extra store per output, while a
-        # second MaxPool would redo the whole pooling; nothing else reads this output.
-        name = ctx.b.fresh("maxpool_indices")
-        if len(node.output) > 1:
-            node.output[1] = name
-        else:
-            node.output.append(name)
-        ctx.info.add_type(name, TensorProto.INT64, ctx.shape(ctx.output(0)))
-        return name
+        # The forward node's own Indices (asked for when it does not give them yet) cost one
+        # extra store per output, while a second MaxPool would redo the whole pooling.
+        return ctx.forward_output(1, TensorProto.INT64, ctx.shape(ctx.output(0)))
     # Column-major Indices are already in use: a twin pool gives the row-major ones.
-    attrs = node_attributes(node)
+    attrs = node_attributes(ctx.node)
     attrs["storage_order"] = 0
     return ctx.b.op_multi("MaxPool", ctx.input(0), outputs=2, **attrs)[1]
 
@@ -96,8 +87,7 @@ def _row_major_indices(ctx: VJPContext) -> str:
 def global_max_pool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """The gradient goes to the first maximum of each channel in row-major order (ties are
     resolved like onnxruntime's MaxPool Indices, which keep the first maximum)."""
-    g = gy[0]
-    assert g is not None
+    g = ctx.cotangent(gy)
     x = ctx.input(0)
     b = ctx.b
     rows = b.Reshape(x, b.ints([0, 0, -1]))
@@ -110,8 +100,7 @@ def global_max_pool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 
 @vjp("GlobalAveragePool")
 def global_average_pool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    g = gy[0]
-    assert g is not None
+    g = ctx.cotangent(gy)
     x = ctx.input(0)
     b = ctx.b
     x_shape = spatial_shape(ctx, x)
@@ -133,8 +122,7 @@ def average_pool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     real (unpadded) inputs per window is plain geometry, so divisor-specific conventions never
     need to be re-derived.
     """
-    g = gy[0]
-    assert g is not None
+    g = ctx.cotangent(gy)
     x, y = ctx.input(0), ctx.output(0)
     x_shape, y_shape = spatial_shape(ctx, x), spatial_shape(ctx, y)
     if x_shape is None or y_shape is None:

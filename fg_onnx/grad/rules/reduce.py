@@ -73,8 +73,7 @@ def _spread(ctx: VJPContext, gy: Cotangents, allow_noop: bool = True) -> tuple[s
     noop_with_empty_axes) still applies an undocumented elementwise map (|x| for ReduceL2, x²
     for ReduceSumSquare); such nodes are refused rather than guessed at.
     """
-    g = gy[0]
-    assert g is not None
+    g = ctx.cotangent(gy)
     axes = _reduce_axes(ctx)
     if axes.noop:
         if not allow_noop:

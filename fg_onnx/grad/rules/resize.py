@@ -32,8 +32,7 @@ class _Axis:
 
 @vjp("Resize", since=11)
 def resize_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    g = gy[0]
-    assert g is not None
+    g = ctx.cotangent(gy)
     if any(ctx.needs[1:]):
         raise ctx.error("roi, scales or sizes that depend on the explained input are not "
                         "supported")

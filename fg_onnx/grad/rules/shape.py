@@ -20,11 +20,6 @@ from fg_onnx.grad.rules._common import normalize_axis, unbroadcast, zeros_like
 INT64_MAX = np.iinfo(np.int64).max
 
 
-def _g(gy: Cotangents) -> str:
-    g = gy[0]
-    assert g is not None
-    return g
-
 
 def _only_first(ctx: VJPContext, dx: str | None) -> list[str | None]:
     """``dx`` for the data input, None for the others (shapes, axes, indices)."""
@@ -91,7 +86,7 @@ def scatter_through(
 @vjp("Flatten", "Reshape", "Squeeze", "Unsqueeze")
 def reshape_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """Reshapes keep the element order: the cotangent is reshaped back."""
-    return _only_first(ctx, reshape_like(ctx, _g(gy), ctx.input(0)))
+    return _only_first(ctx, reshape_like(ctx, ctx.cotangent(gy), ctx.input(0)))
 
 
 @vjp("Transpose")
@@ -99,13 +94,13 @@ def transpose_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """Transpose by the inverse permutation."""
     perm = ctx.attr("perm")
     perm = list(perm) if perm else list(reversed(range(ctx.rank(ctx.input(0)))))
-    return [ctx.b.Transpose(_g(gy), perm=[int(p) for p in np.argsort(perm)])]
+    return [ctx.b.Transpose(ctx.cotangent(gy), perm=[int(p) for p in np.argsort(perm)])]
 
 
 @vjp("DepthToSpace")
 def depth_to_space_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """The inverse rearrangement: SpaceToDepth for DCR mode, reshape-transpose for CRD."""
-    g, x, b = _g(gy), ctx.input(0), ctx.b
+    g, x, b = ctx.cotangent(gy), ctx.input(0), ctx.b
     block = int(ctx.attr("blocksize"))
     if str(ctx.attr("mode", "DCR")) == "DCR":
         return [b.SpaceToDepth(g, blocksize=block)]
@@ -125,7 +120,7 @@ def depth_to_space_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 @vjp("SpaceToDepth")
 def space_to_depth_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """SpaceToDepth is the inverse permutation of DepthToSpace in DCR mode."""
-    return [ctx.b.DepthToSpace(_g(gy), blocksize=int(ctx.attr("blocksize")), mode="DCR")]
+    return [ctx.b.DepthToSpace(ctx.cotangent(gy), blocksize=int(ctx.attr("blocksize")), mode="DCR")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,7 +130,7 @@ def space_to_depth_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 @vjp("Concat")
 def concat_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """Split of the cotangent along the axis, with static or run-time sizes."""
-    g, inputs = _g(gy), list(ctx.node.input)
+    g, inputs = ctx.cotangent(gy), list(ctx.node.input)
     if len(inputs) == 1:
         return [g]
     axis = normalize_axis(int(ctx.attr("axis")), ctx.rank(ctx.output(0)))
@@ -190,7 +185,7 @@ def _slice_pads(ctx: VJPContext) -> list[int] | None:
 @vjp("Slice")
 def slice_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """Unit steps: zero-pad the cotangent back. Other steps or unknown sizes: scatter it."""
-    g, x = _g(gy), ctx.input(0)
+    g, x = ctx.cotangent(gy), ctx.input(0)
     pads = _slice_pads(ctx)
     if pads is not None:
         return _only_first(ctx, ctx.b.Pad(g, ctx.b.ints(pads)))
@@ -219,7 +214,7 @@ def _gather_axis(ctx: VJPContext, x: str, indices: str) -> tuple[int, bool]:
 @vjp("Gather")
 def gather_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """Scatter of the cotangent back to the gathered positions; repeated indices add up."""
-    g, x, indices = _g(gy), ctx.input(0), ctx.input(1)
+    g, x, indices = ctx.cotangent(gy), ctx.input(0), ctx.input(1)
     axis, repeats = _gather_axis(ctx, x, indices)
     dx = scatter_through(
         ctx, g, x, lambda index: ctx.b.Gather(index, indices, axis=axis), repeats=repeats
@@ -230,7 +225,7 @@ def gather_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 @vjp("GatherElements")
 def gather_elements_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """ScatterElements with the same indices; repeated indices add up."""
-    g, x, indices = _g(gy), ctx.input(0), ctx.input(1)
+    g, x, indices = ctx.cotangent(gy), ctx.input(0), ctx.input(1)
     axis, repeats = _gather_axis(ctx, x, indices)
     dx = ctx.b.ScatterElements(
         zeros_like(ctx, x), indices, g, axis=axis, reduction="add" if repeats else None
@@ -288,7 +283,7 @@ def _unpad_constant(ctx: VJPContext, g: str) -> str:
 @vjp("Pad")
 def pad_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """Constant mode crops the cotangent; reflect, edge and wrap scatter-add it back."""
-    g, x = _g(gy), ctx.input(0)
+    g, x = ctx.cotangent(gy), ctx.input(0)
     mode = str(ctx.attr("mode", "constant"))
     grads: list[str | None] = [None] * len(ctx.node.input)
     if mode == "constant":
@@ -312,13 +307,13 @@ def pad_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 @vjp("Expand")
 def expand_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """Sum over the broadcast axes."""
-    return [unbroadcast(ctx, _g(gy), ctx.input(0), ctx.output(0)), None]
+    return [unbroadcast(ctx, ctx.cotangent(gy), ctx.input(0), ctx.output(0)), None]
 
 
 @vjp("Tile")
 def tile_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """Output axis i is ``repeats[i]`` copies of x's axis i: view it as (repeats, dim), sum."""
-    g, x, b = _g(gy), ctx.input(0), ctx.b
+    g, x, b = ctx.cotangent(gy), ctx.input(0), ctx.b
     rank = ctx.rank(x)
     repeats = ctx.const_ints(1)
     x_shape = ctx.static_shape(x)

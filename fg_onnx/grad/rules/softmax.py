@@ -16,14 +16,12 @@ def _axis_sum(ctx: VJPContext, t: str) -> str:
 @vjp("Softmax", since=13)
 def softmax_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """dx = y ⊙ (g − Σ g⊙y)."""
-    g, y, b = gy[0], ctx.output(0), ctx.b
-    assert g is not None
+    g, y, b = ctx.cotangent(gy), ctx.output(0), ctx.b
     return [b.Mul(y, b.Sub(g, _axis_sum(ctx, b.Mul(g, y))))]
 
 
 @vjp("LogSoftmax", since=13)
 def log_softmax_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     """dx = g − softmax(x) Σ g, with softmax(x) = exp(y)."""
-    g, y, b = gy[0], ctx.output(0), ctx.b
-    assert g is not None
+    g, y, b = ctx.cotangent(gy), ctx.output(0), ctx.b
     return [b.Sub(g, b.Mul(b.Exp(y), _axis_sum(ctx, g)))]
