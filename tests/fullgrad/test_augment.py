@@ -246,7 +246,7 @@ def test_a_layout_the_graph_contradicts_is_refused(residual_models: dict) -> Non
 
 def test_bad_choices_are_clear_errors(residual_models: dict) -> None:
     path, _ = residual_models["folded"]
-    with pytest.raises(FgOnnxError, match="no graph output named 'nope'"):
+    with pytest.raises(FgOnnxError, match="no tensor named 'nope' in the graph"):
         fg_onnx.augment(path, output="nope")
     with pytest.raises(FgOnnxError, match="no graph input named 'nope'"):
         fg_onnx.augment(path, input="nope")

@@ -148,7 +148,7 @@ def _integer_input_model() -> onnx.ModelProto:
 @pytest.mark.parametrize(("make", "extra", "words"), [
     (_integer_input_model, [], ["no floating-point input"]),
     (_two_input_model, [], ["several float inputs (x, x2)", "--input"]),
-    (tiny_cnn, ["--output", "logits"], ["no graph output named 'logits'", "outputs: y"]),
+    (tiny_cnn, ["--output", "logits"], ["no tensor named 'logits' in the graph", "outputs: y"]),
     (tiny_cnn, ["--input", "image"], ["no graph input named 'image'", "inputs: x"]),
     (lambda: tiny_cnn(size=("H", "W")), [], ["not fixed", "--input-size HxW"]),
     (tiny_cnn, ["--input-size", "16x8"], ["input 'x' is fixed at 8x8; --input-size 16x8 differs"]),
