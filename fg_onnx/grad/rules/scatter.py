@@ -1,0 +1,81 @@
+"""Indexed reads and writes: GatherND, ScatterND and ScatterElements.
+
+GatherND takes the exact construction the other selections use (``scatter_through``): the op
+is applied to each element's flat index, which says where every output element came from, so
+``batch_dims`` and negative indices need no special case. A scatter without reduction
+overwrites: the overwritten elements of ``data`` get no cotangent and each update gets the
+cotangent of the position it landed on (indices of such a scatter are distinct by the spec).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fg_onnx.grad.registry import Cotangents, VJPContext, vjp
+from fg_onnx.grad.rules._common import zeros_like
+from fg_onnx.grad.rules.shape import scatter_through
+
+SUPPORTED_REDUCTIONS = ("none", "add", "mul")
+
+
+def _g(gy: Cotangents) -> str:
+    g = gy[0]
+    assert g is not None
+    return g
+
+
+@vjp("GatherND")
+def gather_nd_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
+    """Scatter-add of the cotangent back to the gathered positions (any batch_dims)."""
+    indices, batch_dims = ctx.input(1), int(ctx.attr("batch_dims", 0))
+    dx = scatter_through(
+        ctx, _g(gy), ctx.input(0),
+        lambda index: ctx.b.GatherND(index, indices, batch_dims=batch_dims), repeats=True,
+    )
+    return [dx, None]
+
+
+def _scatter_vjp(
+    ctx: VJPContext, g: str, scatter: Callable[..., str], gather: Callable[[str], str],
+) -> list[str | None]:
+    """Cotangents of (data, indices, updates) for a scatter with ``reduction``."""
+    data, indices, updates = ctx.input(0), ctx.input(1), ctx.input(2)
+    reduction = str(ctx.attr("reduction", "none"))
+    if reduction not in SUPPORTED_REDUCTIONS:
+        raise ctx.error(f"reduction={reduction!r} is not supported (none, add and mul are)")
+    if reduction == "mul" and ctx.needs[2]:
+        raise ctx.error("reduction='mul' with computed updates is not supported; only its "
+                        "data input may depend on the explained input")
+    d_data: str | None = None
+    if ctx.needs[0]:
+        if reduction == "none":
+            d_data = scatter(g, indices, zeros_like(ctx, updates))
+        elif reduction == "add":
+            d_data = g
+        else:  # y = data * Π updates at each position, so dy/d data is that product.
+            ones = ctx.b.Add(zeros_like(ctx, data), ctx.scalar(1.0))
+            d_data = ctx.b.Mul(g, scatter(ones, indices, updates, reduction="mul"))
+    d_updates = gather(g) if ctx.needs[2] else None
+    return [d_data, None, d_updates]
+
+
+@vjp("ScatterND")
+def scatter_nd_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
+    """data: the cotangent with the written positions zeroed (no reduction), itself (add) or
+    times the scattered product (mul); updates: GatherND of the cotangent."""
+    indices = ctx.input(1)
+    return _scatter_vjp(ctx, _g(gy), ctx.b.ScatterND,
+                        lambda g: ctx.b.GatherND(g, indices))
+
+
+@vjp("ScatterElements")
+def scatter_elements_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
+    """data: the cotangent with the written positions zeroed (no reduction), itself (add) or
+    times the scattered product (mul); updates: GatherElements of the cotangent."""
+    indices, axis = ctx.input(1), int(ctx.attr("axis", 0))
+
+    def scatter(*inputs: str, reduction: str | None = None) -> str:
+        return ctx.b.ScatterElements(*inputs, axis=axis, reduction=reduction)
+
+    return _scatter_vjp(ctx, _g(gy), scatter,
+                        lambda g: ctx.b.GatherElements(g, indices, axis=axis))
