@@ -11,6 +11,7 @@ from onnx import numpy_helper, version_converter
 
 from fg_onnx.errors import ModelLoadError, UnsupportedModelError, one_line
 from fg_onnx.graph.fold import fold_constants, fold_static_shapes
+from fg_onnx.graph.fused import expand_fused_ops
 from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, node_attributes, opset_of
 from fg_onnx.graph.legacy import (
     correct_resize_shapes,
@@ -258,6 +259,8 @@ def normalize(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelProto
     fold_constants(upgraded)
     reject_quantized(upgraded)
     inferred = infer_shapes(upgraded)
+    if expand_fused_ops(inferred):  # with the shapes known, then inferred past them
+        inferred = infer_shapes(inferred)
     for _ in range(SHAPE_FOLDING_ROUNDS):  # each round can fix the shapes the next needs
         if not fold_static_shapes(inferred):
             break
