@@ -99,7 +99,8 @@ def _identities(sources: list[str], targets: list[str]) -> list[onnx.NodeProto]:
 
 
 def _attribute_graph(node: onnx.NodeProto, name: str) -> onnx.GraphProto:
-    return next(a.g for a in node.attribute if a.name == name)
+    graph: onnx.GraphProto = next(a.g for a in node.attribute if a.name == name)
+    return graph
 
 
 def _taken_branch(node: onnx.NodeProto, info: GraphInfo, fresh: Fresh
