@@ -71,3 +71,25 @@ def test_scatter_refusals_name_the_reason(reduction: str, why: str) -> None:
         reduction=reduction)
     with pytest.raises(GraphBuildError, match=why):
         gradient_model(model)
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1, -1])
+def test_compress(axis: int | None) -> None:
+    condition = np.array([True, False, True, True])[:3 if axis == 0 else 4]
+    attrs = {} if axis is None else {"axis": axis}  # None: the flattened tensor's first 4
+    assert_vjp("Compress", [("x", r(3, 4, 4)), ("w:c", condition)], **attrs)
+
+
+@pytest.mark.parametrize(("batch_axis", "time_axis"), [(1, 0), (0, 1)])
+def test_reverse_sequence(batch_axis: int, time_axis: int) -> None:
+    x = r(4, 3, 2) if time_axis == 0 else r(3, 4, 2)
+    assert_vjp("ReverseSequence", [("x", x), ("w:lens", ints([4, 1, 3]))],
+               batch_axis=batch_axis, time_axis=time_axis)
+
+
+def test_max_unpool() -> None:
+    x = r(2, 3, 2, 2)
+    pooled_from = RNG.permutation(16)[:4]  # one flat position per window of a 4x4 map
+    per_map = np.stack([pooled_from + 16 * k for k in range(6)]).reshape(2, 3, 2, 2)
+    assert_vjp("MaxUnpool", [("x", x), ("w:i", per_map.astype(np.int64)),
+                             ("w:s", ints([2, 3, 4, 4]))], kernel_shape=[2, 2], strides=[2, 2])

@@ -1,4 +1,5 @@
-"""Indexed reads and writes: GatherND, ScatterND and ScatterElements.
+"""Indexed reads and writes: GatherND, ScatterND, ScatterElements, Compress, ReverseSequence
+and MaxUnpool.
 
 GatherND takes the exact construction the other selections use (``scatter_through``): the op
 is applied to each element's flat index, which says where every output element came from, so
@@ -79,3 +80,31 @@ def scatter_elements_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 
     return _scatter_vjp(ctx, _g(gy), scatter,
                         lambda g: ctx.b.GatherElements(g, indices, axis=axis))
+
+
+@vjp("Compress")
+def compress_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
+    """Each kept element's cotangent goes back to where it was kept from."""
+    condition, axis = ctx.input(1), ctx.attr("axis")
+    dx = scatter_through(
+        ctx, _g(gy), ctx.input(0),
+        lambda index: ctx.b.Compress(index, condition, axis=axis), repeats=False,
+    )
+    return [dx, None]
+
+
+@vjp("ReverseSequence")
+def reverse_sequence_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
+    """Reversing the same prefixes again puts every cotangent back (an involution)."""
+    attrs = {"batch_axis": int(ctx.attr("batch_axis", 1)),
+             "time_axis": int(ctx.attr("time_axis", 0))}
+    return [ctx.b.ReverseSequence(_g(gy), ctx.input(1), **attrs), None]
+
+
+@vjp("MaxUnpool")
+def max_unpool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
+    """x[i] was written at the flat position indices[i] of the output (MaxPool's indices,
+    distinct for disjoint windows): its cotangent is read back from there."""
+    b, x = ctx.b, ctx.input(0)
+    picked = b.Gather(b.Reshape(_g(gy), b.ints([-1])), b.Reshape(ctx.input(1), b.ints([-1])))
+    return [b.Reshape(picked, b.Shape(x)), None, None][:len(ctx.node.input)]
