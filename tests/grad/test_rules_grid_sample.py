@@ -60,3 +60,12 @@ def test_sizes_known_only_at_run_time() -> None:
     assert_vjp_symbolic("GridSample", [("x", image(2, 2, 4, 5)), ("g", grid(2, 3, 3))],
                         {"x": ["N", 2, "H", "W"], "g": ["N", "h", "w", 2]}, opset=20,
                         mode="linear", padding_mode="reflection")
+
+
+@pytest.mark.parametrize("align", [0, 1])
+@pytest.mark.parametrize("size", [[2, 3, 4, 5], [2, 1, 3, 4, 2]])
+def test_affine_grid(size: list[int], align: int) -> None:
+    spatial = len(size) - 2
+    theta = RNG.standard_normal((2, spatial, spatial + 1)).astype(np.float32)
+    assert_vjp("AffineGrid", [("theta", theta), ("w:size", np.array(size, np.int64))],
+               opset=20, align_corners=align)

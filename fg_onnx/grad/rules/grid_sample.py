@@ -1,4 +1,5 @@
-"""GridSample (4-D, bilinear or nearest, every padding mode), with onnxruntime's coordinates.
+"""Spatial-transformer sampling: GridSample (4-D, bilinear or nearest, every padding mode,
+with onnxruntime's coordinates) and AffineGrid.
 
 Each output pixel is a weighted sum of at most four input pixels (one for nearest), picked by
 the grid: the image's cotangent is a scatter-add of the weighted output cotangents into those
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onnx import TensorProto
+import numpy as np
+from onnx import TensorProto, helper
 
 from fg_onnx.grad.registry import Cotangents, VJPContext, vjp
 from fg_onnx.grad.rules._common import as_mask, zeros_like
@@ -204,3 +206,30 @@ def _grid_cotangent(ctx: VJPContext, sampler: _Sampler, g_flat: str,
     grid = ctx.input(1)
     last_one = b.Concat(b.Shape(grid, end=3), b.ints([1]), axis=0)
     return b.Concat(*(b.Reshape(p, last_one) for p in parts), axis=3)
+
+
+@vjp("AffineGrid", since=20)
+def affine_grid_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
+    """grid = base @ thetaᵀ per sample, with base the homogeneous coordinates of the output
+    points (the identity transform's grid and a column of ones): dtheta = gᵀ @ base."""
+    g = gy[0]
+    assert g is not None
+    b, size = ctx.b, ctx.input(1)
+    size_shape = ctx.static_shape(size)
+    if size_shape is None:
+        raise ctx.error("the length of the size input is unknown")
+    spatial = size_shape[0] - 2
+    identity = ctx.b.const(np.eye(spatial, spatial + 1, dtype=_np_type(ctx))[None])
+    one_sample = b.Concat(b.ints([1]), b.Slice(size, b.ints([1]), b.ints([spatial + 2])), axis=0)
+    points = b.Reshape(b.AffineGrid(identity, one_sample,
+                                    align_corners=int(ctx.attr("align_corners", 0))),
+                       b.ints([-1, spatial]))
+    ones = b.Add(zeros_like(ctx, b.Slice(points, b.ints([0]), b.ints([1]), b.ints([1]))),
+                 ctx.scalar(1.0))
+    base = b.Concat(points, ones, axis=1)  # [P, spatial + 1]
+    per_point = b.Transpose(b.Reshape(g, b.ints([0, -1, spatial])), perm=[0, 2, 1])
+    return [b.MatMul(per_point, base), None]
+
+
+def _np_type(ctx: VJPContext) -> np.dtype:
+    return np.dtype(helper.tensor_dtype_to_np_dtype(ctx.elem_type))
