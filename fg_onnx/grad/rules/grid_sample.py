@@ -151,8 +151,10 @@ class _Sampler:
 
 @vjp("GridSample", since=16)
 def grid_sample_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    """Image: scatter-add of the weighted cotangent to the sampled pixels; grid (bilinear):
-    the cotangent times the weights' derivative."""
+    """Image: weighted cotangents added at the sampled pixels; grid: the weights' slopes.
+
+    The grid's cotangent (bilinear) is the cotangent times the weights' derivative; nearest
+    sampling is piecewise constant in the grid."""
     g = gy[0]
     assert g is not None
     mode = str(ctx.attr("mode", "linear"))
@@ -210,8 +212,9 @@ def _grid_cotangent(ctx: VJPContext, sampler: _Sampler, g_flat: str,
 
 @vjp("AffineGrid", since=20)
 def affine_grid_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    """grid = base @ thetaᵀ per sample, with base the homogeneous coordinates of the output
-    points (the identity transform's grid and a column of ones): dtheta = gᵀ @ base."""
+    """dtheta = gᵀ @ base, for grid = base @ thetaᵀ with base the points' (x, y, 1).
+
+    base is built from the identity transform's grid and a column of ones."""
     g = gy[0]
     assert g is not None
     b, size = ctx.b, ctx.input(1)

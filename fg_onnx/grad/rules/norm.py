@@ -197,8 +197,7 @@ def lrn_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 
 @vjp("LpNormalization")
 def lp_normalization_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    """y = x / ‖x‖_p along the axis: dx = (g − d Σ g·y) / ‖x‖_p, with d = y for p = 2 and
-    sign(x) for p = 1."""
+    """dx = (g − d Σ g·y) / ‖x‖_p, with d = y for p = 2 and sign(x) for p = 1."""
     g = gy[0]
     assert g is not None
     b, x, p = ctx.b, ctx.input(0), int(ctx.attr("p", 2))

@@ -176,8 +176,9 @@ def reduce_log_sum_exp_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 
 @vjp("CumSum")
 def cumsum_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    """The running sum in the other direction: each x_j feeds the outputs after it (or from
-    it on), so dx_j sums g over those; ``exclusive`` is kept, ``reverse`` flipped."""
+    """The running sum in the other direction: ``exclusive`` kept, ``reverse`` flipped.
+
+    Each x_j feeds the outputs after it (or from it on), so dx_j sums g over those."""
     g = gy[0]
     assert g is not None
     reverse = 0 if int(ctx.attr("reverse", 0)) else 1

@@ -62,8 +62,10 @@ def _scatter_vjp(
 
 @vjp("ScatterND")
 def scatter_nd_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    """data: the cotangent with the written positions zeroed (no reduction), itself (add) or
-    times the scattered product (mul); updates: GatherND of the cotangent."""
+    """updates: GatherND of the cotangent; data: the cotangent, written positions zeroed.
+
+    With reduction add, data gets the cotangent itself; with mul, times the scattered
+    product."""
     indices = ctx.input(1)
     return _scatter_vjp(ctx, _g(gy), ctx.b.ScatterND,
                         lambda g: ctx.b.GatherND(g, indices))
@@ -71,8 +73,10 @@ def scatter_nd_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 
 @vjp("ScatterElements")
 def scatter_elements_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    """data: the cotangent with the written positions zeroed (no reduction), itself (add) or
-    times the scattered product (mul); updates: GatherElements of the cotangent."""
+    """updates: GatherElements of the cotangent; data: the cotangent, written positions zeroed.
+
+    With reduction add, data gets the cotangent itself; with mul, times the scattered
+    product."""
     indices, axis = ctx.input(1), int(ctx.attr("axis", 0))
 
     def scatter(*inputs: str, reduction: str | None = None) -> str:
@@ -103,8 +107,9 @@ def reverse_sequence_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 
 @vjp("MaxUnpool")
 def max_unpool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    """x[i] was written at the flat position indices[i] of the output (MaxPool's indices,
-    distinct for disjoint windows): its cotangent is read back from there."""
+    """x[i] went to flat output position indices[i]: its cotangent is read back from there.
+
+    The indices are MaxPool's, distinct where windows are disjoint."""
     b, x = ctx.b, ctx.input(0)
     picked = b.Gather(b.Reshape(_g(gy), b.ints([-1])), b.Reshape(ctx.input(1), b.ints([-1])))
     return [b.Reshape(picked, b.Shape(x)), None, None][:len(ctx.node.input)]
