@@ -115,6 +115,47 @@ class MobileBlock(nn.Module):
         return self.head(h.mean(dim=(2, 3)))
 
 
+class SpatialTransformer(nn.Module):
+    """A localisation net predicts an affine transform of the input, which is resampled
+    (AffineGrid + GridSample) and classified: the gradient flows through image and grid."""
+
+    def __init__(self, padding_mode: str = "zeros", classes: int = 5) -> None:
+        super().__init__()
+        self.padding_mode = padding_mode
+        self.locate = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.theta = nn.Linear(4, 6)
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        self.head = nn.Linear(4, classes)
+
+    def forward(self, x: Any) -> Any:
+        offset = self.theta(self.locate(x).mean(dim=(2, 3))) * 0.2
+        theta = offset.view(-1, 2, 3) + torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+        warped = nn.functional.grid_sample(x, grid, mode="bilinear",
+                                           padding_mode=self.padding_mode, align_corners=False)
+        return self.head(self.features(warped).mean(dim=(2, 3)))
+
+
+class IndexedWrites(nn.Module):
+    """CumSum, advanced indexing, torch.gather, an indexed assignment and scatter_add."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.head = nn.Linear(6, classes)
+
+    def forward(self, x: Any) -> Any:
+        h = torch.cumsum(self.conv(x), dim=3) * 0.1
+        h = h[:, :, torch.tensor([2, 0, 1])]
+        columns = torch.tensor([3, 1, 0, 2]).expand(h.shape[0], h.shape[1], h.shape[2], 4)
+        h = torch.gather(h, 3, columns)
+        written = h.clone()
+        written[:, 1] = h[:, 2] * 2.0
+        channels = torch.tensor([0, 0, 1, 1, 2, 5]).view(1, 6, 1, 1).expand_as(written)
+        written = written.scatter_add(1, channels, h)
+        return self.head(torch.relu(written).mean(dim=(2, 3)))
+
+
 def _build(factory: Callable[[], nn.Module]) -> nn.Module:
     torch.manual_seed(0)
     model = factory()
@@ -235,3 +276,21 @@ def test_tiny_vit_block_with_torch_attention_dynamo_export(tmp_path: Path) -> No
     path = _export_dynamo(model, x, tmp_path / "vit_dynamo.onnx")
     assert {"LayerNormalization", "Softmax", "Split"} <= _op_types(path)
     _assert_parity(model, x, path, k=3)
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+def test_spatial_transformer(tmp_path: Path, padding_mode: str) -> None:
+    model = _build(lambda: SpatialTransformer(padding_mode))
+    x = torch.randn(BATCH, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+    path = _export(model, x, tmp_path / "stn.onnx", dynamo=False, opset_version=20)
+    assert {"AffineGrid", "GridSample"} <= _op_types(path)
+    _assert_parity(model, x, path)
+
+
+def test_indexed_writes(tmp_path: Path) -> None:
+    model = _build(IndexedWrites)
+    x = torch.randn(BATCH, 3, 6, 6, generator=torch.Generator().manual_seed(8))
+    path = _export(model, x, tmp_path / "indexed.onnx", **TORCHSCRIPT)
+    assert {"CumSum", "Gather", "GatherElements", "ScatterND", "ScatterElements"} <= (
+        _op_types(path))
+    _assert_parity(model, x, path, k=1)
