@@ -96,27 +96,33 @@ def _fused_gemm(e: _Expansion) -> None:
     _activation(e, y, e.output(0))
 
 
-def _last_two_swapped(e: _Expansion, x: str) -> str:
+def _operand(e: _Expansion, x: str, batch: bool, transposed: bool) -> str:
+    """op(x): with ``batch`` (transBatch) its first axis moves behind the batch axes, as the
+    row axis; with ``transposed`` its last two axes swap."""
+    if not batch and not transposed:
+        return x
     rank = e.b.info.rank(x)
-    if rank is None:  # behind another fused op, which shape inference does not follow
+    if rank is None and not batch:  # behind another fused op, which inference does not follow
         return e.b.Einsum(x, equation="...ij->...ji")
-    if rank < 2:
-        raise e.refuse(f"{x!r} has rank {rank}, transA/transB need 2 or more")
-    return e.b.Transpose(x, perm=[*range(rank - 2), rank - 1, rank - 2])
+    if rank is None or rank < (3 if batch else 2):
+        raise e.refuse(f"{x!r} has rank {rank}, too low or unknown for its transpose")
+    perm = [*range(1, rank - 1), 0, rank - 1] if batch else list(range(rank))
+    if transposed:
+        perm[-2], perm[-1] = perm[-1], perm[-2]
+    return e.b.Transpose(x, perm=perm)
 
 
 def _fused_matmul(e: _Expansion) -> None:
-    """alpha · op(A) @ op(B) with op a transpose of the last two axes."""
-    if e.attrs.get("transBatchA", 0) or e.attrs.get("transBatchB", 0):
-        raise e.refuse("transBatchA/transBatchB are not supported")
-    a, b_ = e.input(0), e.input(1)
-    a = _last_two_swapped(e, a) if e.attrs.get("transA", 0) else a
-    b_ = _last_two_swapped(e, b_) if e.attrs.get("transB", 0) else b_
+    """alpha · op(A) @ op(B), each op a transpose (_operand)."""
+    a = _operand(e, e.input(0), bool(e.attrs.get("transBatchA", 0)),
+                 bool(e.attrs.get("transA", 0)))
+    b = _operand(e, e.input(1), bool(e.attrs.get("transBatchB", 0)),
+                 bool(e.attrs.get("transB", 0)))
     alpha = float(e.attrs.get("alpha", 1.0))
     if alpha == 1.0:
-        e.b.op_multi("MatMul", a, b_, outputs=[e.output(0)])
+        e.b.op_multi("MatMul", a, b, outputs=[e.output(0)])
     else:
-        e.b.op_multi("Mul", e.b.MatMul(a, b_), e.scalar(alpha), outputs=[e.output(0)])
+        e.b.op_multi("Mul", e.b.MatMul(a, b), e.scalar(alpha), outputs=[e.output(0)])
 
 
 def _erf_gelu(e: _Expansion, x: str) -> None:

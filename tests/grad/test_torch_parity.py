@@ -294,3 +294,24 @@ def test_indexed_writes(tmp_path: Path) -> None:
     assert {"CumSum", "Gather", "GatherElements", "ScatterND", "ScatterElements"} <= (
         _op_types(path))
     _assert_parity(model, x, path, k=1)
+
+
+@pytest.mark.parametrize(("factory", "shape", "fused"), [
+    (SmallCNN, (BATCH, 3, 16, 16), {"FusedConv"}),
+    (lambda: TinyViTBlock(torch_attention=True), (BATCH, 6, 12), {"FusedMatMul", "Gelu"}),
+    (MobileBlock, (BATCH, 8, 10, 10), {"FusedConv", "QuickGelu"}),
+], ids=["cnn", "vit", "mobile"])
+def test_onnxruntime_optimised_export(tmp_path: Path, factory: Callable[[], nn.Module],
+                                      shape: tuple[int, ...], fused: set[str]) -> None:
+    """A model saved by onnxruntime at the extended optimisation level (com.microsoft fused
+    ops) has torch's gradient once its fused ops are expanded."""
+    model = _build(factory)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(9))
+    exported = _export(model, x, tmp_path / "model.onnx", **TORCHSCRIPT)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(exported), options, providers=["CPUExecutionProvider"])
+    optimised = onnx.load(options.optimized_model_filepath)
+    assert fused <= {n.op_type for n in optimised.graph.node if n.domain == "com.microsoft"}
+    _assert_parity(model, x, Path(options.optimized_model_filepath))

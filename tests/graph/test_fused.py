@@ -113,6 +113,21 @@ def test_fused_matmul(trans_a: int, trans_b: int, alpha: float) -> None:
     assert_expands(model, feeds)
 
 
+@pytest.mark.parametrize(("batch_a", "trans_a", "batch_b", "trans_b"), [
+    (1, 0, 0, 0), (1, 1, 0, 0), (0, 0, 1, 0), (0, 0, 1, 1), (1, 0, 1, 1), (1, 1, 1, 0)])
+def test_fused_matmul_with_batch_transposes(batch_a: int, trans_a: int, batch_b: int,
+                                            trans_b: int) -> None:
+    """transBatch moves the first axis behind the batch axes (attention's [T, B, D] rows)."""
+    m, k, n = 3, 4, 5
+    a = r(m, 2, 6, k) if batch_a and not trans_a else r(k, 2, 6, m) if batch_a else (
+        r(2, 6, k, m) if trans_a else r(2, 6, m, k))
+    b = r(k, 2, 6, n) if batch_b and not trans_b else r(n, 2, 6, k) if batch_b else (
+        r(2, 6, n, k) if trans_b else r(2, 6, k, n))
+    model, feeds = fused_model("FusedMatMul", [("a", a), ("b", b)], transBatchA=batch_a,
+                               transA=trans_a, transBatchB=batch_b, transB=trans_b, alpha=0.7)
+    assert_expands(model, feeds)
+
+
 def test_gelus() -> None:
     x, bias = r(2, 6), r(6)
     for op, inputs, attrs in [
