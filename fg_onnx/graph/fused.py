@@ -1,7 +1,8 @@
 """Expanding the com.microsoft ops of onnxruntime's offline optimiser back into ai.onnx ops.
 
 A model saved with ``optimized_model_filepath`` at the extended optimisation level holds fused
-kernels (FusedConv, FusedMatMul, BiasGelu, SkipLayerNormalization, ...). Each one here is
+kernels (FusedConv, FusedMatMul, BiasGelu, SkipLayerNormalization, and, from its transformer
+optimiser, Attention). Each one here is
 rewritten, in place and in the graph's order, into the standard ops it fused, writing the same
 output names, so that the gradient rules see ordinary ops and the model's outputs keep their
 values. The others stay and are refused on the gradient path (errors.UnsupportedOpsError).
@@ -171,7 +172,33 @@ def _skip_layer_norm(e: _Expansion) -> None:
                axis=-1, epsilon=float(e.attrs.get("epsilon", 1e-12)))
 
 
+def _attention(e: _Expansion) -> None:
+    """Multi-head self-attention from one packed projection: softmax(q kᵀ · scale) v."""
+    if any(e.input(i) for i in range(3, 8)) or e.attrs.get("unidirectional", 0):
+        raise e.refuse("attention masks, past state and unidirectional attention are not "
+                       "supported")
+    weights = e.b.info.static_shape(e.input(1))
+    sizes = [int(v) for v in e.attrs.get("qkv_hidden_sizes", [])]
+    if not sizes and weights is not None and weights[-1] % 3 == 0:
+        sizes = [weights[-1] // 3] * 3
+    heads = int(e.attrs["num_heads"])
+    if len(sizes) != 3 or sizes[0] % heads:
+        raise e.refuse("the sizes of q, k and v are unknown")
+    b = e.b
+    packed = b.MatMul(e.input(0), e.input(1))
+    packed = b.Add(packed, e.input(2)) if e.input(2) else packed
+    q, k, v = (
+        b.Transpose(b.Reshape(part, b.ints([0, 0, heads, -1])), perm=[0, 2, 1, 3])
+        for part in b.op_multi("Split", packed, b.ints(sizes), outputs=3, axis=-1)
+    )
+    scale = float(e.attrs.get("scale", 0.0)) or 1.0 / math.sqrt(sizes[0] // heads)
+    scores = b.Mul(b.MatMul(q, b.Transpose(k, perm=[0, 1, 3, 2])), e.scalar(scale))
+    mixed = b.Transpose(b.MatMul(b.Softmax(scores, axis=-1), v), perm=[0, 2, 1, 3])
+    b.op_multi("Reshape", mixed, b.ints([0, 0, -1]), outputs=[e.output(0)])
+
+
 EXPANSIONS: dict[str, Callable[[_Expansion], None]] = {
+    "Attention": _attention,
     "FusedConv": _fused_conv,
     "FusedGemm": _fused_gemm,
     "FusedMatMul": _fused_matmul,

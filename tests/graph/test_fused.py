@@ -163,6 +163,27 @@ def test_skip_layer_normalization(outputs: int) -> None:
     assert result.adjoint_error < 1e-6 and result.float32_error < 1e-4
 
 
+@pytest.mark.parametrize(("sizes", "scale"), [(None, None), ([8, 8, 12], 0.3)])
+def test_attention(sizes: list[int] | None, scale: float | None) -> None:
+    total = 24 if sizes is None else sum(sizes)
+    attrs: dict[str, Any] = {"num_heads": 2}
+    if sizes is not None:
+        attrs["qkv_hidden_sizes"] = sizes
+    if scale is not None:
+        attrs["scale"] = scale
+    model, feeds = fused_model("Attention", [("x", r(2, 5, 6)), ("w:W", r(6, total)),
+                                             ("w:bias", r(total))], **attrs)
+    assert_expands(model, feeds)
+
+
+def test_attention_with_a_mask_is_refused() -> None:
+    model, _ = fused_model("Attention", [("x", r(2, 5, 6)), ("w:W", r(6, 24)),
+                                         ("w:bias", r(24)),
+                                         ("w:mask", np.ones((2, 5), np.int32))], num_heads=2)
+    with pytest.raises(UnsupportedModelError, match="masks"):
+        normalize(model)
+
+
 def test_unknown_fused_op_on_the_path_says_how_to_save_the_model() -> None:
     model, _ = fused_model("NhwcConv", [("x", r(1, 5, 5, 2)), ("w:W", r(3, 2, 1, 1))])
     with pytest.raises(UnsupportedOpsError, match="ORT_ENABLE_BASIC"):
