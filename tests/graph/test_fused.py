@@ -13,6 +13,7 @@ from helpers import randn
 from onnx import TensorProto, helper, numpy_helper
 
 from fg_onnx.errors import UnsupportedModelError, UnsupportedOpsError
+from fg_onnx.fullgrad.augment import AugmentOptions, build_fullgrad
 from fg_onnx.grad import gradient_model
 from fg_onnx.grad.check import check_vjp
 from fg_onnx.graph.fused import MICROSOFT_DOMAIN
@@ -196,3 +197,35 @@ def test_unknown_activation_is_refused_in_one_line() -> None:
     with pytest.raises(UnsupportedModelError, match="activation 'Gelu'") as caught:
         normalize(model)
     assert "\n" not in str(caught.value)
+
+
+def test_augmented_fused_cnn_keeps_its_outputs_and_is_complete() -> None:
+    """FusedConv (Conv + Relu) and FusedGemm as onnxruntime writes them, augmented: the
+    original output is unchanged and completeness holds."""
+    nodes = [
+        helper.make_node("FusedConv", ["x", "W", "B"], ["h"], domain=MICROSOFT_DOMAIN,
+                         activation="Relu", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["h"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("FusedGemm", ["f", "G", "d"], ["y"], domain=MICROSOFT_DOMAIN,
+                         transB=1, activation="LeakyRelu", activation_alpha=0.1),
+    ]
+    weights = [numpy_helper.from_array(v, k) for k, v in {
+        "W": r(4, 3, 3, 3), "B": r(4), "G": r(5, 4), "d": r(5)}.items()]
+    graph = helper.make_graph(nodes, "fused_cnn",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                             [2, 3, 8, 8])],
+                              [helper.make_empty_tensor_value_info("y")], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(MICROSOFT_DOMAIN, 1)])
+    model.ir_version = 8
+    augmented = build_fullgrad(model, AugmentOptions(implicit_biases=True)).model
+    x = r(2, 3, 8, 8)
+    session = ort.InferenceSession(augmented.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    y, score, grad, bias_total = session.run(
+        ["y", "fg_score", "fg_input_grad", "fg_bias_total"],
+        {"x": x, "fg_target": np.array([-1, 3], np.int64)})
+    np.testing.assert_allclose(y, run(model, {"x": x})[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose((grad * x).sum(axis=(1, 2, 3)) + bias_total, score,
+                               rtol=1e-4, atol=1e-5)
