@@ -54,8 +54,9 @@ EXPORT_HINTS: tuple[tuple[Callable[[str, str], bool], str], ...] = (
      "graph_optimization_level ORT_ENABLE_BASIC or lower, or export it again"),
     (lambda domain, op: domain in ("", "ai.onnx") and op in CONTROL_FLOW_OPS,
      "control flow is differentiated only where its condition and trip count fold to "
-     "constants: export with static control flow (torch.jit.trace or the dynamo exporter "
-     "rather than torch.jit.script)"),
+     "constants: fix the input size (--input-size) where they depend on it, or export with "
+     "static control flow (torch.jit.trace or the dynamo exporter rather than "
+     "torch.jit.script)"),
 )
 """What to export instead, for the unsupported ops an export choice produces."""
 

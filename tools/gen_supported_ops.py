@@ -56,7 +56,8 @@ def _rewrites() -> str:
         "An If whose condition folds to a constant (shape and constant folding included) "
         "becomes the branch it takes; a Loop with a constant trip count of at most "
         f"{MAX_UNROLLED_ITERATIONS} and no early exit is unrolled. Other If, Loop and Scan "
-        "nodes on the gradient path are refused with the advice to export static control flow "
+        "nodes on the gradient path are refused with the advice to fix the input size "
+        "(--input-size) where the condition depends on it, or to export static control flow "
         "(torch.jit.trace or the dynamo exporter rather than torch.jit.script).",
     ]
     wrapped = [textwrap.fill(b, width=94, initial_indent="- ", subsequent_indent="  ")

@@ -15,6 +15,8 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
+from fg_onnx.errors import UnsupportedOpsError  # noqa: E402
+from fg_onnx.fullgrad.augment import AugmentOptions, build_fullgrad  # noqa: E402
 from fg_onnx.grad import GRAD_PREFIX, SEED_INPUT, gradient_model  # noqa: E402
 
 RELATIVE_TOL = 1e-4
@@ -154,6 +156,20 @@ class IndexedWrites(nn.Module):
         channels = torch.tensor([0, 0, 1, 1, 2, 5]).view(1, 6, 1, 1).expand_as(written)
         written = written.scatter_add(1, channels, h)
         return self.head(torch.relu(written).mean(dim=(2, 3)))
+
+
+class ShapeBranch(nn.Module):
+    """A Python ``if`` on the input's height: torch.jit.script exports it as an If node."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # TorchScript reads the types
+        h = self.conv(x)
+        h = torch.tanh(h) * 2.0 if x.shape[2] > 4 else -h
+        return self.head(h.mean(dim=(2, 3)))
 
 
 def _build(factory: Callable[[], nn.Module]) -> nn.Module:
@@ -315,3 +331,23 @@ def test_onnxruntime_optimised_export(tmp_path: Path, factory: Callable[[], nn.M
     optimised = onnx.load(options.optimized_model_filepath)
     assert fused <= {n.op_type for n in optimised.graph.node if n.domain == "com.microsoft"}
     _assert_parity(model, x, Path(options.optimized_model_filepath))
+
+
+def test_scripted_shape_branch_folds_once_the_input_size_is_fixed(tmp_path: Path) -> None:
+    model = _build(ShapeBranch)
+    x = torch.randn(BATCH, 3, 8, 8, generator=torch.Generator().manual_seed(10))
+    path = _export(torch.jit.script(model), x, tmp_path / "scripted.onnx", **TORCHSCRIPT,
+                   dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}})
+    assert "If" in _op_types(path)
+    with pytest.raises(UnsupportedOpsError, match="--input-size") as caught:
+        gradient_model(path, output="logits", wrt=["x"])
+    assert "\n" not in str(caught.value)
+    augmented = build_fullgrad(path, AugmentOptions(input_size=(8, 8))).model
+    session = ort.InferenceSession(augmented.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    logits, grad = session.run(["logits", "fg_input_grad"],
+                               {"x": x.numpy(), "fg_target": np.array([2, 2], np.int64)})
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, model(x).numpy(), rtol=1e-4, atol=1e-5)
+    expected = _torch_gradient(model, x, 2)
+    assert float(np.abs(grad - expected).max()) / float(np.abs(expected).max()) < RELATIVE_TOL
