@@ -7,7 +7,7 @@ what is wrong and, where possible, what to do about it. The CLI prints it and ex
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 class FgOnnxError(Exception):
@@ -36,11 +36,29 @@ class UnsupportedOpsError(UnsupportedModelError):
         for key, nodes in sorted(by_type.items()):
             shown = ", ".join(nodes[:3]) + (f", +{len(nodes) - 3} more" if len(nodes) > 3 else "")
             parts.append(f"{key} at node {shown}")
+        hints = [hint for matches, hint in EXPORT_HINTS
+                 if any(matches(domain, op_type) for domain, op_type, _, _ in self.missing)]
         super().__init__(
             f"no gradient rule for {len(by_type)} op type(s) on the gradient path: "
             + "; ".join(parts)
             + " (see docs/supported_ops.md)"
+            + "".join(f"; {hint}" for hint in hints)
         )
+
+
+CONTROL_FLOW_OPS = frozenset({"If", "Loop", "Scan"})
+
+EXPORT_HINTS: tuple[tuple[Callable[[str, str], bool], str], ...] = (
+    (lambda domain, op: domain.startswith("com.microsoft"),
+     "com.microsoft ops come from onnxruntime's offline optimiser: save the model with "
+     "graph_optimization_level ORT_ENABLE_BASIC or lower, or export it again"),
+    (lambda domain, op: domain in ("", "ai.onnx") and op in CONTROL_FLOW_OPS,
+     "control flow is differentiated only where its condition and trip count fold to "
+     "constants: fix the input size (--input-size) where they depend on it, or export with "
+     "static control flow (torch.jit.trace or the dynamo exporter rather than "
+     "torch.jit.script)"),
+)
+"""What to export instead, for the unsupported ops an export choice produces."""
 
 
 class GraphBuildError(FgOnnxError):

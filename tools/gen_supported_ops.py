@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 from fg_onnx.grad import REGISTRY
 from fg_onnx.grad.registry import RuleEntry
+from fg_onnx.graph.control import MAX_UNROLLED_ITERATIONS
+from fg_onnx.graph.fused import EXPANSIONS, MICROSOFT_DOMAIN
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_PATH = ROOT / "docs" / "supported_ops.md"
@@ -38,7 +41,29 @@ where that differs from the upgrade or from ONNX shape inference:
 - Refused, because onnxruntime's output size differs from the inferred one: a pool whose
   last ceil_mode window starts in the end padding (before opset 22), a pool with SAME padding
   and dilations, a ConvTranspose with SAME padding and output_padding but no output_shape.
+- Refused by their rules: bicubic and 5-D GridSample; ScatterND/ScatterElements with
+  reduction max or min, or mul with updates that depend on the input.
 """
+
+
+def _rewrites() -> str:
+    """What normalisation rewrites before any rule runs (from fg_onnx.graph)."""
+    bullets = [
+        f"{MICROSOFT_DOMAIN} ops that onnxruntime's offline optimiser writes are expanded back "
+        f"into the standard ops they fused: {', '.join(sorted(EXPANSIONS))}. Other "
+        f"{MICROSOFT_DOMAIN} ops on the gradient path are refused with the advice to save the "
+        "model with graph_optimization_level ORT_ENABLE_BASIC or lower (or to export it again).",
+        "An If whose condition folds to a constant (shape and constant folding included) "
+        "becomes the branch it takes; a Loop with a constant trip count of at most "
+        f"{MAX_UNROLLED_ITERATIONS} and no early exit is unrolled. Other If, Loop and Scan "
+        "nodes on the gradient path are refused with the advice to fix the input size "
+        "(--input-size) where the condition depends on it, or to export static control flow "
+        "(torch.jit.trace or the dynamo exporter rather than torch.jit.script).",
+    ]
+    wrapped = [textwrap.fill(b, width=94, initial_indent="- ", subsequent_indent="  ")
+               for b in bullets]
+    return ("Normalisation rewrites some ops before differentiation, so they never reach a "
+            "rule:\n\n" + "\n".join(wrapped) + "\n")
 
 
 def _opsets(entry: RuleEntry) -> str:
@@ -68,6 +93,7 @@ def render() -> str:
     free = {(e.domain, e.op_type) for e in entries if e.rule is None} - with_gradient
     lines = [
         HEADER,
+        _rewrites(),
         f"{len(with_gradient)} op types with a gradient rule, {len(free)} declared "
         "gradient-free.",
         "",

@@ -12,7 +12,8 @@ from fg_onnx.errors import UnsupportedOpsError
 from fg_onnx.grad import rules as _rules  # noqa: F401  (registers every rule)
 from fg_onnx.grad.registry import REGISTRY, Cotangents, RuleEntry, VJPContext
 from fg_onnx.graph.builder import GraphBuilder
-from fg_onnx.graph.info import FLOAT_TYPES, GraphInfo, opset_of
+from fg_onnx.graph.control import implicit_inputs
+from fg_onnx.graph.info import FLOAT_TYPES, GraphInfo, has_subgraph, opset_of
 
 MAYBE_FLOAT = FLOAT_TYPES | {0}
 
@@ -50,10 +51,18 @@ def topological_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     return ordered
 
 
+def _read(node: onnx.NodeProto) -> list[str]:
+    """What a node reads: its inputs and, for control flow, the outer tensors its subgraphs
+    use (an If on the path reads the input only through them)."""
+    if not has_subgraph(node):
+        return list(node.input)
+    return [*node.input, *implicit_inputs(node)]
+
+
 def _descendants(nodes: Sequence[onnx.NodeProto], info: GraphInfo, roots: set[str]) -> set[str]:
     reached = set(roots)
     for node in nodes:
-        if any(name in reached for name in node.input if name):
+        if any(name in reached for name in _read(node) if name):
             # A tensor of unknown type may be float: keep walking, so that an op without a
             # rule is reported as such rather than as a missing path.
             reached.update(o for o in node.output if o and info.elem_type(o) in MAYBE_FLOAT)
@@ -64,7 +73,7 @@ def _ancestors(nodes: Sequence[onnx.NodeProto], targets: set[str]) -> set[str]:
     needed = set(targets)
     for node in reversed(nodes):
         if any(o in needed for o in node.output):
-            needed.update(i for i in node.input if i)
+            needed.update(i for i in _read(node) if i)
     return needed
 
 
@@ -82,7 +91,7 @@ def _active_path(info: GraphInfo, seeds: set[str], wrt: set[str]
     on_path = forward & backward
     path = [
         n for n in nodes
-        if any(o in on_path for o in n.output) and any(i in forward for i in n.input if i)
+        if any(o in on_path for o in n.output) and any(i in forward for i in _read(n) if i)
     ]
     return path, forward
 

@@ -125,6 +125,19 @@ class Gelu(OpRun):
         return (y.astype(x.dtype),)
 
 
+class MeanVarianceNormalization(OpRun):
+    """The reference expands MeanVarianceNormalization into its function, whose float32
+    epsilon does not add to float64 tensors."""
+
+    op_domain = ""
+
+    def _run(self, x: np.ndarray, axes: Any = None) -> tuple[np.ndarray]:
+        reduced = tuple(int(a) for a in (axes if axes is not None else [0, 2, 3]))
+        centred = x - x.mean(axis=reduced, keepdims=True)
+        std = np.sqrt((centred * centred).mean(axis=reduced, keepdims=True))
+        return ((centred / (std + 1e-9)).astype(x.dtype),)
+
+
 class MaxUnpool(OpRun):
     """The reference MaxUnpool ignores ``output_shape`` when the pooling had pads or
     ceil_mode; this one places each value at its flat index in a tensor of that shape."""
@@ -185,7 +198,8 @@ class LRN(OpRun):
 
 def reference_evaluator(model: onnx.ModelProto) -> ReferenceEvaluator:
     """The onnx reference evaluator with fg-onnx's corrections to its op bodies."""
-    return ReferenceEvaluator(model, new_ops=[ConvTranspose, Erf, Gelu, MaxPool, MaxUnpool, LRN])
+    return ReferenceEvaluator(model, new_ops=[ConvTranspose, Erf, Gelu, MaxPool, MaxUnpool, LRN,
+                                                MeanVarianceNormalization])
 
 
 # onnxruntime's float64 kernels of these ops compute in float32, too coarse for differences.

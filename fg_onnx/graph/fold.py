@@ -13,6 +13,7 @@ import onnx
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from fg_onnx.graph.control import implicit_inputs
 from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, has_subgraph, node_attributes
 
 # Never folded: nondeterministic, or producing outputs that are cheaper to keep as a node.
@@ -146,6 +147,8 @@ def _shape_dims(node: onnx.NodeProto, info: GraphInfo) -> tuple[int | str | None
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:
     used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    # An If or Loop branch may read an initializer that no top-level node reads.
+    used.update(i for n in model.graph.node if has_subgraph(n) for i in implicit_inputs(n))
     used |= {v.name for v in model.graph.input}
     kept = [t for t in model.graph.initializer if t.name in used]
     if len(kept) != len(model.graph.initializer):

@@ -10,7 +10,9 @@ import onnx
 from onnx import numpy_helper, version_converter
 
 from fg_onnx.errors import ModelLoadError, UnsupportedModelError, one_line
+from fg_onnx.graph.control import inline_static_control_flow
 from fg_onnx.graph.fold import fold_constants, fold_static_shapes
+from fg_onnx.graph.fused import expand_fused_ops
 from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, node_attributes, opset_of
 from fg_onnx.graph.legacy import (
     correct_resize_shapes,
@@ -344,8 +346,11 @@ def normalize(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelProto
     fold_constants(upgraded)
     reject_quantized(upgraded)
     inferred = infer_shapes(upgraded)
+    if expand_fused_ops(inferred):  # with the shapes known, then inferred past them
+        inferred = infer_shapes(inferred)
     for _ in range(SHAPE_FOLDING_ROUNDS):  # each round can fix the shapes the next needs
-        if not fold_static_shapes(inferred):
+        # A condition or trip count folded in one round decides its If or Loop in the next.
+        if not fold_static_shapes(inferred) and not inline_static_control_flow(inferred):
             break
         fold_constants(inferred)
         inferred = infer_shapes(inferred)

@@ -137,3 +137,15 @@ def test_norms_with_symbolic_dims() -> None:
                         alpha=0.5, beta=0.75)
     assert_vjp_symbolic("InstanceNormalization", [("x", r(2, 3, 4)), ("w:s", r(3)),
                                                   ("w:b", r(3))], {"x": ["N", 3, "L"]})
+
+
+@pytest.mark.parametrize(("p", "axis"), [(2, -1), (2, 1), (1, 0), (1, -1)])
+def test_lp_normalization(p: int, axis: int) -> None:
+    x = randn(RNG, 3, 4, 5, away_from=0.0)  # sign(x) is constant near every sample
+    assert_vjp("LpNormalization", [("x", x)], p=p, axis=axis)
+
+
+@pytest.mark.parametrize("axes", [None, [1], [0, 2]])
+def test_mean_variance_normalization(axes: list[int] | None) -> None:
+    attrs = {} if axes is None else {"axes": axes}
+    assert_vjp("MeanVarianceNormalization", [("x", r(2, 3, 4, 5))], **attrs)

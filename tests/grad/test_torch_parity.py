@@ -9,14 +9,17 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from helpers import onnxruntime_gradients  # noqa: E402
+from helpers import onnxruntime_gradients, run_on_onnxruntime  # noqa: E402
 
-from fg_onnx.grad import GRAD_PREFIX  # noqa: E402
+from fg_onnx.errors import UnsupportedOpsError  # noqa: E402
+from fg_onnx.fullgrad.augment import AugmentOptions, build_fullgrad  # noqa: E402
+from fg_onnx.grad import GRAD_PREFIX, gradient_model  # noqa: E402
 
 RELATIVE_TOL = 1e-4
 BATCH = 2
@@ -113,6 +116,61 @@ class MobileBlock(nn.Module):
         h = self.depthwise(self.expand(x))
         h = x + self.project(h * self.squeeze(h))
         h = torch.sigmoid(self.down(h)) * self.down(h)  # SiLU written out
+        return self.head(h.mean(dim=(2, 3)))
+
+
+class SpatialTransformer(nn.Module):
+    """A localisation net predicts an affine transform of the input, which is resampled
+    (AffineGrid + GridSample) and classified: the gradient flows through image and grid."""
+
+    def __init__(self, padding_mode: str = "zeros", classes: int = 5) -> None:
+        super().__init__()
+        self.padding_mode = padding_mode
+        self.locate = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.theta = nn.Linear(4, 6)
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        self.head = nn.Linear(4, classes)
+
+    def forward(self, x: Any) -> Any:
+        offset = self.theta(self.locate(x).mean(dim=(2, 3))) * 0.2
+        theta = offset.view(-1, 2, 3) + torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+        warped = nn.functional.grid_sample(x, grid, mode="bilinear",
+                                           padding_mode=self.padding_mode, align_corners=False)
+        return self.head(self.features(warped).mean(dim=(2, 3)))
+
+
+class IndexedWrites(nn.Module):
+    """CumSum, advanced indexing, torch.gather, an indexed assignment and scatter_add."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.head = nn.Linear(6, classes)
+
+    def forward(self, x: Any) -> Any:
+        h = torch.cumsum(self.conv(x), dim=3) * 0.1
+        h = h[:, :, torch.tensor([2, 0, 1])]
+        columns = torch.tensor([3, 1, 0, 2]).expand(h.shape[0], h.shape[1], h.shape[2], 4)
+        h = torch.gather(h, 3, columns)
+        written = h.clone()
+        written[:, 1] = h[:, 2] * 2.0
+        channels = torch.tensor([0, 0, 1, 1, 2, 5]).view(1, 6, 1, 1).expand_as(written)
+        written = written.scatter_add(1, channels, h)
+        return self.head(torch.relu(written).mean(dim=(2, 3)))
+
+
+class ShapeBranch(nn.Module):
+    """A Python ``if`` on the input's height: torch.jit.script exports it as an If node."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # TorchScript reads the types
+        h = self.conv(x)
+        h = torch.tanh(h) * 2.0 if x.shape[2] > 4 else -h
         return self.head(h.mean(dim=(2, 3)))
 
 
@@ -231,3 +289,61 @@ def test_tiny_vit_block_with_torch_attention_dynamo_export(tmp_path: Path) -> No
     path = _export_dynamo(model, x, tmp_path / "vit_dynamo.onnx")
     assert {"LayerNormalization", "Softmax", "Split"} <= _op_types(path)
     _assert_parity(model, x, path, k=3)
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+def test_spatial_transformer(tmp_path: Path, padding_mode: str) -> None:
+    model = _build(lambda: SpatialTransformer(padding_mode))
+    x = torch.randn(BATCH, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+    path = _export(model, x, tmp_path / "stn.onnx", dynamo=False, opset_version=20)
+    assert {"AffineGrid", "GridSample"} <= _op_types(path)
+    _assert_parity(model, x, path)
+
+
+def test_indexed_writes(tmp_path: Path) -> None:
+    model = _build(IndexedWrites)
+    x = torch.randn(BATCH, 3, 6, 6, generator=torch.Generator().manual_seed(8))
+    path = _export(model, x, tmp_path / "indexed.onnx", **TORCHSCRIPT)
+    assert {"CumSum", "Gather", "GatherElements", "ScatterND", "ScatterElements"} <= (
+        _op_types(path))
+    _assert_parity(model, x, path, k=1)
+
+
+@pytest.mark.parametrize(("factory", "shape", "fused"), [
+    (SmallCNN, (BATCH, 3, 16, 16), {"FusedConv"}),
+    (lambda: TinyViTBlock(torch_attention=True), (BATCH, 6, 12), {"FusedMatMul", "Gelu"}),
+    (MobileBlock, (BATCH, 8, 10, 10), {"FusedConv", "QuickGelu"}),
+], ids=["cnn", "vit", "mobile"])
+def test_onnxruntime_optimised_export(tmp_path: Path, factory: Callable[[], nn.Module],
+                                      shape: tuple[int, ...], fused: set[str]) -> None:
+    """A model saved by onnxruntime at the extended optimisation level (com.microsoft fused
+    ops) has torch's gradient once its fused ops are expanded."""
+    model = _build(factory)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(9))
+    exported = _export(model, x, tmp_path / "model.onnx", **TORCHSCRIPT)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(exported), options, providers=["CPUExecutionProvider"])
+    optimised = onnx.load(options.optimized_model_filepath)
+    assert fused <= {n.op_type for n in optimised.graph.node if n.domain == "com.microsoft"}
+    _assert_parity(model, x, Path(options.optimized_model_filepath))
+
+
+def test_scripted_shape_branch_folds_once_the_input_size_is_fixed(tmp_path: Path) -> None:
+    model = _build(ShapeBranch)
+    x = torch.randn(BATCH, 3, 8, 8, generator=torch.Generator().manual_seed(10))
+    path = _export(torch.jit.script(model), x, tmp_path / "scripted.onnx", **TORCHSCRIPT,
+                   dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}})
+    assert "If" in _op_types(path)
+    with pytest.raises(UnsupportedOpsError, match="--input-size") as caught:
+        gradient_model(path, output="logits", wrt=["x"])
+    assert "\n" not in str(caught.value)
+    augmented = build_fullgrad(path, AugmentOptions(input_size=(8, 8))).model
+    out = run_on_onnxruntime(augmented, {"x": x.numpy(), "fg_target": np.array([2, 2])},
+                             ["logits", "fg_input_grad"])
+    logits, grad = out["logits"], out["fg_input_grad"]
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, model(x).numpy(), rtol=1e-4, atol=1e-5)
+    expected = _torch_gradient(model, x, 2)
+    assert float(np.abs(grad - expected).max()) / float(np.abs(expected).max()) < RELATIVE_TOL

@@ -95,11 +95,12 @@ def test_model_with_external_weights_is_augmented(
 def _unsupported_ops_model() -> onnx.ModelProto:
     model = tiny_cnn()
     graph = model.graph
-    graph.node[1].input[0] = "cs"  # Relu(CumSum(LpNormalization(Conv)))
-    graph.node.insert(1, helper.make_node("LpNormalization", ["c"], ["lp"], axis=1, name="lp"))
-    graph.node.insert(2, helper.make_node("CumSum", ["lp", "axis"], ["cs"], name="cumsum"))
-    graph.initializer.append(numpy_helper.from_array(np.array(1, np.int64), "axis"))
-    graph.node.insert(3, helper.make_node("Foo", ["cs"], ["foo"], domain="com.example",
+    graph.node[1].input[0] = "rp"  # Relu(Foo(ReduceProd(LpPool(Conv)))): no rule for three
+    graph.node.insert(1, helper.make_node("LpPool", ["c"], ["lp"], kernel_shape=[1, 1],
+                                          name="lp"))
+    graph.node.insert(2, helper.make_node("ReduceProd", ["lp"], ["rp"], axes=[2],
+                                          name="prod"))
+    graph.node.insert(3, helper.make_node("Foo", ["rp"], ["foo"], domain="com.example",
                                           name="foo"))
     graph.node[4].input[0] = "foo"
     model.opset_import.append(helper.make_opsetid("com.example", 1))
@@ -110,8 +111,8 @@ def test_ops_without_gradient_rule_are_listed_at_once(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = save(_unsupported_ops_model(), tmp_path / "m.onnx")
     assert_clean_failure(["augment", path, "-o", tmp_path / "o.onnx"], capsys,
-                         "3 op type(s)", "CumSum (opset 17) at node cumsum",
-                         "LpNormalization (opset 17) at node lp",
+                         "3 op type(s)", "ReduceProd (opset 17) at node prod",
+                         "LpPool (opset 17) at node lp",
                          "com.example::Foo (opset 1) at node foo")
 
 

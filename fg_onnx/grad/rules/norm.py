@@ -1,5 +1,6 @@
 """Normalisation layers: BatchNormalization (inference), LayerNormalization,
-InstanceNormalization, GroupNormalization and LRN.
+InstanceNormalization, GroupNormalization, LRN, LpNormalization and
+MeanVarianceNormalization.
 
 Scales, biases and statistics inputs are weights: they never get gradients. Layer, instance and
 group normalisation differentiate through the mean and variance they compute from the input.
@@ -187,3 +188,38 @@ def lrn_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     through_denom = b.Mul(b.Mul(v, window_sum(inner, above, below)),
                           ctx.scalar(2.0 * alpha * beta / size))
     return [b.Reshape(b.Sub(direct, through_denom), b.Shape(x))]
+
+
+@vjp("LpNormalization")
+def lp_normalization_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
+    """dx = (g − d Σ g·y) / ‖x‖_p, with d = y for p = 2 and sign(x) for p = 1."""
+    g = gy[0]
+    assert g is not None
+    b, x, p = ctx.b, ctx.input(0), int(ctx.attr("p", 2))
+    if p not in (1, 2):
+        raise ctx.error(f"p={p} is not defined for LpNormalization (1 or 2)")
+    axes = [normalize_axis(int(ctx.attr("axis", -1)), ctx.rank(x))]
+    y = ctx.output(0)
+    norm = b.reduce("ReduceL2" if p == 2 else "ReduceL1", x, axes)
+    direction = y if p == 2 else b.Sign(x)
+    projected = b.Sub(g, b.Mul(direction, b.ReduceSum(b.Mul(g, y), b.ints(axes), keepdims=1)))
+    return [b.Div(projected, norm)]
+
+
+MVN_EPSILON = 1e-9
+"""onnxruntime's and the ONNX function's: y = (x − mean) / (std + 1e-9)."""
+
+
+@vjp("MeanVarianceNormalization")
+def mean_variance_normalization_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
+    """With c = x − mean and s = std + ε: dx = (g − mean(g) − c·mean(g·c)/(std·s)) / s."""
+    g = gy[0]
+    assert g is not None
+    b, x = ctx.b, ctx.input(0)
+    axes = [normalize_axis(int(a), ctx.rank(x)) for a in ctx.attr("axes", [0, 2, 3])]
+    centred = b.Sub(x, b.reduce("ReduceMean", x, axes))
+    std = b.Sqrt(b.reduce("ReduceMean", b.Mul(centred, centred), axes))
+    spread = b.Add(std, ctx.scalar(MVN_EPSILON))
+    along = b.Div(b.reduce("ReduceMean", b.Mul(g, centred), axes), b.Mul(std, spread))
+    projected = b.Sub(b.Sub(g, b.reduce("ReduceMean", g, axes)), b.Mul(centred, along))
+    return [b.Div(projected, spread)]

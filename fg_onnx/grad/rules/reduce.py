@@ -1,5 +1,5 @@
 """Reductions: ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceL1, ReduceL2, ReduceSumSquare,
-ReduceLogSum, ReduceLogSumExp.
+ReduceLogSum, ReduceLogSumExp, and the running sum CumSum.
 
 Every rule first brings the output cotangent (and, where needed, the output) back to the
 keepdims=1 form, which broadcasts against the input.
@@ -171,3 +171,15 @@ def reduce_log_sum_exp_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     b = ctx.b
     weights = b.Exp(b.Sub(ctx.input(0), _keep_dims(ctx, ctx.output(0), axes)))
     return _grads(ctx, b.Mul(spread, weights))
+
+
+@vjp("CumSum")
+def cumsum_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
+    """The running sum in the other direction: ``exclusive`` kept, ``reverse`` flipped.
+
+    Each x_j feeds the outputs after it (or from it on), so dx_j sums g over those."""
+    g = gy[0]
+    assert g is not None
+    reverse = 0 if int(ctx.attr("reverse", 0)) else 1
+    dx = ctx.b.CumSum(g, ctx.input(1), exclusive=int(ctx.attr("exclusive", 0)), reverse=reverse)
+    return [dx, None]
