@@ -39,7 +39,7 @@ from fg_onnx.fullgrad.explained import (
     resolve,
 )
 from fg_onnx.fullgrad.precision import Numerics, check_precision
-from fg_onnx.fullgrad.taps import Tap, is_exact_with, make_tap, tap_description
+from fg_onnx.fullgrad.taps import Tap, is_exact_with, make_taps, tap_description
 from fg_onnx.grad.backprop import active_nodes, build_backward
 from fg_onnx.grad.registry import Cotangents, VJPContext
 from fg_onnx.graph.builder import GraphBuilder
@@ -252,12 +252,12 @@ class _Augmenter:
                              self.options.method, self.cam_layer)
 
     def _on_node(self, ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None]) -> None:
-        tap = make_tap(ctx, gy, grads, self.options.implicit_biases, self.numerics)
-        if tap is not None:
+        taps = make_taps(ctx, gy, grads, self.options.implicit_biases, self.numerics)
+        for tap in taps:
             tap.map_axis = self.channel_axes.get(ctx.output(0))
             self.taps.append(tap)
         if any(g is not None for g in gy) and not self.options.implicit_biases and (
-                not is_exact_with(ctx, tap)):
+                not is_exact_with(ctx, taps)):
             self.nonlinear.append(ctx.node.name or ctx.node.op_type)
 
     def _seed(self) -> tuple[str, str, str | None]:

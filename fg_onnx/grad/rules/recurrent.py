@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from fg_onnx.grad.registry import Cotangents, VJPContext, vjp
 from fg_onnx.grad.rules._recurrent_parts import (
@@ -30,6 +30,7 @@ from fg_onnx.grad.rules._recurrent_parts import (
 )
 from fg_onnx.graph.builder import GraphBuilder
 
+RECURRENT_OPS = frozenset(GATES)
 INT64_MIN = np.iinfo(np.int64).min
 _BIAS_TOTALS: weakref.WeakKeyDictionary[GraphBuilder, dict[str, str]] = (
     weakref.WeakKeyDictionary())
@@ -39,6 +40,39 @@ def gate_bias_total(ctx: VJPContext) -> str | None:
     """Per sample [N]: Σ B · ∂score/∂B of the recurrent node ``ctx`` differentiates (its gate
     biases, the node's FullGrad bias term), once its rule has run; None without B."""
     return _BIAS_TOTALS.get(ctx.b, {}).get(ctx.output(0))
+
+
+def batch_axis(ctx: VJPContext, name: str) -> int:
+    """The batch axis of one of the node's float inputs or outputs (X, Y: [T, N, ...] or
+    with layout=1 [N, T, ...]; initial and last states [D, N, H] or [N, D, H])."""
+    if int(ctx.attr("layout", 0)):
+        return 0
+    return 2 if name == ctx.output(0) else 1
+
+
+def is_piecewise_linear(ctx: VJPContext) -> bool:
+    """Whether the node is positively homogeneous in X, the initial state and B together
+    (an RNN whose activations are Relu or LeakyRelu, without clip): then its output is
+    Σ_j J_j u_j plus its gate-bias term exactly."""
+    if ctx.node.op_type != "RNN" or ctx.attr("clip") is not None:
+        return False
+    directions = 2 if ctx.attr("direction", "forward") == "bidirectional" else 1
+    linear = {"relu", "leakyrelu"}
+    if not all(a.name in linear for acts in activations(ctx, directions) for a in acts):
+        return False
+    return not ctx.has_input(5) or ctx.needs[5] or _is_zero_state(ctx, ctx.input(5))
+
+
+def _is_zero_state(ctx: VJPContext, name: str) -> bool:
+    """A constant zero, or zeros of a computed shape (exporters' batch-sized initial_h)."""
+    value = ctx.const(name)
+    if value is not None:
+        return not np.any(value)
+    producer = ctx.info.producer.get(name)
+    if producer is None or producer.op_type != "ConstantOfShape":
+        return False
+    fill = next((a.t for a in producer.attribute if a.name == "value"), None)
+    return fill is None or not np.any(numpy_helper.to_array(fill))
 
 
 @dataclass
