@@ -182,7 +182,8 @@ def test_reference_matches_onnxruntime(op: str, attrs: dict[str, int]) -> None:
     extra = {"activations": ["Relu", "HardSigmoid", "Elu", "Softsign", "LeakyRelu",
                              "ScaledTanh"][:2 * (OUTPUTS[op] if op != "RNN" else 1)],
              "activation_alpha": [0.3, 0.2, 0.9], "activation_beta": [0.4, 1.1]}
-    for options in ({}, extra, {"clip": 0.8}):
+    coupled = {"input_forget": 1} if op == "LSTM" else {}
+    for options in ({}, extra, {"clip": 0.8}, coupled):
         model, feeds = single_node_model(op, inputs, outputs=OUTPUTS[op], hidden_size=HIDDEN,
                                          direction="bidirectional", **attrs, **options)
         model.ir_version = min(model.ir_version, 10)
@@ -203,8 +204,15 @@ def _refused(op: str, inputs: list[tuple[str, Any]], match: str, outputs: int = 
         gradient_model(model, wrt=["x"])
 
 
+@pytest.mark.parametrize("output", ["y0", "y2"])
+def test_lstm_input_forget(output: str) -> None:
+    # f = 1 − i: the forget gate's weights are unused, a_i reaches the cell twice
+    assert_vjp("LSTM", _inputs("LSTM", "bidirectional", lens=True, states=True, peepholes=True),
+               outputs=3, output=output, hidden_size=HIDDEN, direction="bidirectional",
+               input_forget=1)
+
+
 def test_refusals() -> None:
-    _refused("LSTM", _inputs("LSTM"), "input_forget", outputs=3, input_forget=1)
     _refused("RNN", _inputs("RNN"), "not one of", activations=["Gelu"])
     _refused("GRU", _inputs("GRU", "bidirectional"), "takes 4", direction="bidirectional",
              activations=["Sigmoid", "Tanh"])

@@ -96,12 +96,9 @@ def activations(ctx: VJPContext, directions: int) -> list[list[Activation]]:
 
 def refuse_unsupported(ctx: VJPContext) -> None:
     """One-line refusals: what the rules do not differentiate."""
-    op = ctx.node.op_type
     if not ctx.output(0):
         raise ctx.error("the rule reads the hidden states from output Y, which the node "
                         "does not produce")
-    if op == "LSTM" and int(ctx.attr("input_forget", 0)):
-        raise ctx.error("input_forget=1 (coupled input and forget gates) is not supported")
     weights = {1: "W", 2: "R", 3: "B", 7: "P"}
     for index, name in weights.items():
         if index < len(ctx.needs) and ctx.needs[index]:

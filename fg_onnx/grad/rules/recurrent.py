@@ -1,5 +1,5 @@
 """Recurrent layers: RNN, GRU, LSTM (every direction, both layouts, sequence_lens, initial
-states, activations, clip, GRU's linear_before_reset, LSTM's peepholes).
+states, activations, clip, GRU's linear_before_reset, LSTM's peepholes and input_forget).
 
 Backward through time needs each step's state. The hidden states are the node's output Y
 (h_{t-1} is Y shifted by one step, initial_h first), so every gate pre-activation is
@@ -292,7 +292,7 @@ def _rnn(node: _Node, direction: _Direction) -> _Grads:
 
 @vjp("RNN", "GRU", "LSTM")
 def recurrent_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    """Backward through time (gates from Y, reverse Scan); refused: input_forget, no Y output.
+    """Backward through time (gates from Y, reverse Scan); refused: a node without Y output.
 
     Also refused: W, R, B or P computed from the explained input."""
     refuse_unsupported(ctx)
@@ -409,7 +409,8 @@ def _gru_before(node: _Node, direction: _Direction, z: str, reset: str, k_z: str
 
 def _lstm(node: _Node, direction: _Direction) -> _Grads:
     """i, o, f, c gates: c' = f ⊙ c + i ⊙ g(a_c), h' = o ⊙ h(c'); peepholes add P_i ⊙ c,
-    P_f ⊙ c to a_i, a_f and P_o ⊙ c' to a_o. The cell states come from a forward Scan."""
+    P_f ⊙ c to a_i, a_f and P_o ⊙ c' to a_o; input_forget couples f = 1 − i. The cell
+    states come from a forward Scan."""
     b = node.b
     pre = b.Add(_affine(b, direction.x, direction.w, direction.wb),
                 _affine(b, direction.h_prev, direction.r, direction.rb))
@@ -417,17 +418,24 @@ def _lstm(node: _Node, direction: _Direction) -> _Grads:
     f, g, h = direction.acts
     i, i_slope = node.gate(f, a_i)
     o, o_slope = node.gate(f, a_o)
-    forget, f_slope = node.gate(f, a_f)
     cell_in, c_slope = node.gate(g, a_c)
     h_cell = h.apply(b, c_new, node.elem)
     k_o = b.Mul(h_cell, o_slope)
     k_cell = b.Mul(o, h.slope(b, c_new, h_cell, node.elem))
-    k_i, k_f = b.Mul(cell_in, i_slope), b.Mul(c_prev, f_slope)
-    k_back = forget
-    if direction.peephole is not None:
-        p_i, p_o, p_f = _split(b, direction.peephole, 3)
+    p_i, p_o, p_f = (None, None, None) if direction.peephole is None else _split(
+        b, direction.peephole, 3)
+    if p_o is not None:
         k_cell = b.Add(k_cell, b.Mul(k_o, p_o))
-        k_back = b.add_all([forget, b.Mul(k_i, p_i), b.Mul(k_f, p_f)])
+    if _coupled(node):  # a_i reaches c' through i and through f = 1 − i; W_f, R_f unused
+        forget = b.Sub(node.scalar(1.0), i)
+        k_i = b.Mul(b.Sub(cell_in, c_prev), i_slope)
+        k_f = b.Mul(c_prev, node.scalar(0.0))
+        back = [forget]
+    else:
+        forget, f_slope = node.gate(f, a_f)
+        k_i, k_f = b.Mul(cell_in, i_slope), b.Mul(c_prev, f_slope)
+        back = [forget] if p_f is None else [forget, b.Mul(k_f, p_f)]
+    k_back = b.add_all(back if p_i is None else [*back, b.Mul(k_i, p_i)])
     k_gates = b.Concat(k_i, k_o, k_f, b.Mul(i, c_slope), axis=-1)
 
     def step(sb: GraphBuilder, state: list[str], steps: dict[str, str]) -> tuple[list[str],
@@ -446,6 +454,10 @@ def _lstm(node: _Node, direction: _Direction) -> _Grads:
     return _Grads(gates_w=gates, gates_r=gates, dh0=dh0, dc0=dc0)
 
 
+def _coupled(node: _Node) -> bool:
+    return bool(int(node.ctx.attr("input_forget", 0)))
+
+
 def _cells(node: _Node, direction: _Direction, pre: str) -> list[str]:
     """c_{t−1} and c'_t of every step, and the gate pre-activations a_i, a_o, a_f, a_c
     (with the peephole terms), from a forward Scan of elementwise ops."""
@@ -462,8 +474,9 @@ def _cells(node: _Node, direction: _Direction, pre: str) -> list[str]:
         a_i, a_o, a_f, a_c = _split(sb, steps[0], 4)
         if peephole is not None:
             a_i, a_f = sb.Add(a_i, sb.Mul(p_i, c)), sb.Add(a_f, sb.Mul(p_f, c))
-        i, forget, cell_in = (node.gate(act, a, sb)[0]
-                              for act, a in ((f, a_i), (f, a_f), (g, a_c)))
+        i, cell_in = node.gate(f, a_i, sb)[0], node.gate(g, a_c, sb)[0]
+        forget = (sb.Sub(sb.scalar(1.0, node.elem), i) if _coupled(node)
+                  else node.gate(f, a_f, sb)[0])
         c_new = sb.Add(sb.Mul(forget, c), sb.Mul(i, cell_in))
         if peephole is not None:
             a_o = sb.Add(a_o, sb.Mul(p_o, c_new))
