@@ -204,6 +204,15 @@ def _refused(op: str, inputs: list[tuple[str, Any]], match: str, outputs: int = 
         gradient_model(model, wrt=["x"])
 
 
+@pytest.mark.parametrize("coupled", [0, 1])
+@pytest.mark.parametrize("output", ["y0", "y2"])
+def test_lstm_without_peepholes(output: str, coupled: int) -> None:
+    # the cell Scan then gets its gates from outside
+    assert_vjp("LSTM", _inputs("LSTM", "bidirectional", lens=True, states=True),
+               outputs=3, output=output, hidden_size=HIDDEN, direction="bidirectional",
+               input_forget=coupled)
+
+
 @pytest.mark.parametrize("output", ["y0", "y2"])
 def test_lstm_input_forget(output: str) -> None:
     # f = 1 − i: the forget gate's weights are unused, a_i reaches the cell twice

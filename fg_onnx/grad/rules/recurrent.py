@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
@@ -91,6 +91,7 @@ class _Node:
     g_last: list[str | None]
     initial: list[str | None]
     acts: list[list[Activation]]
+    gates: dict[tuple[Activation, str], tuple[str, str]] = field(default_factory=dict)
 
     @property
     def b(self) -> GraphBuilder:
@@ -123,12 +124,19 @@ class _Node:
         return b.Clip(a, b.Neg(bound), bound), b.Cast(inside, to=self.elem)
 
     def gate(self, act: Activation, a: str, b: GraphBuilder | None = None) -> tuple[str, str]:
-        """f(clip(a)) and its derivative w.r.t. a."""
-        b = b or self.b
-        clipped, inside = self.clip(a, b)
-        y = act.apply(b, clipped, self.elem)
-        slope = act.slope(b, clipped, y, self.elem)
-        return y, slope if inside is None else b.Mul(slope, inside)
+        """f(clip(a)) and its derivative w.r.t. a (built once per tensor of the outer graph;
+        unused slopes are dropped with the other dead nodes)."""
+        key = (act, a)
+        if b is None and key in self.gates:
+            return self.gates[key]
+        builder = b or self.b
+        clipped, inside = self.clip(a, builder)
+        y = act.apply(builder, clipped, self.elem)
+        slope = act.slope(builder, clipped, y, self.elem)
+        result = y, slope if inside is None else builder.Mul(slope, inside)
+        if b is None:
+            self.gates[key] = result
+        return result
 
 
 @dataclass
@@ -463,6 +471,8 @@ def _cells(node: _Node, direction: _Direction, pre: str) -> list[str]:
     (with the peephole terms), from a forward Scan of elementwise ops."""
     f, g, _ = direction.acts
     peephole = direction.peephole
+    if peephole is None:
+        return _plain_cells(node, direction, pre)
     sequences = [pre] if node.mask is None else [pre, node.mask]
     masked = node.mask is not None
     if peephole is not None:
@@ -485,3 +495,29 @@ def _cells(node: _Node, direction: _Direction, pre: str) -> list[str]:
 
     _, stacked = scan(node.ctx, [direction.c0], sequences, body, reverse=False)
     return stacked
+
+
+def _plain_cells(node: _Node, direction: _Direction, pre: str) -> list[str]:
+    """Without peepholes no gate reads the cell: the gates are computed over all steps at
+    once and the Scan only runs c ← f ⊙ c + i ⊙ g (a few ops per step)."""
+    b = node.b
+    f, g, _ = direction.acts
+    a_i, a_o, a_f, a_c = _split(b, pre, 4)
+    i = node.gate(f, a_i)[0]
+    forget = b.Sub(node.scalar(1.0), i) if _coupled(node) else node.gate(f, a_f)[0]
+    written = b.Mul(i, node.gate(g, a_c)[0])
+    masked = node.mask is not None
+    sequences = [forget, written, *([node.mask] if node.mask is not None else [])]
+
+    def body(sb: GraphBuilder, state: list[str], steps: list[str]) -> tuple[list[str],
+                                                                          list[str]]:
+        c = state[0]
+        c_new = sb.Add(sb.Mul(steps[0], c), steps[1])
+        c_next = sb.Add(c, sb.Mul(steps[2], sb.Sub(c_new, c))) if masked else c_new
+        return [c_next], [c_next]
+
+    _, (cells,) = scan(node.ctx, [direction.c0], sequences, body, reverse=False)
+    shifted = b.Slice(cells, b.ints([0]), b.ints([-1]), b.ints([0]))
+    c_prev = b.Concat(b.Unsqueeze(direction.c0, b.ints([0])), shifted, axis=0)
+    # past a sequence's end the kept cell stands for c'_t: every cotangent there is masked
+    return [c_prev, cells, a_i, a_o, a_f, a_c]
