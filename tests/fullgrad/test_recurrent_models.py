@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fg_onnx.errors import UnsupportedModelError
 from fg_onnx.fullgrad.augment import AugmentOptions, build_fullgrad
 from fg_onnx.grad import SEED_INPUT, gradient_model
 
@@ -151,6 +152,12 @@ def test_crnn_without_implicit_biases_is_reported_inexact(crnns: dict) -> None:
     result = build_fullgrad(crnns["lstm"][0], AugmentOptions(input_size=(32, 16)))
     assert any("LSTM" in name for name in result.unexplained_nonlinear)
     assert "gate-bias" in {tap.kind for tap in result.taps}
+
+
+def test_float16_is_refused_in_one_line(crnns: dict) -> None:
+    with pytest.raises(UnsupportedModelError, match=r"recurrent layers .*LSTM.* use float32"):
+        build_fullgrad(crnns["lstm"][0], AugmentOptions(input_size=(32, 16),
+                                                        precision="float16"))
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
