@@ -282,6 +282,7 @@ def check_vjp(
     eps: float = 1e-6,
     seed: int = 0,
     provider: str = "any",
+    float32_fallback: bool = False,
 ) -> VJPCheck:
     """Runs the adjoint test of the gradient of ``output`` w.r.t. ``wrt`` at ``inputs``.
 
@@ -293,23 +294,25 @@ def check_vjp(
         eps: central-difference step, in float64.
         seed: seed of the random directions ``u`` and cotangent ``v``.
         provider: passed to :func:`gradient_model` (the float32 check runs on the CPU).
+        float32_fallback: run the float32 graph on the reference evaluator where
+            onnxruntime cannot (it runs no layout=1 recurrent op).
     """
     info = GraphInfo(model)
     output = output or info.graph_outputs[0]
     wrt = list(wrt) if wrt is not None else [n for n in info.graph_inputs if info.is_float(n)]
     rng = np.random.default_rng(seed)
     x64 = {k: (v.astype(np.float64) if v.dtype == np.float32 else v) for k, v in inputs.items()}
-    forward64 = make_runner(to_float64(_only_output(model, output)))
+    forward64 = make_runner(to_float64(only_output(model, output)))
     y = forward64(x64)[0]
     u = {k: rng.standard_normal(np.shape(inputs[k])) for k in wrt}
     v = rng.standard_normal(y.shape)
     plus = forward64({**x64, **{k: x64[k] + eps * u[k] for k in wrt}})[0]
     minus = forward64({**x64, **{k: x64[k] - eps * u[k] for k in wrt}})[0]
     rhs = float(np.vdot((plus - minus) / (2 * eps), v))
-    grad_model = gradient_model(_only_output(model, output), output, wrt, provider)
+    grad_model = gradient_model(only_output(model, output), output, wrt, provider)
     grads64 = _run_grads(make_runner(to_float64(grad_model)), x64, v, wrt)
     grads32 = _run_grads(
-        make_runner(grad_model, fallback=False), dict(inputs),
+        make_runner(grad_model, fallback=float32_fallback), dict(inputs),
         v.astype(helper.tensor_dtype_to_np_dtype(info.elem_type(output))), wrt,
     )
     scale = max(max(float(np.abs(g).max(initial=0.0)) for g in grads64.values()), 1e-12)
@@ -319,7 +322,8 @@ def check_vjp(
                     wrong_shapes=wrong_shapes)
 
 
-def _only_output(model: onnx.ModelProto, output: str) -> onnx.ModelProto:
+def only_output(model: onnx.ModelProto, output: str) -> onnx.ModelProto:
+    """A copy of ``model`` with ``output`` as its only output."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     kept = [o for o in copy.graph.output if o.name == output]

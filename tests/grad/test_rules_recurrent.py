@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from fg_onnx.errors import GraphBuildError
 from fg_onnx.grad import SEED_INPUT, gradient_model
-from fg_onnx.grad.check import check_vjp, make_runner, reference_evaluator, single_node_model
+from fg_onnx.grad.check import check_vjp, only_output, reference_evaluator, single_node_model
 from fg_onnx.grad.check import to_float64 as float64_model
 
 STEPS, BATCH, FEATURES, HIDDEN = 4, 3, 2, 3
@@ -106,43 +106,15 @@ def test_clip(op: str, attrs: dict[str, int]) -> None:
                direction="bidirectional", clip=0.8, **attrs)
 
 
-def _adjoint_error_float64(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
-                           output: str, seed: int = 0) -> float:
-    """⟨u, VJP v⟩ against central differences in float64 alone: onnxruntime runs no
-    layout=1 recurrent op, so there is no float32 onnxruntime side to this check."""
-    rng = np.random.default_rng(seed)
-    wrt = [k for k, v in feeds.items() if v.dtype == np.float32]
-    x64 = {k: v.astype(np.float64) if k in wrt else v for k, v in feeds.items()}
-    model = _only(model, output)
-    forward = make_runner(float64_model(model))
-    u = {k: rng.standard_normal(feeds[k].shape) for k in wrt}
-    v = rng.standard_normal(forward(x64)[0].shape)
-    eps = 1e-6
-    plus = forward({**x64, **{k: x64[k] + eps * u[k] for k in wrt}})[0]
-    minus = forward({**x64, **{k: x64[k] - eps * u[k] for k in wrt}})[0]
-    rhs = float(np.vdot((plus - minus) / (2 * eps), v))
-    grads = make_runner(float64_model(gradient_model(model, output, wrt)))(
-        {**x64, SEED_INPUT: v})[1:]
-    lhs = sum(float(np.vdot(u[k], g)) for k, g in zip(wrt, grads, strict=True))
-    return abs(lhs - rhs) / max(abs(lhs), abs(rhs), 1e-12)
-
-
-def _only(model: onnx.ModelProto, output: str) -> onnx.ModelProto:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    kept = [o for o in copy.graph.output if o.name == output]
-    del copy.graph.output[:]
-    copy.graph.output.extend(kept)
-    return copy
-
-
 @pytest.mark.parametrize(("op", "attrs"), VARIANTS)
 @pytest.mark.parametrize("output", ["y0", "y1"])
 def test_batch_major_layout(op: str, attrs: dict[str, int], output: str) -> None:
     model, feeds = single_node_model(
         op, _inputs(op, "bidirectional", lens=True, states=True, peepholes=True, layout=1),
         outputs=OUTPUTS[op], hidden_size=HIDDEN, direction="bidirectional", layout=1, **attrs)
-    assert _adjoint_error_float64(model, feeds, output) < 1e-6
+    # onnxruntime runs no layout=1 recurrent op: the float32 side runs on the reference
+    result = check_vjp(model, feeds, output=output, float32_fallback=True)
+    assert result.adjoint_error < 1e-6 and result.float32_error < 1e-4
 
 
 def test_batch_major_layout_matches_time_major() -> None:
@@ -154,7 +126,7 @@ def test_batch_major_layout_matches_time_major() -> None:
     for layout, inputs in ((0, time_major), (1, batch_major)):
         model, feeds = single_node_model("LSTM", inputs, outputs=3, hidden_size=HIDDEN,
                                          direction="bidirectional", layout=layout)
-        grad_model = gradient_model(_only(model, "y1"), "y1", ["x", "h0", "c0"])
+        grad_model = gradient_model(only_output(model, "y1"), "y1", ["x", "h0", "c0"])
         seed = np.ones((BATCH, 2, HIDDEN) if layout else (2, BATCH, HIDDEN), np.float32)
         grads.append(reference_evaluator(grad_model).run(None, {**feeds, SEED_INPUT: seed}))
     for a, b in zip(grads[0][1:], grads[1][1:], strict=True):
