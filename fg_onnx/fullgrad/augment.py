@@ -40,9 +40,10 @@ from fg_onnx.fullgrad.contract import (
 from fg_onnx.fullgrad.explained import Explained, choose_input, detect_layout, resolve
 from fg_onnx.fullgrad.maps import CAM_LAYER_MAPS, MapInputs, graph_map, map_term
 from fg_onnx.fullgrad.precision import Numerics, check_precision
-from fg_onnx.fullgrad.taps import Tap, is_exact_with, make_tap, tap_description
+from fg_onnx.fullgrad.taps import Tap, is_exact_with, make_taps, tap_description
 from fg_onnx.grad.backprop import active_nodes, build_backward
 from fg_onnx.grad.registry import Cotangents, VJPContext
+from fg_onnx.grad.rules.recurrent import RECURRENT_OPS
 from fg_onnx.graph.builder import GraphBuilder
 from fg_onnx.graph.float16 import to_float16
 from fg_onnx.graph.info import GraphInfo, Shape
@@ -209,6 +210,8 @@ class _Augmenter:
             path = active_nodes(self.info, {self.ex.scores}, {self.ex.input})
             self.cam_layer = find_cam_layer(self.info, path, self.options.cam_layer)
             wrt.append(self.cam_layer)
+        if self.numerics.half:
+            self._refuse_recurrent_in_half()
         backward = build_backward(self.info, self.b, {self.ex.scores: seed}, wrt,
                                   on_node=self._on_node, provider=self.options.provider)
         input_grad = backward.grads[self.ex.input]
@@ -244,13 +247,22 @@ class _Augmenter:
                              self.new_inputs, self.new_outputs, self.nonlinear,
                              self.options.method, self.cam_layer)
 
+    def _refuse_recurrent_in_half(self) -> None:
+        """A recurrent layer's backward pass is a Scan, which the float16 conversion does
+        not take (fg_onnx/graph/float16.py): say so before building it."""
+        for node in active_nodes(self.info, {self.ex.scores}, {self.ex.input}):
+            if node.op_type in RECURRENT_OPS:
+                raise UnsupportedModelError(
+                    f"--precision float16 does not support recurrent layers ({node.op_type} "
+                    f"node {node.name!r}: its backward pass is a Scan); use float32")
+
     def _on_node(self, ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None]) -> None:
-        tap = make_tap(ctx, gy, grads, self.options.implicit_biases, self.numerics)
-        if tap is not None:
+        taps = make_taps(ctx, gy, grads, self.options.implicit_biases, self.numerics)
+        for tap in taps:
             tap.map_axis = self.channel_axes.get(ctx.output(0))
             self.taps.append(tap)
         if any(g is not None for g in gy) and not self.options.implicit_biases and (
-                not is_exact_with(ctx, tap)):
+                not is_exact_with(ctx, taps)):
             self.nonlinear.append(ctx.node.name or ctx.node.op_type)
 
     def _seed(self) -> tuple[str, str, str | None]:

@@ -16,6 +16,12 @@ import numpy as np
 
 from fg_onnx.fullgrad.precision import Numerics
 from fg_onnx.grad.registry import Cotangents, VJPContext
+from fg_onnx.grad.rules.recurrent import (
+    RECURRENT_OPS,
+    batch_axis,
+    gate_bias_total,
+    is_piecewise_linear,
+)
 
 # Ops that are positively homogeneous of degree one in their data input(s) whatever their
 # other (parameter) inputs are.
@@ -51,7 +57,8 @@ class Tap:
     """Name of the node the bias belongs to."""
     op_type: str
     kind: str
-    """"bias", "batchnorm", "constant", "norm-beta" or "implicit"."""
+    """"bias", "batchnorm", "constant", "norm-beta", "gate-bias" (a recurrent layer's B) or
+    "implicit"."""
     product: str | None
     """bias ⊙ gradient, shaped like the layer output (None: only the total is known)."""
     channel_axis: int | None
@@ -105,10 +112,15 @@ def is_homogeneous(ctx: VJPContext) -> bool:
     return op == "BatchNormalization"
 
 
-def is_exact_with(ctx: VJPContext, tap: Tap | None) -> bool:
-    """Whether the node's output is Σ_j J_j u_j plus the bias of ``tap`` (its explicit tap,
-    or None): an added constant makes an Add exact, a norm's β does not make it linear."""
-    return (tap is not None and tap.kind == "constant") or is_homogeneous(ctx)
+def is_exact_with(ctx: VJPContext, taps: Sequence[Tap]) -> bool:
+    """Whether the node's output is Σ_j J_j u_j plus the biases of ``taps`` (its explicit
+    taps): an added constant makes an Add exact, a norm's β does not make it linear, a
+    Relu RNN's gate biases do."""
+    kinds = {tap.kind for tap in taps}
+    if ctx.node.op_type in RECURRENT_OPS:
+        return "implicit" in kinds or (is_piecewise_linear(ctx) and (
+            "gate-bias" in kinds or _is_zero(ctx, 3)))
+    return "constant" in kinds or is_homogeneous(ctx)
 
 
 def _is_zero(ctx: VJPContext, i: int) -> bool:
@@ -195,6 +207,42 @@ def _added_constant(ctx: VJPContext, out_rank: int) -> ExplicitBias:
             value = (-constant if negate else constant).reshape(-1)
             vector = ctx.b.const(value, hint="bias")
     return ExplicitBias(bias, "constant", axis, vector, value)
+
+
+def make_taps(ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None],
+              implicit_mode: bool, numerics: Numerics) -> list[Tap]:
+    """The taps of one differentiated node (a recurrent layer has two: its gate biases and,
+    in implicit mode, what its nonlinear gates add)."""
+    if ctx.node.op_type in RECURRENT_OPS:
+        return _recurrent_taps(ctx, gy, grads, implicit_mode)
+    tap = make_tap(ctx, gy, grads, implicit_mode, numerics)
+    return [] if tap is None else [tap]
+
+
+def _recurrent_taps(ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None],
+                    implicit_mode: bool) -> list[Tap]:
+    """The gate biases B are the layer's bias: their term is Σ_t ⟨∂score/∂(gate
+    pre-activation), Wb + Rb⟩, which its rule computes. The implicit tap is the rest,
+    ⟨g, y⟩ − Σ_j ⟨J_jᵀ g, u_j⟩ − the gate-bias term, per sample (the batch is not the first
+    axis of a time-major layout). Neither has a map term: the steps are not pixels."""
+    gate_total = None if _is_zero(ctx, 3) else gate_bias_total(ctx)
+    taps = [] if gate_total is None else [_tap(ctx, "gate-bias", None, None,
+                                               [TotalPart(gate_total)])]
+    if not implicit_mode or is_exact_with(ctx, taps):
+        return taps
+    b = ctx.b
+    terms = [(g, ctx.output(i), 1.0) for i, g in enumerate(gy) if g is not None] + [
+        (grad, ctx.input(i), -1.0) for i, grad in enumerate(grads)
+        if grad is not None and ctx.needs[i]]
+    parts = []
+    for cotangent, tensor, sign in terms:
+        rank = ctx.rank(tensor)
+        axes = [a for a in range(rank) if a != batch_axis(ctx, tensor)]
+        per_sample = b.reduce("ReduceSum", b.Mul(cotangent, tensor), axes, keepdims=0)
+        parts.append(TotalPart(per_sample, sign))
+    if gate_total is not None:
+        parts.append(TotalPart(gate_total, -1.0))
+    return [*taps, _tap(ctx, "implicit", None, None, parts)]
 
 
 def make_tap(ctx: VJPContext, gy: Cotangents, grads: Sequence[str | None],

@@ -18,10 +18,11 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
-from onnx.reference.ops import op_max_pool
+from onnx.reference.ops import op_max_pool, op_scan
 from onnx.reference.ops.op_conv_transpose import ConvTranspose as _RefConvTranspose
 
 from fg_onnx.grad import SEED_INPUT, gradient_model
+from fg_onnx.grad.recurrent_reference import RECURRENT_REFERENCE_OPS
 from fg_onnx.graph.info import GraphInfo
 from fg_onnx.graph.normalize import lower_ir_version
 
@@ -49,10 +50,15 @@ class VJPCheck:
 
 
 def to_float64(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` computing in float64 (initializers, constants, casts, types)."""
+    """A copy of ``model`` computing in float64 (initializers, constants, casts, types, in
+    subgraphs too)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    graph = copy.graph
+    _graph_to_float64(copy.graph)
+    return copy
+
+
+def _graph_to_float64(graph: onnx.GraphProto) -> None:
     for i, init in enumerate(graph.initializer):
         if init.data_type == TensorProto.FLOAT:
             array = numpy_helper.to_array(init).astype(np.float64)
@@ -61,19 +67,20 @@ def to_float64(model: onnx.ModelProto) -> onnx.ModelProto:
         if value.type.tensor_type.elem_type == TensorProto.FLOAT:
             value.type.tensor_type.elem_type = TensorProto.DOUBLE
     for node in graph.node:
-        for attr in node.attribute:
+        for attr in list(node.attribute):
             if attr.name == "to" and attr.i == TensorProto.FLOAT:
                 attr.i = TensorProto.DOUBLE
             if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
                 array = numpy_helper.to_array(attr.t).astype(np.float64)
                 attr.t.CopyFrom(numpy_helper.from_array(array, attr.t.name))
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _graph_to_float64(attr.g)
             if attr.name == "value_float":
                 # value_float is float32 by definition; a float64 tensor keeps the precision.
                 tensor = numpy_helper.from_array(np.array(attr.f, dtype=np.float64))
                 node.attribute.remove(attr)
                 node.attribute.append(helper.make_attribute("value", tensor))
     del graph.value_info[:]
-    return copy
 
 
 class ConvTranspose(_RefConvTranspose):  # type: ignore[misc]
@@ -196,10 +203,50 @@ class LRN(OpRun):
         return ((x / (bias + alpha / size * window) ** beta).astype(x.dtype),)
 
 
+_RefScan: Any = op_scan.Scan  # untyped base: its attributes come from the node
+
+
+class Scan(_RefScan):  # type: ignore[misc]
+    """The reference Scan runs forward only; this one follows scan_input_directions and
+    scan_output_directions (along axis 0, the only axis fg-onnx's Scans use)."""
+
+    op_domain = ""
+
+    def __init__(self, onnx_node: onnx.NodeProto, run_params: Any) -> None:
+        OpRun.__init__(self, onnx_node, run_params)
+        self.input_names = self.body.input_names
+        self.output_names = self.body.output_names
+
+    def _run(self, *args: np.ndarray, context: Any = None, bindings: Any = None,
+             **attrs: Any) -> tuple[np.ndarray, ...]:
+        count = len(args) - int(self.num_scan_inputs)
+        in_dirs = list(self.scan_input_directions or []) + [0] * len(args)
+        sequences = [v[::-1] if d else v for v, d in zip(args[count:], in_dirs, strict=False)]
+        states = list(args[:count])
+        stacked: list[list[np.ndarray]] = [[] for _ in self.output_names[count:]]
+        for step in range(sequences[0].shape[0]):
+            feeds = dict(context or {})
+            feeds.update(zip(self.input_names[:count], states, strict=True))
+            feeds.update((n, v[step]) for n, v in zip(self.input_names[count:], sequences,
+                                                        strict=True))
+            values = self._run_body(feeds, bindings=bindings)
+            states = list(values[:count])
+            for slot, value in zip(stacked, values[count:], strict=True):
+                slot.append(value)
+        out_dirs = list(self.scan_output_directions or []) + [0] * len(stacked)
+        outputs = [np.stack(s)[::-1] if d else np.stack(s)
+                   for s, d in zip(stacked, out_dirs, strict=False)]
+        return (*states, *outputs)
+
+
 def reference_evaluator(model: onnx.ModelProto) -> ReferenceEvaluator:
     """The onnx reference evaluator with fg-onnx's corrections to its op bodies."""
     return ReferenceEvaluator(model, new_ops=[ConvTranspose, Erf, Gelu, MaxPool, MaxUnpool, LRN,
+<<<<<<< HEAD
                                                 MeanVarianceNormalization])
+=======
+                                              Scan, *RECURRENT_REFERENCE_OPS])
+>>>>>>> recurrent
 
 
 # onnxruntime's float64 kernels of these ops compute in float32, too coarse for differences.
@@ -252,6 +299,7 @@ def check_vjp(
     eps: float = 1e-6,
     seed: int = 0,
     provider: str = "any",
+    float32_fallback: bool = False,
 ) -> VJPCheck:
     """Runs the adjoint test of the gradient of ``output`` w.r.t. ``wrt`` at ``inputs``.
 
@@ -263,23 +311,25 @@ def check_vjp(
         eps: central-difference step, in float64.
         seed: seed of the random directions ``u`` and cotangent ``v``.
         provider: passed to :func:`gradient_model` (the float32 check runs on the CPU).
+        float32_fallback: run the float32 graph on the reference evaluator where
+            onnxruntime cannot (it runs no layout=1 recurrent op).
     """
     info = GraphInfo(model)
     output = output or info.graph_outputs[0]
     wrt = list(wrt) if wrt is not None else [n for n in info.graph_inputs if info.is_float(n)]
     rng = np.random.default_rng(seed)
     x64 = {k: (v.astype(np.float64) if v.dtype == np.float32 else v) for k, v in inputs.items()}
-    forward64 = make_runner(to_float64(_only_output(model, output)))
+    forward64 = make_runner(to_float64(only_output(model, output)))
     y = forward64(x64)[0]
     u = {k: rng.standard_normal(np.shape(inputs[k])) for k in wrt}
     v = rng.standard_normal(y.shape)
     plus = forward64({**x64, **{k: x64[k] + eps * u[k] for k in wrt}})[0]
     minus = forward64({**x64, **{k: x64[k] - eps * u[k] for k in wrt}})[0]
     rhs = float(np.vdot((plus - minus) / (2 * eps), v))
-    grad_model = gradient_model(_only_output(model, output), output, wrt, provider)
+    grad_model = gradient_model(only_output(model, output), output, wrt, provider)
     grads64 = _run_grads(make_runner(to_float64(grad_model)), x64, v, wrt)
     grads32 = _run_grads(
-        make_runner(grad_model, fallback=False), dict(inputs),
+        make_runner(grad_model, fallback=float32_fallback), dict(inputs),
         v.astype(helper.tensor_dtype_to_np_dtype(info.elem_type(output))), wrt,
     )
     scale = max(max(float(np.abs(g).max(initial=0.0)) for g in grads64.values()), 1e-12)
@@ -289,7 +339,8 @@ def check_vjp(
                     wrong_shapes=wrong_shapes)
 
 
-def _only_output(model: onnx.ModelProto, output: str) -> onnx.ModelProto:
+def only_output(model: onnx.ModelProto, output: str) -> onnx.ModelProto:
+    """A copy of ``model`` with ``output`` as its only output."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     kept = [o for o in copy.graph.output if o.name == output]

@@ -132,14 +132,34 @@ class GraphBuilder:
         whatever the fetched outputs, so a dead node costs time at each call.
         """
         needed = {v.name for v in model.graph.output}
-        needed.update(name for node in model.graph.node for name in node.input)
+        needed.update(name for node in model.graph.node for name in reads(node))
         live: list[onnx.NodeProto] = []
         for node in reversed(self.nodes):  # consumers were added after their producers
             if any(name in needed for name in node.output):
                 live.append(node)
-                needed.update(node.input)
+                needed.update(reads(node))
         model.graph.node.extend(reversed(live))
         model.graph.initializer.extend(t for t in self.initializers if t.name in needed)
         self.nodes = []
         self.initializers = []
         self._const_cache = {}
+
+
+def reads(node: onnx.NodeProto) -> set[str]:
+    """The tensors a node reads: its inputs and what its subgraphs (a Scan's body) take from
+    the enclosing graph by name."""
+    names = {name for name in node.input if name}
+    for attribute in node.attribute:
+        for graph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+            names |= _outer_reads(graph)
+    return names
+
+
+def _outer_reads(graph: onnx.GraphProto) -> set[str]:
+    local = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    used: set[str] = set()
+    for node in graph.node:
+        used |= reads(node)
+        local.update(node.output)
+    used.update(v.name for v in graph.output)
+    return used - local
