@@ -242,11 +242,8 @@ class Scan(_RefScan):  # type: ignore[misc]
 def reference_evaluator(model: onnx.ModelProto) -> ReferenceEvaluator:
     """The onnx reference evaluator with fg-onnx's corrections to its op bodies."""
     return ReferenceEvaluator(model, new_ops=[ConvTranspose, Erf, Gelu, MaxPool, MaxUnpool, LRN,
-<<<<<<< HEAD
-                                                MeanVarianceNormalization])
-=======
-                                              Scan, *RECURRENT_REFERENCE_OPS])
->>>>>>> recurrent
+                                              MeanVarianceNormalization, Scan,
+                                              *RECURRENT_REFERENCE_OPS])
 
 
 # onnxruntime's float64 kernels of these ops compute in float32, too coarse for differences.
