@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from onnx import TensorProto
+from onnx import TensorProto, helper
 
 from fg_onnx.grad.registry import Cotangents, VJPContext, vjp
 from fg_onnx.grad.rules._common import (
@@ -17,6 +17,7 @@ from fg_onnx.grad.rules._common import (
     transposed_conv_geometry,
     zeros_like,
 )
+from fg_onnx.grad.rules._sizes import fit_spatial, size_free_pads
 from fg_onnx.graph.info import node_attributes
 
 
@@ -137,11 +138,11 @@ def average_pool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     assert g is not None
     x, y = ctx.input(0), ctx.output(0)
     x_shape, y_shape = spatial_shape(ctx, x), spatial_shape(ctx, y)
+    kernel = [int(k) for k in ctx.attr("kernel_shape")]
     if x_shape is None or y_shape is None:
-        raise ctx.error("the spatial sizes of its input and output must be known")
+        return [_dynamic_average_pool_grad(ctx, g, x, y, kernel)]
     in_sizes, out_sizes = list(x_shape[2:]), list(y_shape[2:])
     spatial = len(in_sizes)
-    kernel = [int(k) for k in ctx.attr("kernel_shape")]
     strides = spatial_attr(ctx, "strides", spatial, 1)
     dilations = spatial_attr(ctx, "dilations", spatial, 1)
     pads = explicit_pads(ctx, in_sizes, kernel, strides, dilations)
@@ -166,6 +167,36 @@ def average_pool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
         output_padding=output_padding if any(output_padding) else None,
     )
     return [b.Reshape(spread, b.Shape(x))]
+
+
+def _dynamic_average_pool_grad(ctx: VJPContext, g: str, x: str, y: str,
+                               kernel: list[int]) -> str:
+    """The AveragePool VJP at run-time sizes: the real inputs per window are a Conv of ones
+    (zero pads; one stride more at the end holds ceil_mode's last windows, cut to the pool's
+    output size), the spread is a ConvTranspose fitted to x's size."""
+    b, spatial = ctx.b, len(kernel)
+    strides = spatial_attr(ctx, "strides", spatial, 1)
+    dilations = spatial_attr(ctx, "dilations", spatial, 1)
+    pads = size_free_pads(ctx, spatial, kernel, strides, dilations)
+    if pads is None:
+        raise ctx.error("SAME padding at a stride needs the input size (give it, e.g. with "
+                        "--input-size HxW)")
+    value = helper.make_tensor("one", ctx.elem_type, [1], [1])
+    ones = b.ConstantOfShape(b.Concat(b.ints([1, 1]), b.Shape(x, start=2), axis=0), value=value)
+    means_of_ones = b.AveragePool(ones, **node_attributes(ctx.node))
+    window = float_array(ctx, np.ones([1, 1, *kernel]))
+    geometry = {"strides": strides, "dilations": dilations, "kernel_shape": kernel}
+    beyond = [*pads[:spatial], *(p + s for p, s in zip(pads[spatial:], strides, strict=True))]
+    counts = b.Slice(b.Conv(ones, window, pads=beyond, **geometry), b.ints([0] * spatial),
+                     b.Shape(y, start=2), b.ints(list(range(2, 2 + spatial))))
+    inv_divisor = b.Where(b.Greater(counts, ctx.scalar(0.0)),
+                          b.Div(means_of_ones, b.Max(counts, ctx.scalar(1.0))), ctx.scalar(0.0))
+    rows = b.ReduceProd(b.Shape(g, start=0, end=2), keepdims=1)
+    weighted = b.Reshape(b.Mul(g, inv_divisor),
+                         b.Concat(rows, b.ints([1]), b.Shape(g, start=2), axis=0))
+    spread = b.ConvTranspose(weighted, window, pads=[*pads[:spatial], *[0] * spatial],
+                             **geometry)
+    return b.Reshape(fit_spatial(ctx, spread, x, crop=True), b.Shape(x))
 
 
 def _window_counts(
