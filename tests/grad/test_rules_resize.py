@@ -129,3 +129,53 @@ def test_resize_with_symbolic_batch_and_channels() -> None:
     inputs = resize_inputs((2, 3, 4, 5), f32(1, 1, 2, 2))[:3]
     assert_vjp_symbolic("Resize", inputs, {"x": ["N", "C", 4, 5]}, mode="linear")
     assert_vjp_symbolic("Resize", inputs, {"x": ["N", "C", 4, 5]}, mode="nearest")
+
+
+def check_at_run_time_sizes(inputs: list[tuple[str, Any]], opset: int = 17,
+                            **attrs: Any) -> None:
+    """``check`` with x's dims symbolic but its channels, so that the rule builds its
+    matrices in the graph from run-time sizes."""
+    while inputs and not inputs[-1][0]:
+        inputs = inputs[:-1]
+    x = inputs[0][1]
+    dims: dict[str, list[int | str]] = {"x": ["N", x.shape[1], *(
+        f"S{i}" for i in range(x.ndim - 2))]}
+    tol = 1e-6 if attrs.get("mode") == "nearest" else 1e-5
+    assert_vjp_symbolic("Resize", inputs, dims, opset=opset, adjoint_tol=tol, **attrs)
+    assert_linear_vjp_on_onnxruntime("Resize", inputs, opset=opset, dims=dims, **attrs)
+
+
+@pytest.mark.parametrize(("shape", "scales", "sizes", "attrs"), NEAREST,
+                         ids=["x2", "asym-floor", "half", "half-ceil", "sizes-ceil",
+                              "align-corners", "pytorch-half", "nhwc"])
+def test_resize_nearest_at_run_time_sizes(shape: tuple[int, ...], scales: Any, sizes: Any,
+                                          attrs: dict) -> None:
+    check_at_run_time_sizes(resize_inputs(shape, scales, sizes), mode="nearest", **attrs)
+
+
+@pytest.mark.parametrize(("shape", "scales", "sizes", "attrs"), LINEAR,
+                         ids=["x2", "align-corners", "asym-sizes", "pytorch-one-row",
+                              "downsample", "nhwc", "align-x2x3", "trilinear"])
+def test_resize_linear_at_run_time_sizes(shape: tuple[int, ...], scales: Any, sizes: Any,
+                                         attrs: dict) -> None:
+    check_at_run_time_sizes(resize_inputs(shape, scales, sizes), mode="linear", **attrs)
+
+
+def test_resize_at_run_time_symmetric_and_axes() -> None:
+    check_at_run_time_sizes(resize_inputs((1, 2, 3, 4), f32(2, 3)), opset=19, mode="linear",
+                            axes=[2, 3])
+    check_at_run_time_sizes(resize_inputs((1, 2, 5, 4), f32(1, 1, 1.6, 2.5)), opset=19,
+                            mode="linear", coordinate_transformation_mode="half_pixel_symmetric")
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_resize_to_sizes_given_at_run_time(mode: str) -> None:
+    x = randn(RNG, 2, 3, 5, 4)
+    inputs = [("x", x), ("", None), ("", None), ("sizes", i64(2, 3, 8, 3))]
+    assert_vjp("Resize", inputs, mode=mode, adjoint_tol=1e-5, wrt=["x"])
+
+
+def test_resize_at_run_time_sizes_refuses_cubic_in_one_line() -> None:
+    inputs = resize_inputs((1, 2, 4, 5), f32(1, 1, 2, 2))[:3]
+    with pytest.raises(GraphBuildError, match="mode 'cubic' at run-time sizes"):
+        assert_vjp_symbolic("Resize", inputs, {"x": ["N", 2, "H", "W"]}, mode="cubic")
