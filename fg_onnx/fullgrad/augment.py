@@ -21,7 +21,7 @@ from fg_onnx.choices import (
     spatial_axes,
 )
 from fg_onnx.errors import FgOnnxError, UnsupportedModelError, one_line
-from fg_onnx.fullgrad.aggregate import per_sample_sum
+from fg_onnx.fullgrad.aggregate import MapSize, RuntimeSize, per_sample_sum
 from fg_onnx.fullgrad.cam import find_cam_layer
 from fg_onnx.fullgrad.channels import channel_axes
 from fg_onnx.fullgrad.contract import (
@@ -193,6 +193,7 @@ class _Augmenter:
         self.batch = self.b.Slice(self.b.Shape(explained.input), self.b.ints([0]),
                                   self.b.ints([1]))
         self.cam_layer: str | None = None
+        self._map_size: MapSize | None = None
         half = options.precision == "float16"
         if half and self.elem != TensorProto.FLOAT:
             raise UnsupportedModelError(
@@ -202,7 +203,7 @@ class _Augmenter:
                                  check_precision(options.precision, options.gradient_scale))
 
     def run(self) -> AugmentResult:
-        self._input_size()  # fails early, with the remedy, when the image size is open
+        self._input_size()  # fails early when the input is not an image batch
         seed, score, target_used = self._seed()
         wrt = [self.ex.input]
         if graph_map(self.options.method).reads_cam_layer:
@@ -229,7 +230,9 @@ class _Augmenter:
         self._output(INPUT_GRAD, unscaled_grad, self.info.shape(self.ex.input))
         self._output(BIAS_TOTAL, self._bias_total(), [batch_dim])
         saliency = self._saliency(unscaled_grad, backward.grads)
-        self._output(SALIENCY, saliency, [batch_dim, *self._input_size()])
+        size = self._input_size()
+        self._output(SALIENCY, saliency, [batch_dim, *(size if isinstance(size, tuple)
+                                                      else size.dims)])
         map_taps = [tap for tap in self.taps if map_term(tap, tap.product) is not None]
         if self.options.components:
             for i, tap in enumerate(map_taps):
@@ -295,16 +298,23 @@ class _Augmenter:
             return b.ConstantOfShape(self.batch, value=zero)
         return numerics.descale(b.add_all(terms))
 
-    def _input_size(self) -> tuple[int, int]:
-        shape = self.info.shape(self.ex.input) or ()
-        size = [shape[a] for a in spatial_axes(self.ex.layout)] if len(shape) == 4 else []
-        height, width = [*size, None, None][:2]
-        if not isinstance(height, int) or not isinstance(width, int):
+    def _input_size(self) -> MapSize:
+        """The map's (H, W): the input's, static or (when not fixed) read at run time."""
+        if self._map_size is not None:
+            return self._map_size
+        shape = self.info.shape(self.ex.input)
+        if shape is None or len(shape) != 4:
             raise UnsupportedModelError(
-                f"the spatial size of input {self.ex.input!r} is not fixed ({list(shape)}); "
-                "give it with --input-size HxW"
-            )
-        return height, width
+                f"input {self.ex.input!r} has shape {None if shape is None else list(shape)}; "
+                "FullGrad maps need an image input of rank 4")
+        axes = spatial_axes(self.ex.layout)
+        height, width = (shape[a] for a in axes)
+        if isinstance(height, int) and isinstance(width, int):
+            self._map_size = (height, width)
+        else:  # any size the model takes: sizes are computed in the graph from Shape(input)
+            sizes = self.b.Shape(self.ex.input, start=axes[0], end=axes[1] + 1)
+            self._map_size = RuntimeSize((height, width), sizes)
+        return self._map_size
 
     def _saliency(self, input_grad: str, grads: dict[str, str | None]) -> str:
         """The map of ``options.method`` (fg_onnx.fullgrad.maps); ``input_grad`` is unscaled
