@@ -38,6 +38,13 @@ where that differs from the upgrade or from ONNX shape inference:
 - Refused, because onnxruntime's output size differs from the inferred one: a pool whose
   last ceil_mode window starts in the end padding (before opset 22), a pool with SAME padding
   and dilations, a ConvTranspose with SAME padding and output_padding but no output_shape.
+
+Spatial sizes known only at run time (an export with dynamic H and W, augmented without
+`--input-size`) are computed in the graph from `Shape`: pads, crops, window counts and Resize's
+interpolation matrices. Refused there, in one line naming `--input-size`: a ConvTranspose with
+`output_shape` (or SAME padding with a stride beyond its kernel's reach), an AveragePool with
+SAME padding at a stride, a cubic or tf_crop_and_resize Resize, and a Resize with a
+`keep_aspect_ratio_policy`.
 """
 
 
