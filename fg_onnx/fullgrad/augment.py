@@ -40,6 +40,7 @@ from fg_onnx.fullgrad.contract import (
 from fg_onnx.fullgrad.explained import Explained, choose_input, detect_layout, resolve
 from fg_onnx.fullgrad.maps import CAM_LAYER_MAPS, MapInputs, graph_map, map_term
 from fg_onnx.fullgrad.precision import Numerics, check_precision
+from fg_onnx.fullgrad.sizes import canonical, equal_size_dims
 from fg_onnx.fullgrad.taps import Tap, is_exact_with, make_tap, tap_description
 from fg_onnx.grad.backprop import active_nodes, build_backward
 from fg_onnx.grad.registry import Cotangents, VJPContext
@@ -194,6 +195,7 @@ class _Augmenter:
                                   self.b.ints([1]))
         self.cam_layer: str | None = None
         self._map_size: MapSize | None = None
+        self._equal_dims: dict[str, str] = {}
         half = options.precision == "float16"
         if half and self.elem != TensorProto.FLOAT:
             raise UnsupportedModelError(
@@ -313,7 +315,8 @@ class _Augmenter:
             self._map_size = (height, width)
         else:  # any size the model takes: sizes are computed in the graph from Shape(input)
             sizes = self.b.Shape(self.ex.input, start=axes[0], end=axes[1] + 1)
-            self._map_size = RuntimeSize((height, width), sizes)
+            self._equal_dims = equal_size_dims(self.info)
+            self._map_size = RuntimeSize(canonical((height, width), self._equal_dims), sizes)
         return self._map_size
 
     def _saliency(self, input_grad: str, grads: dict[str, str | None]) -> str:
@@ -323,7 +326,7 @@ class _Augmenter:
         cam = None if self.cam_layer is None else (self.cam_layer, grads.get(self.cam_layer))
         inputs = MapInputs(self.b, self.numerics, self.ex.input, input_grad, axis,
                            (self.info.shape(self.ex.input) or (None,) * 4)[axis],
-                           self._input_size(), self.batch, self.taps, cam)
+                           self._input_size(), self.batch, self.taps, cam, self._equal_dims)
         return graph_map(self.options.method).build(inputs)
 
     def _input(self, name: str, elem: int, shape: Shape | list[object] | None) -> None:

@@ -7,8 +7,8 @@ that combine several runs of one of these maps are in fg_onnx.methods.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from fg_onnx.fullgrad.aggregate import (
 )
 from fg_onnx.fullgrad.cam import cam_map
 from fg_onnx.fullgrad.precision import Numerics
+from fg_onnx.fullgrad.sizes import canonical
 from fg_onnx.fullgrad.taps import Tap
 from fg_onnx.graph.builder import GraphBuilder
 
@@ -47,6 +48,9 @@ class MapInputs:
     taps: Sequence[Tap]
     cam: tuple[str, str | None] | None = None
     """(activation, its gradient or None) at the CAM layer, for the maps that weigh one."""
+    equal_dims: Mapping[str, str] = field(default_factory=dict)
+    """Symbolic spatial dims known to be equal (fg_onnx.fullgrad.sizes), for sharing Resizes
+    where sizes are known only at run time."""
 
 
 MapBuilder = Callable[[MapInputs], str]
@@ -86,7 +90,8 @@ def _fullgrad_terms(m: MapInputs, tap_term: Callable[[Tap], MapTerm | None]) -> 
     for tap in m.taps:  # the layer gradients carry the gradient scale, and ε with them
         term = tap_term(tap)
         if term is not None:
-            terms.append(replace(term, epsilon=term.epsilon * numerics.scale))
+            terms.append(replace(term, epsilon=term.epsilon * numerics.scale,
+                                 spatial=canonical(term.spatial, m.equal_dims)))
     return saliency_map(m.b, terms, m.batch, m.size, numerics.elem, numerics.wide)
 
 
