@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from helpers import assert_linear_vjp_on_onnxruntime, assert_vjp, assert_vjp_symbolic, randn
+from onnx import TensorProto, helper, numpy_helper
 
 from fg_onnx.errors import GraphBuildError
+from fg_onnx.grad import SEED_INPUT, gradient_model
 
 RNG = np.random.default_rng(97531)
 
@@ -179,3 +182,32 @@ def test_resize_at_run_time_sizes_refuses_cubic_in_one_line() -> None:
     inputs = resize_inputs((1, 2, 4, 5), f32(1, 1, 2, 2))[:3]
     with pytest.raises(GraphBuildError, match="mode 'cubic' at run-time sizes"):
         assert_vjp_symbolic("Resize", inputs, {"x": ["N", 2, "H", "W"]}, mode="cubic")
+
+
+def test_resize_to_sizes_copying_leading_dims_resizes_only_the_rest() -> None:
+    # The exporters' F.interpolate(size=...): sizes = Concat(Shape(x)[:2], [h, w]).
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Slice", ["shape", "zero", "two"], ["leading"]),
+        helper.make_node("Concat", ["leading", "target"], ["sizes"], axis=0),
+        helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear"),
+    ]
+    constants = [numpy_helper.from_array(i64(*v), n)
+                 for n, v in (("zero", (0,)), ("two", (2,)))]
+    graph = helper.make_graph(
+        nodes, "interpolate",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "C", "H", "W"]),
+         helper.make_tensor_value_info("target", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], constants)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    grad = gradient_model(model, wrt=["x"])
+    assert sum(n.op_type == "MatMul" for n in grad.graph.node) == 2  # H and W only
+    x, target = randn(RNG, 2, 3, 5, 4), i64(7, 3)
+    session = ort.InferenceSession(grad.SerializeToString(), providers=["CPUExecutionProvider"])
+    forward = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    u = RNG.standard_normal(x.shape).astype(np.float32)
+    f_u = forward.run(["y"], {"x": u, "target": target})[0]
+    v = RNG.standard_normal(f_u.shape).astype(np.float32)
+    vjp = session.run([grad.graph.output[-1].name], {"x": x, "target": target, SEED_INPUT: v})[0]
+    np.testing.assert_allclose(np.vdot(u, vjp), np.vdot(f_u, v), rtol=1e-5)
