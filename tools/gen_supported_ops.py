@@ -42,9 +42,8 @@ where that differs from the upgrade or from ONNX shape inference:
 Spatial sizes known only at run time (an export with dynamic H and W, augmented without
 `--input-size`) are computed in the graph from `Shape`: pads, crops, window counts and Resize's
 interpolation matrices. Refused there, in one line naming `--input-size`: a ConvTranspose with
-`output_shape` (or SAME padding with a stride beyond its kernel's reach), an AveragePool with
-SAME padding at a stride, a cubic or tf_crop_and_resize Resize, and a Resize with a
-`keep_aspect_ratio_policy`.
+`output_shape` (or SAME padding with a stride beyond its kernel's reach), a cubic or
+tf_crop_and_resize Resize, and a Resize with a `keep_aspect_ratio_policy`.
 """
 
 

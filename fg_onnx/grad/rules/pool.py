@@ -17,7 +17,7 @@ from fg_onnx.grad.rules._common import (
     transposed_conv_geometry,
     zeros_like,
 )
-from fg_onnx.grad.rules._sizes import fit_spatial, size_free_pads
+from fg_onnx.grad.rules._sizes import fit_spatial, same_begin_pads, size_free_pads
 from fg_onnx.graph.info import node_attributes
 
 
@@ -172,31 +172,37 @@ def average_pool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
 def _dynamic_average_pool_grad(ctx: VJPContext, g: str, x: str, y: str,
                                kernel: list[int]) -> str:
     """The AveragePool VJP at run-time sizes: the real inputs per window are a Conv of ones
-    (zero pads; one stride more at the end holds ceil_mode's last windows, cut to the pool's
-    output size), the spread is a ConvTranspose fitted to x's size."""
+    (zero pads, and at the end more than the windows reach, cut to the pool's output size:
+    ceil_mode's last windows included), the spread is a ConvTranspose with the leading pads
+    (SAME at a stride: computed in the graph) fitted to x's size."""
     b, spatial = ctx.b, len(kernel)
     strides = spatial_attr(ctx, "strides", spatial, 1)
     dilations = spatial_attr(ctx, "dilations", spatial, 1)
     pads = size_free_pads(ctx, spatial, kernel, strides, dilations)
-    if pads is None:
-        raise ctx.error("SAME padding at a stride needs the input size (give it, e.g. with "
-                        "--input-size HxW)")
     value = helper.make_tensor("one", ctx.elem_type, [1], [1])
     ones = b.ConstantOfShape(b.Concat(b.ints([1, 1]), b.Shape(x, start=2), axis=0), value=value)
     means_of_ones = b.AveragePool(ones, **node_attributes(ctx.node))
     window = float_array(ctx, np.ones([1, 1, *kernel]))
     geometry = {"strides": strides, "dilations": dilations, "kernel_shape": kernel}
-    beyond = [*pads[:spatial], *(p + s for p, s in zip(pads[spatial:], strides, strict=True))]
-    counts = b.Slice(b.Conv(ones, window, pads=beyond, **geometry), b.ints([0] * spatial),
-                     b.Shape(y, start=2), b.ints(list(range(2, 2 + spatial))))
+    beyond = [(k - 1) * d + 1 + s for k, d, s in zip(kernel, dilations, strides, strict=True)]
+    start = None
+    if pads is not None:
+        counted = b.Conv(ones, window, pads=[*pads[:spatial], *beyond], **geometry)
+        heads = pads[:spatial]
+    else:
+        start = same_begin_pads(ctx, x, kernel, strides, dilations)
+        padded = b.Pad(ones, b.Concat(b.ints([0, 0]), start, b.ints([0, 0, *beyond]), axis=0))
+        counted = b.Conv(padded, window, pads=[0] * (2 * spatial), **geometry)
+        heads = [0] * spatial
+    counts = b.Slice(counted, b.ints([0] * spatial), b.Shape(y, start=2),
+                     b.ints(list(range(2, 2 + spatial))))
     inv_divisor = b.Where(b.Greater(counts, ctx.scalar(0.0)),
                           b.Div(means_of_ones, b.Max(counts, ctx.scalar(1.0))), ctx.scalar(0.0))
     rows = b.ReduceProd(b.Shape(g, start=0, end=2), keepdims=1)
     weighted = b.Reshape(b.Mul(g, inv_divisor),
                          b.Concat(rows, b.ints([1]), b.Shape(g, start=2), axis=0))
-    spread = b.ConvTranspose(weighted, window, pads=[*pads[:spatial], *[0] * spatial],
-                             **geometry)
-    return b.Reshape(fit_spatial(ctx, spread, x, crop=True), b.Shape(x))
+    spread = b.ConvTranspose(weighted, window, pads=[*heads, *[0] * spatial], **geometry)
+    return b.Reshape(fit_spatial(ctx, spread, x, start=start, crop=True), b.Shape(x))
 
 
 def _window_counts(
