@@ -95,12 +95,15 @@ def assert_runs_on_onnxruntime(
 
 def assert_linear_vjp_on_onnxruntime(
     op_type: str, inputs: list[tuple[str, Any]], *, opset: int = 17, tol: float = 1e-5,
-    **attrs: Any,
+    dims: dict[str, list[int | str]] | None = None, **attrs: Any,
 ) -> None:
     """For an op affine in its first input: ⟨u, VJP(v)⟩ = ⟨f(u) - f(0), v⟩ with onnxruntime's
     own float32 forward, so edge conventions are checked against onnxruntime rather than the
-    reference evaluator (which the float64 test uses when onnxruntime lacks a double kernel)."""
+    reference evaluator (which the float64 test uses when onnxruntime lacks a double kernel).
+    ``dims``: inputs whose dims become symbolic (see ``with_symbolic_dims``)."""
     model, feeds = single_node_model(op_type, inputs, opset=opset, **attrs)
+    if dims is not None:
+        model = with_symbolic_dims(model, dims)
     x = inputs[0][0]
     rng = np.random.default_rng(7)
     u = rng.standard_normal(feeds[x].shape).astype(np.float32)
@@ -167,12 +170,13 @@ def assert_vjp_symbolic(
     output: str | None = None,
     opset: int = 17,
     provider: str = "any",
+    adjoint_tol: float = ADJOINT_TOL,
     **attrs: Any,
 ) -> None:
     """``assert_vjp`` on a model whose inputs have symbolic dims (rules take dynamic paths)."""
     model, feeds = single_node_model(op_type, inputs, outputs=outputs, opset=opset, **attrs)
     result = check_vjp(with_symbolic_dims(model, dims), feeds, output=output, provider=provider)
-    assert result.adjoint_error < ADJOINT_TOL, (
+    assert result.adjoint_error < adjoint_tol, (
         f"{op_type}: <u, VJP v> = {result.lhs:.10g} but <JVP u, v> = {result.rhs:.10g}"
     )
     assert result.float32_error < FLOAT32_TOL, (

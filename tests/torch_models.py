@@ -134,49 +134,80 @@ class ConvNeXtBlock(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
-class _ConvBNSiLU(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
-        super().__init__(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
-                         nn.BatchNorm2d(c_out), nn.SiLU())
+class YoloConv(nn.Module):
+    """Conv (no bias) - BatchNorm - SiLU, as YOLO detectors build every layer."""
 
-
-class TinyYOLO(nn.Module):
-    """A YOLOv8-style detector head: two levels of box (4 x 16 DFL bins) and class maps,
-    flattened per anchor with ``view(b, C, -1)``, split, DFL Softmax + fixed 1x1 Conv,
-    anchors and strides; output [N, 4 + classes, anchors] (boxes, class probabilities)."""
-
-    def __init__(self, classes: int = 3, bins: int = 16) -> None:
+    def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> None:
         super().__init__()
-        self.classes, self.bins = classes, bins
-        self.stem = nn.Sequential(_ConvBNSiLU(3, 8, 2), _ConvBNSiLU(8, 16, 2))
-        self.down = _ConvBNSiLU(16, 16, 2)
-        self.box = nn.ModuleList(nn.Sequential(_ConvBNSiLU(16, 16), nn.Conv2d(16, 4 * bins, 1))
-                                 for _ in range(2))
-        self.cls = nn.ModuleList(nn.Sequential(_ConvBNSiLU(16, 16), nn.Conv2d(16, classes, 1))
-                                 for _ in range(2))
-        self.dfl = nn.Conv2d(bins, 1, 1, bias=False).requires_grad_(False)
-        self.dfl.weight.data[:] = torch.arange(bins, dtype=torch.float).view(1, bins, 1, 1)
+        self.conv = nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.act = nn.SiLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        levels = [self.stem(x)]
-        levels.append(self.down(levels[0]))
-        b, channels = x.shape[0], 4 * self.bins + self.classes
-        maps = [torch.cat([self.box[i](f), self.cls[i](f)], 1) for i, f in enumerate(levels)]
-        flat = torch.cat([m.view(b, channels, -1) for m in maps], 2)
-        box, cls = flat.split((4 * self.bins, self.classes), 1)
+        return self.act(self.bn(self.conv(x)))
+
+
+class Dfl(nn.Module):
+    """Distribution focal loss head: a softmax over 16 bins and a fixed 1x1 Conv (its mean)."""
+
+    def __init__(self, bins: int = 16) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(bins, 1, 1, bias=False).requires_grad_(False)
+        self.conv.weight.data[:] = torch.arange(bins, dtype=torch.float).view(1, bins, 1, 1)
+        self.bins = bins
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, a = x.shape
+        return self.conv(x.view(b, 4, self.bins, a).transpose(2, 1).softmax(1)).view(b, 4, a)
+
+
+class TinyYolo(nn.Module):
+    """A YOLOv8-style detector of any input size (multiples of 8): strided SiLU convs, an
+    SPPF max pool, a nearest x2 upsample with a Concat, two heads with DFL boxes and anchors
+    computed from the feature sizes; output [N, 4 + classes, anchors]."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(YoloConv(3, 8, 3, 2), YoloConv(8, 16, 3, 2))
+        self.down = YoloConv(16, 16, 3, 2)
+        self.pool = nn.MaxPool2d(5, 1, 2)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.fuse = YoloConv(32, 16, 1)
+        self.box = nn.ModuleList(
+            [nn.Sequential(YoloConv(16, 16), nn.Conv2d(16, 64, 1)) for _ in range(2)])
+        self.cls = nn.ModuleList(
+            [nn.Sequential(YoloConv(16, 16), nn.Conv2d(16, classes, 1)) for _ in range(2)])
+        self.dfl = Dfl()
+        self.classes = classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p3 = self.stem(x)
+        p4 = self.pool(self.down(p3))
+        p3 = self.fuse(torch.cat([p3, self.up(p4)], 1))
+        heads = [torch.cat([self.box[i](f), self.cls[i](f)], 1) for i, f in enumerate((p3, p4))]
+        b = x.shape[0]
+        flat = torch.cat([h.view(b, 64 + self.classes, -1) for h in heads], 2)
+        box, cls = flat.split((64, self.classes), 1)
         anchors, strides = [], []
-        for m, stride in zip(maps, (4, 8), strict=True):
-            h, w = m.shape[2:]
+        for head, stride in zip(heads, (4, 8), strict=True):
+            h, w = head.shape[2:]
             ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float) + 0.5,
                                     torch.arange(w, dtype=torch.float) + 0.5, indexing="ij")
             anchors.append(torch.stack((xs, ys), -1).view(-1, 2))
             strides.append(torch.full((h * w, 1), float(stride)))
         anchor = torch.cat(anchors).transpose(0, 1).unsqueeze(0)
-        stride_row = torch.cat(strides).transpose(0, 1)
-        a = box.shape[2]
-        bins = box.view(b, 4, self.bins, a).transpose(2, 1).softmax(1)
-        distances = self.dfl(bins).view(b, 4, a)
-        left_top, right_bottom = distances.chunk(2, 1)
-        centre = (anchor + (right_bottom - left_top) / 2) * stride_row
-        size = (left_top + right_bottom) * stride_row
-        return torch.cat((centre, size, cls.sigmoid()), 1)
+        stride = torch.cat(strides).transpose(0, 1)
+        lt, rb = self.dfl(box).chunk(2, 1)
+        return torch.cat(((anchor + (rb - lt) / 2) * stride, (lt + rb) * stride, cls.sigmoid()), 1)
+
+
+def export_any_size(model: nn.Module, path: Path, out_axes: dict[int, str],
+                    shape: tuple[int, ...] = (2, 3, 64, 64), batch: bool = True) -> Path:
+    """Exports ``model`` (eval mode, TorchScript exporter) with H and W dynamic (and the
+    batch, with ``batch``); ``out_axes``: the output's dynamic dims."""
+    model.eval()
+    dims = {0: "N", 2: "H", 3: "W"} if batch else {2: "H", 3: "W"}
+    torch.onnx.export(model, (torch.zeros(shape),), str(path), dynamo=False, opset_version=17,
+                      input_names=["image"], output_names=["out"],
+                      dynamic_axes={"image": dims, "out": out_axes})
+    return path

@@ -43,6 +43,12 @@ where that differs from the upgrade or from ONNX shape inference:
   and dilations, a ConvTranspose with SAME padding and output_padding but no output_shape.
 - Refused by their rules: bicubic and 5-D GridSample; ScatterND/ScatterElements with
   reduction max or min, or mul with updates that depend on the input.
+
+Spatial sizes known only at run time (an export with dynamic H and W, augmented without
+`--input-size`) are computed in the graph from `Shape`: pads, crops, window counts and Resize's
+interpolation matrices. Refused there, in one line naming `--input-size`: a ConvTranspose with
+`output_shape` (or SAME padding with a stride beyond its kernel's reach), a cubic or
+tf_crop_and_resize Resize, and a Resize with a `keep_aspect_ratio_policy`.
 """
 
 

@@ -4,7 +4,9 @@ Each term ψ(v) = (|v| − min|v|) / (max(|v| − min|v|) + ε) is affine in |v|
 channel sum is C·(mean_c |v| − min) / (max − min + ε): one reduction over channels instead of
 a normalised full tensor (a mean, not a sum, so that float16 cannot overflow). Bilinear
 resizing is linear too, so same-resolution terms are summed before a single Resize per
-resolution. The map equals the reference formula exactly.
+resolution. The map equals the reference formula exactly. Where sizes are known only at run
+time, terms whose spatial dims carry the same names (one tensor's shape passed on by shape
+inference) share a Resize, and every other term is resized alone to the input's run-time size.
 
 A bias tap v = g ⊙ b with a per-channel bias never needs v itself: |v| = |g| ⊙ |b|, so
 max|v| = max_c |b_c|·max|g_c|, likewise min, and Σ_c |v| is |g| times the vector |b| (a
@@ -18,8 +20,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fg_onnx.graph.builder import GraphBuilder
+from fg_onnx.graph.info import Dim
 
 EPSILON = 1e-6
+
+
+@dataclass(frozen=True)
+class RuntimeSize:
+    """A map size known only when the model runs."""
+
+    dims: tuple[Dim, Dim]
+    """(H, W) as shape inference names them (ints where known)."""
+    tensor: str
+    """[2] int64: (H, W) at run time."""
+
+
+MapSize = tuple[int, int] | RuntimeSize
+"""The size of the map: static (H, W), or a :class:`RuntimeSize`."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +46,8 @@ class MapTerm:
     tensor: str
     channel_axis: int
     channels: int
-    spatial: tuple[int, int]
+    spatial: tuple[Dim, Dim]
+    """(h, w): ints, or the names shape inference gives them (None: unknown)."""
     weights: str | None = None
     """Non-negative 1-D [channels] factors: the term is |tensor| ⊙ weights along the channel
     axis (which must then be 1 or 3)."""
@@ -95,42 +113,72 @@ def _weighted_extreme(b: GraphBuilder, op: str, magnitude: str, term: MapTerm) -
 def _weighted_channel_sum(b: GraphBuilder, magnitude: str, term: MapTerm, batch: str) -> str:
     """Σ_c weights_c · magnitude_c as [N, h, w]: a batched MatMul over a [N, C, h·w] (or
     [N, h·w, C]) view. The weights are expanded to the batch because onnxruntime's MatMul
-    refuses to broadcast against an empty batch; the 0 in the shapes copies the batch."""
+    refuses to broadcast against an empty batch; the 0 in the shapes copies the batch (and
+    h·w is a product of sizes, not -1, which an empty batch leaves unresolved)."""
     assert term.weights is not None
-    height, width = term.spatial
-    pixels = height * width
     nchw = term.channel_axis == 1
+    pixels, spatial = _pixels_and_spatial(b, magnitude, term)
     per_sample_shape = [1, term.channels] if nchw else [term.channels, 1]
     weights = b.Expand(b.Reshape(term.weights, b.ints(per_sample_shape)),
                        b.Concat(batch, b.ints(per_sample_shape), axis=0))
     if nchw:
-        summed = b.MatMul(weights, b.Reshape(magnitude, b.ints([0, term.channels, pixels])))
+        view = _shape_of_parts(b, [0, term.channels, pixels])
+        summed = b.MatMul(weights, b.Reshape(magnitude, view))
     else:
-        summed = b.MatMul(b.Reshape(magnitude, b.ints([0, pixels, term.channels])), weights)
-    return b.Reshape(summed, b.ints([0, height, width]))
+        summed = b.MatMul(b.Reshape(magnitude, _shape_of_parts(b, [0, pixels, term.channels])),
+                          weights)
+    return b.Reshape(summed, _shape_of_parts(b, [0, *spatial]))
 
 
-def saliency_map(b: GraphBuilder, terms: Sequence[MapTerm], batch: str, size: tuple[int, int],
+def _pixels_and_spatial(b: GraphBuilder, magnitude: str,
+                        term: MapTerm) -> tuple[int | str, list[int | str]]:
+    """h·w and [h, w] of a term: ints when static, else [1] int64 tensors (h, w as one [2])."""
+    height, width = term.spatial
+    if isinstance(height, int) and isinstance(width, int):
+        return height * width, [height, width]
+    start = 2 if term.channel_axis == 1 else 1
+    sizes = b.Shape(magnitude, start=start, end=start + 2)
+    return b.ReduceProd(sizes, keepdims=1), [sizes]
+
+
+def _shape_of_parts(b: GraphBuilder, parts: Sequence[int | str]) -> str:
+    """A 1-D int64 shape from ints and int64 tensors: a constant when all are ints."""
+    if all(isinstance(p, int) for p in parts):
+        return b.ints([int(p) for p in parts])
+    return b.Concat(*(b.ints([p]) if isinstance(p, int) else p for p in parts), axis=0)
+
+
+def saliency_map(b: GraphBuilder, terms: Sequence[MapTerm], batch: str, size: MapSize,
                  elem: int, wide: Widen = lambda tensor: tensor) -> str:
     """[N, H, W]: Σ over terms of ψ summed over channels, resized (bilinear, align_corners).
 
     ``wide`` turns each term's per-sample reductions to ``elem`` (float32 for float16 models,
     see fg_onnx.fullgrad.precision), in which the rest is computed."""
-    by_size: dict[tuple[int, int], list[str]] = {}
+    by_size: dict[object, list[str]] = {}
     for term in terms:
         total = _normalised_channel_sum(b, term, batch, wide, elem)
-        by_size.setdefault(term.spatial, []).append(total)
+        by_size.setdefault(_size_key(term.spatial, total), []).append(total)
+    target = size if isinstance(size, tuple) else size.dims
     resized = []
     for spatial, parts in by_size.items():
         total = b.add_all(parts)
-        resized.append(total if spatial == size else resize_map(b, total, batch, size))
+        resized.append(total if spatial == target else resize_map(b, total, batch, size))
     return b.add_all(resized)
 
 
-def resize_map(b: GraphBuilder, maps: str, batch: str, size: tuple[int, int]) -> str:
+def _size_key(spatial: tuple[Dim, Dim], total: str) -> object:
+    """Terms with equal keys have equal sizes: the dims themselves when each is known or
+    named, else the term's own tensor (it is resized alone)."""
+    return spatial if all(d is not None for d in spatial) else total
+
+
+def resize_map(b: GraphBuilder, maps: str, batch: str, size: MapSize) -> str:
     """[N, h, w] -> [N, H, W] by bilinear interpolation with aligned corners (as the
     reference FullGrad code resizes)."""
-    sizes = b.Concat(batch, b.ints([1, *size]), axis=0)
+    if isinstance(size, tuple):
+        sizes = b.Concat(batch, b.ints([1, *size]), axis=0)
+    else:
+        sizes = b.Concat(batch, b.ints([1]), size.tensor, axis=0)
     image = b.Unsqueeze(maps, b.ints([1]))
     up = b.Resize(image, "", "", sizes, mode="linear",
                   coordinate_transformation_mode="align_corners")

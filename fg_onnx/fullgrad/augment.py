@@ -21,7 +21,7 @@ from fg_onnx.choices import (
     spatial_axes,
 )
 from fg_onnx.errors import FgOnnxError, UnsupportedModelError, one_line
-from fg_onnx.fullgrad.aggregate import per_sample_sum
+from fg_onnx.fullgrad.aggregate import MapSize, RuntimeSize, per_sample_sum
 from fg_onnx.fullgrad.cam import find_cam_layer
 from fg_onnx.fullgrad.channels import channel_axes
 from fg_onnx.fullgrad.contract import (
@@ -40,6 +40,7 @@ from fg_onnx.fullgrad.contract import (
 from fg_onnx.fullgrad.explained import Explained, choose_input, detect_layout, resolve
 from fg_onnx.fullgrad.maps import CAM_LAYER_MAPS, MapInputs, graph_map, map_term
 from fg_onnx.fullgrad.precision import Numerics, check_precision
+from fg_onnx.fullgrad.sizes import canonical, equal_size_dims
 from fg_onnx.fullgrad.taps import Tap, is_exact_with, make_taps, tap_description
 from fg_onnx.grad.backprop import active_nodes, build_backward
 from fg_onnx.grad.registry import Cotangents, VJPContext
@@ -194,6 +195,8 @@ class _Augmenter:
         self.batch = self.b.Slice(self.b.Shape(explained.input), self.b.ints([0]),
                                   self.b.ints([1]))
         self.cam_layer: str | None = None
+        self._map_size: MapSize | None = None
+        self._equal_dims: dict[str, str] = {}
         half = options.precision == "float16"
         if half and self.elem != TensorProto.FLOAT:
             raise UnsupportedModelError(
@@ -203,7 +206,7 @@ class _Augmenter:
                                  check_precision(options.precision, options.gradient_scale))
 
     def run(self) -> AugmentResult:
-        self._input_size()  # fails early, with the remedy, when the image size is open
+        self._input_size()  # fails early when the input is not an image batch
         seed, score, target_used = self._seed()
         wrt = [self.ex.input]
         if graph_map(self.options.method).reads_cam_layer:
@@ -232,7 +235,9 @@ class _Augmenter:
         self._output(INPUT_GRAD, unscaled_grad, self.info.shape(self.ex.input))
         self._output(BIAS_TOTAL, self._bias_total(), [batch_dim])
         saliency = self._saliency(unscaled_grad, backward.grads)
-        self._output(SALIENCY, saliency, [batch_dim, *self._input_size()])
+        size = self._input_size()
+        self._output(SALIENCY, saliency, [batch_dim, *(size if isinstance(size, tuple)
+                                                      else size.dims)])
         map_taps = [tap for tap in self.taps if map_term(tap, tap.product) is not None]
         if self.options.components:
             for i, tap in enumerate(map_taps):
@@ -307,16 +312,24 @@ class _Augmenter:
             return b.ConstantOfShape(self.batch, value=zero)
         return numerics.descale(b.add_all(terms))
 
-    def _input_size(self) -> tuple[int, int]:
-        shape = self.info.shape(self.ex.input) or ()
-        size = [shape[a] for a in spatial_axes(self.ex.layout)] if len(shape) == 4 else []
-        height, width = [*size, None, None][:2]
-        if not isinstance(height, int) or not isinstance(width, int):
+    def _input_size(self) -> MapSize:
+        """The map's (H, W): the input's, static or (when not fixed) read at run time."""
+        if self._map_size is not None:
+            return self._map_size
+        shape = self.info.shape(self.ex.input)
+        if shape is None or len(shape) != 4:
             raise UnsupportedModelError(
-                f"the spatial size of input {self.ex.input!r} is not fixed ({list(shape)}); "
-                "give it with --input-size HxW"
-            )
-        return height, width
+                f"input {self.ex.input!r} has shape {None if shape is None else list(shape)}; "
+                "FullGrad maps need an image input of rank 4")
+        axes = spatial_axes(self.ex.layout)
+        height, width = (shape[a] for a in axes)
+        if isinstance(height, int) and isinstance(width, int):
+            self._map_size = (height, width)
+        else:  # any size the model takes: sizes are computed in the graph from Shape(input)
+            sizes = self.b.Shape(self.ex.input, start=axes[0], end=axes[1] + 1)
+            self._equal_dims = equal_size_dims(self.info)
+            self._map_size = RuntimeSize(canonical((height, width), self._equal_dims), sizes)
+        return self._map_size
 
     def _saliency(self, input_grad: str, grads: dict[str, str | None]) -> str:
         """The map of ``options.method`` (fg_onnx.fullgrad.maps); ``input_grad`` is unscaled
@@ -325,7 +338,7 @@ class _Augmenter:
         cam = None if self.cam_layer is None else (self.cam_layer, grads.get(self.cam_layer))
         inputs = MapInputs(self.b, self.numerics, self.ex.input, input_grad, axis,
                            (self.info.shape(self.ex.input) or (None,) * 4)[axis],
-                           self._input_size(), self.batch, self.taps, cam)
+                           self._input_size(), self.batch, self.taps, cam, self._equal_dims)
         return graph_map(self.options.method).build(inputs)
 
     def _input(self, name: str, elem: int, shape: Shape | list[object] | None) -> None:

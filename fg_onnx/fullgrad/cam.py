@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import onnx
 
 from fg_onnx.errors import UnsupportedModelError
-from fg_onnx.fullgrad.aggregate import resize_map
+from fg_onnx.fullgrad.aggregate import MapSize, resize_map
 from fg_onnx.graph.builder import GraphBuilder
 from fg_onnx.graph.info import GraphInfo
 
@@ -65,13 +65,13 @@ def _examples(info: GraphInfo, path: Sequence[onnx.NodeProto]) -> str:
 
 
 def cam_map(b: GraphBuilder, activation: str, gradient: str, plus: bool, batch: str,
-            size: tuple[int, int], elem: int) -> str:
+            size: MapSize, elem: int) -> str:
     """[N, H, W] Grad-CAM (``plus``: Grad-CAM++) map of an NCHW activation and its gradient."""
     weights = _plus_weights(b, activation, gradient, elem) if plus else b.reduce(
         "ReduceMean", gradient, [2, 3], keepdims=1)
     cam = b.Relu(b.reduce("ReduceSum", b.Mul(weights, activation), [1], keepdims=0))
     shape = b.info.shape(activation) or ()
-    if tuple(shape[2:]) == size:
+    if tuple(shape[2:]) == (size if isinstance(size, tuple) else size.dims):
         return cam
     return resize_map(b, cam, batch, size)
 

@@ -7,16 +7,23 @@ that combine several runs of one of these maps are in fg_onnx.methods.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from fg_onnx.choices import GraphMethod
 from fg_onnx.errors import FgOnnxError, UnsupportedModelError
-from fg_onnx.fullgrad.aggregate import EPSILON, MapTerm, channel_abs_sum, saliency_map
+from fg_onnx.fullgrad.aggregate import (
+    EPSILON,
+    MapSize,
+    MapTerm,
+    channel_abs_sum,
+    saliency_map,
+)
 from fg_onnx.fullgrad.cam import cam_map
 from fg_onnx.fullgrad.precision import Numerics
+from fg_onnx.fullgrad.sizes import canonical
 from fg_onnx.fullgrad.taps import Tap
 from fg_onnx.graph.builder import GraphBuilder
 
@@ -34,13 +41,16 @@ class MapInputs:
     channel_axis: int
     channels: int | str | None
     """The input's channel count (a name or None when not fixed)."""
-    size: tuple[int, int]
-    """The map's (H, W): the input's."""
+    size: MapSize
+    """The map's (H, W): the input's (at run time where it is not fixed)."""
     batch: str
     """[1] int64: the batch size."""
     taps: Sequence[Tap]
     cam: tuple[str, str | None] | None = None
     """(activation, its gradient or None) at the CAM layer, for the maps that weigh one."""
+    equal_dims: Mapping[str, str] = field(default_factory=dict)
+    """Symbolic spatial dims known to be equal (fg_onnx.fullgrad.sizes), for sharing Resizes
+    where sizes are known only at run time."""
 
 
 MapBuilder = Callable[[MapInputs], str]
@@ -75,11 +85,13 @@ def _fullgrad_terms(m: MapInputs, tap_term: Callable[[Tap], MapTerm | None]) -> 
         raise UnsupportedModelError(f"the channel count of input {m.input!r} is not fixed")
     numerics = m.numerics
     x_grad = m.b.Mul(m.input_grad, numerics.wide(m.input))
-    terms = [MapTerm(x_grad, m.channel_axis, m.channels, m.size, wide=numerics.half)]
+    spatial = m.size if isinstance(m.size, tuple) else m.size.dims
+    terms = [MapTerm(x_grad, m.channel_axis, m.channels, spatial, wide=numerics.half)]
     for tap in m.taps:  # the layer gradients carry the gradient scale, and ε with them
         term = tap_term(tap)
         if term is not None:
-            terms.append(replace(term, epsilon=term.epsilon * numerics.scale))
+            terms.append(replace(term, epsilon=term.epsilon * numerics.scale,
+                                 spatial=canonical(term.spatial, m.equal_dims)))
     return saliency_map(m.b, terms, m.batch, m.size, numerics.elem, numerics.wide)
 
 
@@ -107,7 +119,8 @@ def _cam(plus: bool) -> MapBuilder:
 
 def map_term(tap: Tap, tensor: str | None) -> MapTerm | None:
     """The map term of ``tensor`` (the tap's product or gradient, shaped like the layer
-    output) when it is an image-like [N, C, h, w] (or NHWC) batch."""
+    output) when it is an image-like [N, C, h, w] (or NHWC) batch with a known channel count;
+    h and w may be known only at run time."""
     if tensor is None or tap.rank != 4 or tap.shape is None:
         return None
     axis = next(a for a in (tap.map_axis, tap.channel_axis, 1) if a is not None)
@@ -115,9 +128,9 @@ def map_term(tap: Tap, tensor: str | None) -> MapTerm | None:
         return None
     spatial = [tap.shape[a] for a in range(1, 4) if a != axis]
     channels = tap.shape[axis]
-    if not isinstance(channels, int) or not all(isinstance(s, int) for s in spatial):
+    if not isinstance(channels, int):
         return None
-    return MapTerm(tensor, axis, channels, (int(spatial[0]), int(spatial[1])))  # type: ignore[arg-type]
+    return MapTerm(tensor, axis, channels, (spatial[0], spatial[1]))
 
 
 def _bias_term(b: GraphBuilder, tap: Tap) -> MapTerm | None:

@@ -106,19 +106,26 @@ def test_completeness_dynamo_export(tmp_path: Path) -> None:
     assert completeness_error(out, x).max() < COMPLETENESS_TOL
 
 
-def test_open_spatial_size_needs_input_size(tmp_path: Path) -> None:
+def test_open_spatial_size_takes_any_size_or_a_fixed_one(tmp_path: Path) -> None:
     torch.manual_seed(0)
     path = tmp_path / "dynamic.onnx"
     torch.onnx.export(ResidualCNN().eval(), (torch.zeros(1, 3, 32, 32),), str(path),
                       dynamo=False, opset_version=17, input_names=["image"],
                       dynamic_axes={"image": {0: "N", 2: "H", 3: "W"}})
-    with pytest.raises(FgOnnxError, match="--input-size"):
-        fg_onnx.augment(path)
-    model = fg_onnx.augment(path, input_size=(40, 48))
+    fixed = fg_onnx.augment(path, input_size=(40, 48))
+    any_size = fg_onnx.augment(path)
     x = images(2, (3, 40, 48))
-    out = run(model, {"image": x, "fg_target": np.array([1, 2])})
+    feeds = {"image": x, "fg_target": np.array([1, 2])}
+    out = run(fixed, feeds)
     assert out["fg_saliency"].shape == (2, 40, 48)
     assert completeness_error(out, x).max() < COMPLETENESS_TOL
+    open_out = run(any_size, feeds)
+    for name in ("fg_saliency", "fg_input_grad", "fg_bias_total", "fg_score"):
+        np.testing.assert_allclose(open_out[name], out[name], rtol=1e-5, atol=1e-6)
+    other = images(2, (3, 24, 36))
+    open_out = run(any_size, {"image": other, "fg_target": np.array([1, 2])})
+    assert open_out["fg_saliency"].shape == (2, 24, 36)
+    assert completeness_error(open_out, other).max() < COMPLETENESS_TOL
 
 
 def test_softmax_head_explains_logits(residual_models: dict) -> None:

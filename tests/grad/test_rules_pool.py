@@ -160,3 +160,35 @@ def test_max_pool_reuses_the_forward_pool() -> None:
     pools = [n for n in grad.graph.node if n.op_type == "MaxPool"]
     assert len(pools) == 1 and len(pools[0].output) == 2
     assert grad.graph.output[0].name == "y0"
+
+
+# Grown by 1, the 1-D case's last ceil_mode window starts in the end pad, where onnx's
+# reference evaluator (the float64 oracle) and onnxruntime disagree: it grows by 2 instead.
+RUN_TIME_SIZE_CASES = [
+    pytest.param(shape, attrs, grow + (grow == 1 and name == "1d"), id=f"{name}-{grow}")
+    for (shape, attrs), name in zip(AVERAGE_POOL_CASES, AVERAGE_POOL_IDS, strict=True)
+    for grow in (0, 1)
+]
+
+
+@pytest.mark.parametrize(("shape", "attrs", "grow"), RUN_TIME_SIZE_CASES)
+def test_average_pool_at_run_time_sizes(shape: tuple[int, ...], attrs: dict, grow: int) -> None:
+    x = randn(RNG, *shape[:2], *(d + grow for d in shape[2:]))
+    dims: dict[str, list[int | str]] = {"x": ["N", shape[1], *(f"S{i}" for i in range(
+        len(shape) - 2))]}
+    assert_vjp_symbolic("AveragePool", [("x", x)], dims, **attrs)
+
+
+def test_average_pool_same_stride1_at_run_time_sizes() -> None:
+    dims: dict[str, list[int | str]] = {"x": ["N", 2, "H", "W"]}
+    assert_vjp_symbolic("AveragePool", [("x", randn(RNG, 1, 2, 7, 8))], dims,
+                        kernel_shape=[2, 3], auto_pad="SAME_LOWER", count_include_pad=1)
+
+
+def test_max_pool_at_run_time_sizes() -> None:
+    dims: dict[str, list[int | str]] = {"x": ["N", 3, "H", "W"]}
+    for size in ((7, 6), (8, 9)):
+        assert_vjp_symbolic("MaxPool", [("x", distinct(2, 3, *size))], dims, kernel_shape=[3, 3],
+                            strides=[2, 2], pads=[1, 1, 1, 1])
+        assert_vjp_symbolic("MaxPool", [("x", distinct(2, 3, *size))], dims, kernel_shape=[2, 2],
+                            strides=[2, 2], ceil_mode=1, provider="cpu")

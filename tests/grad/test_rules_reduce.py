@@ -90,3 +90,13 @@ def test_reduce_l2_of_zeros_is_finite() -> None:
                                      axes=[1], keepdims=1)
     got = make_runner(gradient_model(model))({**feeds, "grad_seed": np.ones((2, 1), np.float32)})
     np.testing.assert_array_equal(got[1], np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("size", [(4, 5), (7, 3)])
+def test_reductions_over_run_time_spatial_sizes(size: tuple[int, int]) -> None:
+    # A spatial mean or max of an image of open size (a segmentation head's pooling).
+    dims: dict[str, list[int | str]] = {"x": ["N", 3, "H", "W"]}
+    for op, keepdims in [("ReduceMean", 1), ("ReduceSum", 0), ("ReduceMax", 1)]:
+        inputs, attrs = reduce_inputs(op, 17, x_for(op, 2, 3, *size), [2, 3],
+                                      keepdims=keepdims)
+        assert_vjp_symbolic(op, inputs, dims, **attrs)

@@ -19,6 +19,9 @@ RNG = np.random.default_rng(777)
 BIG = np.iinfo(np.int64).max
 
 
+INT64_MAX = np.iinfo(np.int64).max
+
+
 def r(*shape: int) -> np.ndarray:
     return randn(RNG, *shape)
 
@@ -199,3 +202,30 @@ def test_dynamic_unbroadcast() -> None:
     assert_vjp_symbolic("Mul", [("a", r(2, 3, 4)), ("b", r(3, 1))],
                         {"a": ["N", "C", 4], "b": ["C2", "K"]})
     assert_vjp_symbolic("Expand", [("x", r(1, 4)), ("w:s", ints(3, 1))], {"x": ["M", 4]})
+
+
+@pytest.mark.parametrize("size", [(4, 6), (5, 3)])
+def test_shape_ops_at_run_time_spatial_sizes(size: tuple[int, int]) -> None:
+    # The ops a detector's head applies to feature maps of open size.
+    x = r(2, 3, *size)
+    dims: dict[str, list[int | str]] = {"x": ["N", 3, "H", "W"]}
+    assert_vjp_symbolic("Reshape", [("x", x), ("w:s", ints(0, 3, -1))], dims)
+    assert_vjp_symbolic("Slice", [("x", x), ("w:starts", ints(1, 0)), ("w:ends", ints(-1, 2)),
+                                  ("w:axes", ints(2, 3))], dims)
+    assert_vjp_symbolic("Pad", [("x", x), ("w:pads", ints(0, 0, 1, 2, 0, 0, 2, -1))], dims)
+    assert_vjp_symbolic("Tile", [("x", x), ("w:rep", ints(1, 2, 1, 3))], dims)
+    assert_vjp_symbolic("Transpose", [("x", x)], dims, perm=[0, 2, 3, 1])
+
+
+@pytest.mark.parametrize("size", [(5, 7), (2, 3)])
+def test_unit_step_slice_at_run_time_sizes_pads_back(size: tuple[int, int]) -> None:
+    # Constant starts and ends on dims of open size: the pads come from Shape(x), no scatter.
+    x = r(2, 3, *size)
+    inputs = [("x", x), ("w:starts", ints(1, -3)), ("w:ends", ints(-1, INT64_MAX)),
+              ("w:axes", ints(2, -1))]
+    dims: dict[str, list[int | str]] = {"x": ["N", 3, "H", "W"]}
+    assert_vjp_symbolic("Slice", inputs, dims)
+    model, _ = single_node_model("Slice", inputs)
+    grad = gradient_model(with_symbolic_dims(model, dims))
+    ops = {n.op_type for n in grad.graph.node}
+    assert "Pad" in ops and "ScatterElements" not in ops

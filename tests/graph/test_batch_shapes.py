@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 from helpers import completeness, run_on_onnxruntime
-from torch_models import TinyYOLO, randomize_batchnorm
+from torch_models import TinyYolo, randomize_batchnorm
 
 import fg_onnx
 from fg_onnx.fullgrad.contract import GRAD_OUTPUT, INPUT_GRAD, SCORE
@@ -23,9 +23,9 @@ ANCHORS = (SIZE // 4) ** 2 + (SIZE // 8) ** 2
 
 
 @pytest.fixture(scope="module")
-def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TinyYOLO]:
+def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TinyYolo]:
     torch.manual_seed(0)
-    model = TinyYOLO().eval()
+    model = TinyYolo().eval()
     randomize_batchnorm(model)
     path = tmp_path_factory.mktemp("yolo") / "yolo.onnx"
     torch.onnx.export(model, (torch.zeros(2, 3, SIZE, SIZE),), str(path), dynamo=False,
@@ -34,7 +34,7 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TinyYOLO]:
     return path, model
 
 
-def test_dims_hidden_by_a_symbolic_batch_are_inferred(detector: tuple[Path, TinyYOLO]) -> None:
+def test_dims_hidden_by_a_symbolic_batch_are_inferred(detector: tuple[Path, TinyYolo]) -> None:
     info = GraphInfo(normalize(onnx.load(str(detector[0]))))
     dfl = next(n for n in info.graph.node if n.op_type == "Conv" and "dfl" in n.name)
     assert info.shape(dfl.input[0]) == ("batch", 16, 4, ANCHORS)
@@ -43,7 +43,7 @@ def test_dims_hidden_by_a_symbolic_batch_are_inferred(detector: tuple[Path, Tiny
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_detector_with_symbolic_batch_gradient_and_completeness(
-        detector: tuple[Path, TinyYOLO], batch: int) -> None:
+        detector: tuple[Path, TinyYolo], batch: int) -> None:
     path, model = detector
     augmented = fg_onnx.augment(path, seed_input=True, implicit_biases=True)
     x = np.random.default_rng(batch).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)

@@ -14,6 +14,7 @@ from fg_onnx.grad.rules._common import (
     spatial_shape,
     transposed_conv_geometry,
 )
+from fg_onnx.grad.rules._sizes import fit_spatial, same_begin_pads, size_free_pads
 
 
 @vjp("Conv")
@@ -23,11 +24,12 @@ def conv_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
         raise ctx.error("weights or bias that depend on the explained input are not supported")
     x, w, y = ctx.input(0), ctx.input(1), ctx.output(0)
     x_shape, w_shape, y_shape = spatial_shape(ctx, x), ctx.shape(w), ctx.shape(y)
-    if x_shape is None or w_shape is None or y_shape is None:
-        raise ctx.error("the spatial size of its input must be known (fix the input size, "
-                        "e.g. with --input-size HxW)")
-    spatial = len(x_shape) - 2
+    if w_shape is None or not all(isinstance(k, int) for k in w_shape[2:]):
+        raise ctx.error("the kernel size of its weights must be known")
     kernel = [int(k) for k in w_shape[2:]]  # type: ignore[arg-type]
+    if x_shape is None or y_shape is None:
+        return [_dynamic_input_grad(ctx, g, x, w, kernel), None, None]
+    spatial = len(x_shape) - 2
     strides = spatial_attr(ctx, "strides", spatial, 1)
     dilations = spatial_attr(ctx, "dilations", spatial, 1)
     pads = explicit_pads(ctx, x_shape[2:], kernel, strides, dilations)
@@ -52,6 +54,31 @@ def conv_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
         kernel_shape=kernel,
     )
     return [dx, None, None]
+
+
+def _dynamic_input_grad(ctx: VJPContext, g: str, x: str, w: str, kernel: list[int]) -> str:
+    """Conv's input gradient where x's spatial size is known only at run time: the same
+    Conv or ConvTranspose without output_padding, fitted to x's run-time size (the rows no
+    window read get zero gradient); SAME pads at a stride are computed in the graph."""
+    spatial = ctx.rank(x) - 2
+    strides = spatial_attr(ctx, "strides", spatial, 1)
+    dilations = spatial_attr(ctx, "dilations", spatial, 1)
+    group = int(ctx.attr("group", 1))
+    pads = size_free_pads(ctx, spatial, kernel, strides, dilations)
+    unit_strides = all(s == 1 for s in strides)
+    if pads is not None and unit_strides:
+        flipped = _flipped_conv(ctx, g, w, group, kernel, dilations, pads)
+        if flipped is not None:
+            return flipped
+    geometry = {"strides": strides, "dilations": dilations, "group": group,
+                "kernel_shape": kernel}
+    if pads is not None and unit_strides:
+        return ctx.b.ConvTranspose(g, w, pads=pads, **geometry)
+    if pads is not None:  # no end pad: the crop keeps the rows read, whatever the remainder
+        dx = ctx.b.ConvTranspose(g, w, pads=[*pads[:spatial], *[0] * spatial], **geometry)
+        return fit_spatial(ctx, dx, x, crop=True)
+    dx = ctx.b.ConvTranspose(g, w, pads=[0] * (2 * spatial), **geometry)
+    return fit_spatial(ctx, dx, x, start=same_begin_pads(ctx, x, kernel, strides, dilations))
 
 
 def _flipped_conv(ctx: VJPContext, g: str, w: str, group: int, kernel: Sequence[int],
@@ -99,8 +126,10 @@ def conv_transpose_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
         raise ctx.error("weights or bias that depend on the explained input are not supported")
     x, w, y = ctx.input(0), ctx.input(1), ctx.output(0)
     x_shape, w_shape, y_shape = spatial_shape(ctx, x), ctx.static_shape(w), spatial_shape(ctx, y)
-    if x_shape is None or w_shape is None or y_shape is None:
-        raise ctx.error("the spatial sizes of its input and output must be known")
+    if w_shape is None:
+        raise ctx.error("the shape of its weights must be known")
+    if x_shape is None or y_shape is None:
+        return [_dynamic_transpose_grad(ctx, g, x, w, list(w_shape[2:])), None, None]
     spatial = len(x_shape) - 2
     in_sizes, out_sizes, kernel = x_shape[2:], y_shape[2:], list(w_shape[2:])
     strides = spatial_attr(ctx, "strides", spatial, 1)
@@ -122,6 +151,40 @@ def conv_transpose_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
         axes = list(range(2, 2 + spatial))
         dx = ctx.b.Slice(dx, ctx.b.ints([0] * spatial), ctx.b.ints(in_sizes), ctx.b.ints(axes))
     return [dx, None, None]
+
+
+def _dynamic_transpose_grad(ctx: VJPContext, g: str, x: str, w: str, kernel: list[int]) -> str:
+    """ConvTranspose's input gradient at a run-time size. Without output_shape its pads
+    do not depend on the size: the forward output is s·(in − 1) + reach + 1 + output_padding
+    − pads, so the Conv's tail pad is the end pad minus output_padding (SAME: out = in·s)."""
+    spatial = ctx.rank(x) - 2
+    if ctx.attr("output_shape"):
+        raise ctx.error("output_shape fixes its output size, so the input size must be known "
+                        "(give it, e.g. with --input-size HxW)")
+    strides = spatial_attr(ctx, "strides", spatial, 1)
+    dilations = spatial_attr(ctx, "dilations", spatial, 1)
+    padding = spatial_attr(ctx, "output_padding", spatial, 0)
+    auto_pad = ctx.attr("auto_pad", "NOTSET") or "NOTSET"
+    if auto_pad in ("NOTSET", "VALID"):
+        pads = ctx.attr("pads") if auto_pad == "NOTSET" else None
+        pads = [int(p) for p in pads] if pads else [0] * (2 * spatial)
+        heads, tails = pads[:spatial], [e - p for e, p in zip(pads[spatial:], padding,
+                                                             strict=True)]
+    else:
+        totals = [p + (k - 1) * d + 1 - s for p, k, s, d in zip(
+            padding, kernel, strides, dilations, strict=True)]
+        if min(totals) < 0:
+            raise ctx.error("SAME padding with a stride above the kernel's reach needs the "
+                            "input size (give it, e.g. with --input-size HxW)")
+        heads = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in totals]
+        tails = [t - h - p for t, h, p in zip(totals, heads, padding, strict=True)]
+    b = ctx.b
+    dx = b.Conv(g, w, strides=strides, dilations=dilations, group=int(ctx.attr("group", 1)),
+                pads=[*heads, *(max(t, 0) for t in tails)], kernel_shape=kernel)
+    if any(t < 0 for t in tails):
+        dx = b.Slice(dx, b.ints([0] * spatial), b.Shape(x, start=2),
+                     b.ints(list(range(2, 2 + spatial))))
+    return dx
 
 
 def _transpose_head_pads(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from onnx import TensorProto
+from onnx import TensorProto, helper
 
 from fg_onnx.grad.registry import Cotangents, VJPContext, vjp
 from fg_onnx.grad.rules._common import (
@@ -17,6 +17,7 @@ from fg_onnx.grad.rules._common import (
     transposed_conv_geometry,
     zeros_like,
 )
+from fg_onnx.grad.rules._sizes import fit_spatial, same_begin_pads, size_free_pads
 from fg_onnx.graph.info import node_attributes
 
 
@@ -125,11 +126,11 @@ def average_pool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     g = ctx.cotangent(gy)
     x, y = ctx.input(0), ctx.output(0)
     x_shape, y_shape = spatial_shape(ctx, x), spatial_shape(ctx, y)
+    kernel = [int(k) for k in ctx.attr("kernel_shape")]
     if x_shape is None or y_shape is None:
-        raise ctx.error("the spatial sizes of its input and output must be known")
+        return [_dynamic_average_pool_grad(ctx, g, x, y, kernel)]
     in_sizes, out_sizes = list(x_shape[2:]), list(y_shape[2:])
     spatial = len(in_sizes)
-    kernel = [int(k) for k in ctx.attr("kernel_shape")]
     strides = spatial_attr(ctx, "strides", spatial, 1)
     dilations = spatial_attr(ctx, "dilations", spatial, 1)
     pads = explicit_pads(ctx, in_sizes, kernel, strides, dilations)
@@ -154,6 +155,42 @@ def average_pool_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
         output_padding=output_padding if any(output_padding) else None,
     )
     return [b.Reshape(spread, b.Shape(x))]
+
+
+def _dynamic_average_pool_grad(ctx: VJPContext, g: str, x: str, y: str,
+                               kernel: list[int]) -> str:
+    """The AveragePool VJP at run-time sizes: the real inputs per window are a Conv of ones
+    (zero pads, and at the end more than the windows reach, cut to the pool's output size:
+    ceil_mode's last windows included), the spread is a ConvTranspose with the leading pads
+    (SAME at a stride: computed in the graph) fitted to x's size."""
+    b, spatial = ctx.b, len(kernel)
+    strides = spatial_attr(ctx, "strides", spatial, 1)
+    dilations = spatial_attr(ctx, "dilations", spatial, 1)
+    pads = size_free_pads(ctx, spatial, kernel, strides, dilations)
+    value = helper.make_tensor("one", ctx.elem_type, [1], [1])
+    ones = b.ConstantOfShape(b.Concat(b.ints([1, 1]), b.Shape(x, start=2), axis=0), value=value)
+    means_of_ones = b.AveragePool(ones, **node_attributes(ctx.node))
+    window = float_array(ctx, np.ones([1, 1, *kernel]))
+    geometry = {"strides": strides, "dilations": dilations, "kernel_shape": kernel}
+    beyond = [(k - 1) * d + 1 + s for k, d, s in zip(kernel, dilations, strides, strict=True)]
+    start = None
+    if pads is not None:
+        counted = b.Conv(ones, window, pads=[*pads[:spatial], *beyond], **geometry)
+        heads = pads[:spatial]
+    else:
+        start = same_begin_pads(ctx, x, kernel, strides, dilations)
+        padded = b.Pad(ones, b.Concat(b.ints([0, 0]), start, b.ints([0, 0, *beyond]), axis=0))
+        counted = b.Conv(padded, window, pads=[0] * (2 * spatial), **geometry)
+        heads = [0] * spatial
+    counts = b.Slice(counted, b.ints([0] * spatial), b.Shape(y, start=2),
+                     b.ints(list(range(2, 2 + spatial))))
+    inv_divisor = b.Where(b.Greater(counts, ctx.scalar(0.0)),
+                          b.Div(means_of_ones, b.Max(counts, ctx.scalar(1.0))), ctx.scalar(0.0))
+    rows = b.ReduceProd(b.Shape(g, start=0, end=2), keepdims=1)
+    weighted = b.Reshape(b.Mul(g, inv_divisor),
+                         b.Concat(rows, b.ints([1]), b.Shape(g, start=2), axis=0))
+    spread = b.ConvTranspose(weighted, window, pads=[*heads, *[0] * spatial], **geometry)
+    return b.Reshape(fit_spatial(ctx, spread, x, start=start, crop=True), b.Shape(x))
 
 
 def _window_counts(

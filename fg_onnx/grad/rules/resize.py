@@ -2,7 +2,9 @@
 interpolation matrix A [out, in], so the VJP multiplies the cotangent by A^T axis by axis.
 
 The matrices are built here from static sizes with the float32 coordinate arithmetic that
-onnxruntime uses, so that nearest-neighbour picks and edge clamps agree with it exactly.
+onnxruntime uses, so that nearest-neighbour picks and edge clamps agree with it exactly; where
+sizes (or the scales and sizes inputs) are known only at run time, in the graph
+(fg_onnx.grad.rules._resize_matrix).
 """
 
 from __future__ import annotations
@@ -11,9 +13,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from onnx import TensorProto
 
 from fg_onnx.grad.registry import Cotangents, VJPContext, vjp
 from fg_onnx.grad.rules._common import float_array, normalize_axis
+from fg_onnx.grad.rules._resize_matrix import (
+    RunTimeAxis,
+    check_run_time_resize,
+    run_time_matrix,
+)
 from fg_onnx.graph.info import Dim
 
 F32 = np.float32
@@ -42,8 +50,11 @@ def resize_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
     if mode not in ("nearest", "linear", "cubic"):
         raise ctx.error(f"unknown mode {mode!r}")
     rank = ctx.rank(ctx.input(0))
+    axes = _resized_axes(ctx, rank)
+    if axes is None:
+        return [_run_time_vjp(ctx, g, mode, rank), None, None, None]
     dx = g
-    for axis in _resized_axes(ctx, rank):
+    for axis in axes:
         matrix = _interpolation_matrix(ctx, mode, axis)
         if axis.size_in == axis.size_out and np.array_equal(matrix, np.eye(axis.size_in)):
             continue
@@ -61,8 +72,16 @@ def _const_floats(ctx: VJPContext, i: int) -> np.ndarray | None:
     return None if value.size == 0 else np.asarray(value).reshape(-1)
 
 
-def _resized_axes(ctx: VJPContext, rank: int) -> list[_Axis]:
-    """The axes whose scale is not 1 or whose size changes, with their geometry."""
+def _run_time_constant(ctx: VJPContext, i: int) -> bool:
+    """Whether input ``i`` is given but known only at run time."""
+    return ctx.has_input(i) and ctx.const(ctx.input(i)) is None
+
+
+def _resized_axes(ctx: VJPContext, rank: int) -> list[_Axis] | None:
+    """The axes whose scale is not 1 or whose size changes, with their geometry; None when
+    that needs sizes known only at run time."""
+    if _run_time_constant(ctx, 2) or _run_time_constant(ctx, 3):
+        return None
     axes = [normalize_axis(int(a), rank) for a in ctx.attr("axes", list(range(rank)))]
     scales, sizes = _const_floats(ctx, 2), _const_floats(ctx, 3)
     if scales is None and sizes is None:
@@ -73,6 +92,8 @@ def _resized_axes(ctx: VJPContext, rank: int) -> list[_Axis]:
     roi = _const_floats(ctx, 1)
     cropping = ctx.attr("coordinate_transformation_mode") == "tf_crop_and_resize"
     factors = _axis_scales(ctx, axes, scales, sizes, in_dims)
+    if factors is None:
+        return None
     result = []
     for k, axis in enumerate(axes):
         size_in, scale = in_dims[axis], factors[k]
@@ -84,21 +105,22 @@ def _resized_axes(ctx: VJPContext, rank: int) -> list[_Axis]:
         if not isinstance(size_out, int) and isinstance(size_in, int):
             size_out = int(sizes[k]) if sizes is not None else int(F32(size_in) * F32(scale))
         if not isinstance(size_in, int) or not isinstance(size_out, int):
-            raise ctx.error(f"the size of resized axis {axis} must be known")
+            return None
         result.append(_Axis(axis, size_in, size_out, scale, box))
     return result
 
 
 def _axis_scales(ctx: VJPContext, axes: list[int], scales: np.ndarray | None,
-                 sizes: np.ndarray | None, in_dims: Sequence[Dim]) -> list[float]:
-    """The float32 scale of each listed axis, as onnxruntime derives it."""
+                 sizes: np.ndarray | None, in_dims: Sequence[Dim]) -> list[float] | None:
+    """The float32 scale of each listed axis, as onnxruntime derives it (None: it depends
+    on sizes known only at run time)."""
     if scales is not None:
         return [float(F32(s)) for s in scales]
     assert sizes is not None
     dims = [in_dims[a] for a in axes]
     known = [d for d in dims if isinstance(d, int)]
     if len(known) != len(dims):
-        raise ctx.error("resizing to sizes needs the input sizes of the resized axes")
+        return None
     ratios = [float(F32(s) / F32(d)) for s, d in zip(sizes, known, strict=True)]
     policy = ctx.attr("keep_aspect_ratio_policy", "stretch")
     if policy == "not_larger":
@@ -106,6 +128,69 @@ def _axis_scales(ctx: VJPContext, axes: list[int], scales: np.ndarray | None,
     if policy == "not_smaller":
         return [max(ratios)] * len(ratios)
     return ratios
+
+
+def _run_time_vjp(ctx: VJPContext, g: str, mode: str, rank: int) -> str:
+    """The VJP with interpolation matrices built in the graph from Shape(x) and Shape(y)."""
+    check_run_time_resize(ctx, mode)
+    dx = g
+    for axis in _run_time_axes(ctx, rank):
+        dx = _apply_transposed_tensor(ctx, dx, run_time_matrix(ctx, mode, axis), axis.index,
+                                      rank)
+    return dx
+
+
+def _run_time_axes(ctx: VJPContext, rank: int) -> list[RunTimeAxis]:
+    """Every axis that may be resized, skipping those the graph shows unchanged: a constant
+    scale of 1, equal static dims, or leading dims the sizes copy from Shape(x)."""
+    b, x, y = ctx.b, ctx.input(0), ctx.output(0)
+    axes = [normalize_axis(int(a), rank) for a in ctx.attr("axes", list(range(rank)))]
+    scales = ctx.const(ctx.input(2)) if ctx.has_input(2) else None
+    by_sizes = ctx.has_input(3) and (ctx.const(ctx.input(3)) is None
+                                     or ctx.const(ctx.input(3)).size > 0)  # type: ignore[union-attr]
+    x_shape, y_shape = ctx.shape(x), ctx.shape(y)
+    kept = _leading_axes_copied(ctx) if by_sizes else 0
+    result = []
+    for k, axis in enumerate(axes):
+        if not by_sizes and scales is not None and float(np.asarray(scales).reshape(-1)[k]) == 1.0:
+            continue
+        dims = [s[axis] if s is not None else None for s in (x_shape, y_shape)]
+        if axis < kept or (dims[0] is not None and dims[0] == dims[1]):
+            continue
+        size_in, size_out = b.Shape(x, start=axis, end=axis + 1), b.Shape(y, start=axis,
+                                                                          end=axis + 1)
+        if by_sizes:
+            scale = b.Div(b.Cast(size_out, to=TensorProto.FLOAT),
+                          b.Cast(size_in, to=TensorProto.FLOAT))
+        elif scales is not None:
+            scale = b.scalar(float(F32(np.asarray(scales).reshape(-1)[k])), TensorProto.FLOAT)
+        else:
+            scale = b.Gather(b.Cast(ctx.input(2), to=TensorProto.FLOAT), b.ints([k]))
+        result.append(RunTimeAxis(axis, size_in, size_out, scale))
+    return result
+
+
+def _leading_axes_copied(ctx: VJPContext) -> int:
+    """How many leading dims the sizes input copies from Shape(x) (the exporters'
+    Concat(Shape(x)[:2], new sizes)), which are therefore not resized."""
+    producer = ctx.info.producer
+    concat = producer.get(ctx.input(3))
+    if concat is None or concat.op_type != "Concat" or not concat.input:
+        return 0
+    head = producer.get(concat.input[0])
+    if head is None or head.op_type != "Slice" or len(head.input) not in (3, 4):
+        return 0  # (steps, the fifth input, would be something else)
+    shape = producer.get(head.input[0])
+    if (shape is None or shape.op_type != "Shape" or shape.attribute
+            or shape.input[0] != ctx.input(0)):
+        return 0
+    bounds = [ctx.const(name) for name in head.input[1:]]
+    if any(bound is None for bound in bounds):
+        return 0
+    starts, ends, *axes = ([int(v) for v in np.asarray(bound).reshape(-1)] for bound in bounds)
+    if starts != [0] or len(ends) != 1 or (axes and axes[0] != [0]):
+        return 0
+    return max(ends[0], 0)
 
 
 def _source_coordinates(ctx: VJPContext, axis: _Axis) -> np.ndarray:
@@ -210,6 +295,18 @@ def _add_cubic(ctx: VJPContext, matrix: np.ndarray, coords: np.ndarray, n_in: in
         weights = weights / weights.sum(axis=1, keepdims=True)
     rows = np.repeat(np.arange(len(coords)), 4)
     np.add.at(matrix, (rows, np.clip(taps, 0, n_in - 1).reshape(-1)), weights.reshape(-1))
+
+
+def _apply_transposed_tensor(ctx: VJPContext, g: str, matrix: str, axis: int, rank: int) -> str:
+    """:func:`_apply_transposed` with A [out, in] a tensor of the graph."""
+    b = ctx.b
+    if axis == rank - 1:
+        return b.MatMul(g, matrix)
+    if axis == rank - 2:
+        return b.MatMul(b.Transpose(matrix, perm=[1, 0]), g)
+    perm = list(range(rank))
+    perm[axis], perm[-1] = perm[-1], perm[axis]
+    return b.Transpose(b.MatMul(b.Transpose(g, perm=perm), matrix), perm=perm)
 
 
 def _apply_transposed(ctx: VJPContext, g: str, matrix: np.ndarray, axis: int, rank: int) -> str:

@@ -182,13 +182,47 @@ def _slice_pads(ctx: VJPContext) -> list[int] | None:
     return pads
 
 
+def _run_time_slice_pads(ctx: VJPContext) -> str | None:
+    """The pads of :func:`_slice_pads` (int64 [2·rank]) computed in the graph, for sliced dims
+    known only at run time; None for other steps or parameters that are not constant."""
+    starts, ends = ctx.const_ints(1), ctx.const_ints(2)
+    if starts is None or ends is None:
+        return None
+    axes = ctx.const_ints(3) if ctx.has_input(3) else list(range(len(starts)))
+    steps = ctx.const_ints(4) if ctx.has_input(4) else [1] * len(starts)
+    rank = ctx.info.rank(ctx.input(0))
+    if axes is None or steps is None or any(s != 1 for s in steps) or rank is None:
+        return None
+    b, x = ctx.b, ctx.input(0)
+    begins, tails = [b.ints([0])] * rank, [b.ints([0])] * rank
+    for start, end, axis in zip(starts, ends, axes, strict=True):
+        axis = normalize_axis(axis, rank)
+        dim = _dim(ctx, x, axis)
+        begin, stop = _clamped_index(ctx, start, dim), _clamped_index(ctx, end, dim)
+        begins[axis] = begin
+        tails[axis] = b.Sub(b.Sub(dim, begin), b.Max(b.Sub(stop, begin), b.ints([0])))
+    return b.Concat(*begins, *tails, axis=0)
+
+
+def _clamped_index(ctx: VJPContext, index: int, dim: str) -> str:
+    """Slice's index into a dim of run-time size ``dim`` ([1] int64): from the end when
+    negative, clamped to [0, dim]."""
+    b = ctx.b
+    shifted = b.Add(dim, b.ints([index])) if index < 0 else b.ints([index])
+    return b.Min(b.Max(shifted, b.ints([0])), dim)
+
+
 @vjp("Slice")
 def slice_vjp(ctx: VJPContext, gy: Cotangents) -> list[str | None]:
-    """Unit steps: zero-pad the cotangent back. Other steps or unknown sizes: scatter it."""
+    """Unit steps: zero-pad the cotangent back. Other steps or parameters known only at run
+    time: scatter it."""
     g, x = ctx.cotangent(gy), ctx.input(0)
     pads = _slice_pads(ctx)
     if pads is not None:
         return _only_first(ctx, ctx.b.Pad(g, ctx.b.ints(pads)))
+    run_time_pads = _run_time_slice_pads(ctx)
+    if run_time_pads is not None:
+        return _only_first(ctx, ctx.b.Pad(g, run_time_pads))
     params = list(ctx.node.input[1:])
     dx = scatter_through(ctx, g, x, lambda index: ctx.b.Slice(index, *params), repeats=False)
     return _only_first(ctx, dx)
