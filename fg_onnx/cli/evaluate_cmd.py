@@ -9,15 +9,18 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from fg_onnx.cli.augment_cmd import add_augment_options, options_from_args
-from fg_onnx.cli.explain_cmd import (
+from fg_onnx.cli.model_input import require_one_input
+from fg_onnx.cli.options import (
+    add_augment_options,
     add_method_options,
     add_preprocess_options,
-    is_result_name,
+    add_runtime_options,
+    augment_options,
     method_params,
-    preprocess_spec,
-    require_one_input,
+    preprocess_options,
+    runtime_options,
 )
+from fg_onnx.cli.outputs import EVALUATION_FILES, is_result_name
 from fg_onnx.errors import FgOnnxError, ImageError
 from fg_onnx.evaluation import DEFAULT_KS, PerturbationConfig, evaluate, markdown, plot, to_json
 from fg_onnx.evaluation.scorer import Scorer
@@ -27,7 +30,7 @@ from fg_onnx.vision.images import iter_image_paths, load_image
 from fg_onnx.vision.overlay import save_png
 from fg_onnx.vision.preprocess import Preprocess, preprocess_batch
 
-OUTPUTS = ("evaluation.md", "evaluation.json", "evaluation.png")
+OUTPUTS = EVALUATION_FILES
 
 
 def _methods(text: str) -> list[str]:
@@ -81,9 +84,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     parser.add_argument("-o", "--outdir", type=Path, default=Path("fg_eval"),
                         help="output folder (default: fg_eval)")
     parser.add_argument("--force", action="store_true", help="overwrite existing results")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--batch-size", type=int, default=16)
     add_preprocess_options(parser)
+    add_runtime_options(parser)
     add_method_options(parser)
     add_augment_options(parser)
     parser.set_defaults(run=run)
@@ -106,13 +108,13 @@ def _black(spec: Preprocess) -> tuple[float, ...]:
 def run(args: argparse.Namespace) -> int:
     """Evaluates every method and writes the table and the plot."""
     _check_outdir(args.outdir, args.force)
-    if args.batch_size < 1:
-        raise FgOnnxError(f"batch size must be at least 1, got {args.batch_size}")
-    params = method_params(args)  # its seed is --seed
-    options = options_from_args(args)
-    scorer = Scorer(args.model, options, device=args.device, batch_size=max(64, args.batch_size))
+    params = method_params(args, seed=args.seed)
+    options = augment_options(args)
+    runtime = runtime_options(args)
+    scorer = Scorer(args.model, options, device=runtime.device,
+                    batch_size=max(64, runtime.batch_size))
     require_one_input(scorer.session, scorer.input_name, "evaluate")
-    spec = preprocess_spec(args, scorer)
+    spec = preprocess_options(args, scorer)
     config = PerturbationConfig(ks=args.k, deletion_steps=args.deletion_steps,
                                 fill=_black(spec) if args.fill == "black" else None,
                                 seed=args.seed)
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"evaluating {len(args.methods)} method(s) on {len(images)} image(s) "
           f"({scorer.provider.active})", file=sys.stderr)
     result = evaluate(args.model, batch, args.methods, config=config, params=params,
-                      options=options, device=args.device, batch_size=args.batch_size,
+                      options=options, device=runtime.device, batch_size=runtime.batch_size,
                       scorer=scorer)
     if args.fill == "black":
         result.fill = "black pixel"
