@@ -25,6 +25,17 @@ _LAZY = {"FullGrad": "fg_onnx.runtime.session", "Explainer": "fg_onnx.methods.ex
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
+        import warnings
 
+        from fg_onnx.runtime.install import conflict_note, import_onnxruntime
+
+        import_onnxruntime()  # a one-line FgOnnxError naming the package to install
+        note = conflict_note()
+        if note:
+            warnings.warn(note, stacklevel=2)
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'fg_onnx' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -37,7 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
                              "or cpu only, which allows faster CPU-only ops (MaxUnpool for "
                              "max pools whose windows do not overlap; onnxruntime's CUDA "
                              "provider has no MaxUnpool)")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, needs_runtime=False)
 
 
 def default_output(model: Path) -> Path:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fg_onnx.fullgrad.augment import AugmentOptions
 from fg_onnx.fullgrad.precision import DEFAULT_GRADIENT_SCALE, PRECISIONS
-from fg_onnx.methods.params import MethodParams
 from fg_onnx.runtime.providers import DEVICES, Device
 from fg_onnx.vision.images import MAX_PIXELS
 from fg_onnx.vision.preprocess import PRESETS, ModelFacts, Preprocess, model_preprocess
+
+if TYPE_CHECKING:
+    from fg_onnx.methods.params import MethodParams
 
 DEFAULT_BATCH_SIZE = 16
 
@@ -149,6 +152,10 @@ def preprocess_options(args: argparse.Namespace, model: ModelFacts) -> Preproces
 
 def add_method_options(parser: argparse.ArgumentParser) -> None:
     """Settings of the methods that combine several runs."""
+    # fg_onnx.methods loads onnxruntime: imported here, as only commands that run models
+    # add this group (augment works without onnxruntime).
+    from fg_onnx.methods.params import MethodParams
+
     defaults = MethodParams()
     group = parser.add_argument_group("multi-run methods (smoothgrad, smooth-fullgrad, "
                                       "integrated-gradients)")
@@ -164,6 +171,8 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
 
 def method_params(args: argparse.Namespace, *, seed: int = 0) -> MethodParams:
     """MethodParams from the group's arguments; ``seed`` is the command's noise seed."""
+    from fg_onnx.methods.params import MethodParams
+
     return MethodParams(samples=args.samples, noise=args.noise, steps=args.steps, seed=seed)
 
 
