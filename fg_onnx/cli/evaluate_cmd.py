@@ -17,6 +17,7 @@ from fg_onnx.cli.options import (
     add_runtime_options,
     augment_options,
     method_params,
+    positive_int,
     preprocess_options,
     runtime_options,
 )
@@ -62,25 +63,27 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     """Adds the ``evaluate`` sub-command."""
     parser = commands.add_parser(
         "evaluate", help="measure which saliency method is faithful (pixel perturbation)",
-        description="Explain each image with every method, then remove the k %% least salient "
+        description="Explain each image with every method, then remove the k % least salient "
                     "pixels (FullGrad paper, section 5.1) and, separately, the most salient "
                     "first (deletion curve); compare with a random pixel order. Writes "
                     "evaluation.md, evaluation.json and evaluation.png.",
     )
     parser.add_argument("model", type=Path, help="ONNX model (the original, not augmented)")
-    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE_OR_DIR")
+    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE_OR_DIR",
+                        help="image files, or folders searched recursively (jpg, png, bmp, "
+                             "webp, tiff)")
     parser.add_argument("--methods", type=_methods, default=list(METHOD_NAMES),
                         help="comma-separated methods (default: all); random is always added")
     parser.add_argument("--k", type=_percentages, default=DEFAULT_KS, metavar="K,K,...",
                         help="percentages of least salient pixels removed (default "
                              + ",".join(f"{k:g}" for k in DEFAULT_KS) + ")")
-    parser.add_argument("--deletion-steps", type=int, default=20,
+    parser.add_argument("--deletion-steps", type=positive_int, default=20, metavar="N",
                         help="steps of the deletion curve (default 20)")
     parser.add_argument("--fill", choices=["mean", "black"], default="mean",
                         help="a removed pixel becomes the image's per-channel mean (default) "
                              "or black")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline, "
-                        "tie-breaking and noise")
+    parser.add_argument("--seed", type=int, default=0, metavar="N",
+                        help="seed of the random baseline, tie-breaking and noise")
     parser.add_argument("-o", "--outdir", type=Path, default=Path("fg_eval"),
                         help="output folder (default: fg_eval)")
     parser.add_argument("--force", action="store_true", help="overwrite existing results")
@@ -88,7 +91,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     add_runtime_options(parser)
     add_method_options(parser)
     add_augment_options(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, needs_runtime=True)
 
 
 def _check_outdir(outdir: Path, force: bool) -> None:

@@ -90,7 +90,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     engine.add_argument("--workers", type=positive_int, default=1, metavar="N",
                         help="Ray actors, one onnxruntime session each (default 1)")
     add_augment_options(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, needs_runtime=True)
 
 
 @dataclass
@@ -167,11 +167,11 @@ def run(args: argparse.Namespace) -> int:
                           batch_size=runtime.batch_size, options=augment_options(args))
     fullgrad = explainer.session
     require_one_input(fullgrad.session, fullgrad.input_name, "explain")
+    spec = preprocess_options(args, fullgrad)
     report = fullgrad.provider_report
     notes = [note for note in (report.note, _precision_note(fullgrad)) if note]
     print(f"running on {report.active}" + (f" ({'; '.join(notes)})" if notes else ""),
           file=sys.stderr)
-    spec = preprocess_options(args, fullgrad)
     make_folder(args.outdir)
     labels = labels_of(fullgrad.metadata)
     progress = _Progress(len(jobs))

@@ -43,7 +43,7 @@ def test_both_packages_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     assert note is not None and "\n" not in note
     assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu" in note
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(FgOnnxError, match="cannot be imported.*pip uninstall -y onnxruntime"):
+    with pytest.raises(FgOnnxError, match=r"cannot be imported.*pip uninstall -y onnxruntime"):
         install.import_onnxruntime()
 
 
