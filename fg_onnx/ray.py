@@ -25,7 +25,7 @@ from fg_onnx.methods.explainer import Explainer
 from fg_onnx.methods.params import MethodParams
 from fg_onnx.runtime.providers import Device
 from fg_onnx.vision.images import load_image
-from fg_onnx.vision.overlay import display_map, overlay_heatmap, save_png
+from fg_onnx.vision.overlay import display_map, overlay_heatmap, save_png, thumbnail_jpeg
 from fg_onnx.vision.preprocess import Preprocess, model_preprocess, preprocess_batch
 
 if TYPE_CHECKING:
@@ -61,6 +61,8 @@ class FileOutputs:
     alpha: float = 0.5
     overlays: bool = True
     maps: bool = True
+    thumbnails: bool = True
+    """Return each image's JPEG thumbnail in a ``thumbnail`` column (for report.html)."""
 
 
 def default_preprocess(explainer: Explainer) -> Preprocess:
@@ -127,9 +129,14 @@ class ExplainBatch:
             stems = batch.get("stem")
             if stems is None:
                 raise FgOnnxError("writing files needs a 'stem' column")
+            thumbnails = np.full(n, b"", dtype=object)
             for i in good:
                 self._write(str(stems[i]), images[i], saliency[i])  # type: ignore[arg-type]
+                if self.files.thumbnails:
+                    thumbnails[i] = thumbnail_jpeg(images[i])  # type: ignore[arg-type]
         out = {k: v for k, v in batch.items() if k != IMAGE_COLUMN}
+        if self.files is not None:
+            out["thumbnail"] = thumbnails
         out.update(saliency=saliency, score=score, target=target, predicted=predicted,
                    completeness_error=error, finite=finite,
                    error=np.asarray(messages, dtype=object))
@@ -244,8 +251,9 @@ def explain_files(images: Sequence[tuple[str | os.PathLike[str], str]], model: M
         workers: actors, one onnxruntime session each.
 
     Returns:
-        One row per image, in ``images`` order: ``path``, ``stem`` and every column of
-        ``RESULT_COLUMNS`` but ``saliency``.
+        One row per image, in ``images`` order: ``path``, ``stem``, every column of
+        ``RESULT_COLUMNS`` but ``saliency``, and ``thumbnail`` (JPEG bytes; empty for a
+        skipped image) where ``files.thumbnails``.
     """
     if workers < 1:
         raise FgOnnxError(f"--workers must be at least 1, got {workers}")

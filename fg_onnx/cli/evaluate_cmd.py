@@ -22,16 +22,18 @@ from fg_onnx.cli.options import (
     runtime_options,
 )
 from fg_onnx.cli.outputs import EVALUATION_FILES, is_result_name
+from fg_onnx.cli.reports import write_evaluation_report
 from fg_onnx.errors import FgOnnxError, ImageError
 from fg_onnx.evaluation import DEFAULT_KS, PerturbationConfig, evaluate, markdown, plot, to_json
 from fg_onnx.evaluation.scorer import Scorer
 from fg_onnx.files import make_folder, write_bytes_atomic
 from fg_onnx.methods import METHOD_NAMES, get_method
+from fg_onnx.report.html import REPORT_NAME
 from fg_onnx.vision.images import iter_image_paths, load_image
 from fg_onnx.vision.overlay import save_png
 from fg_onnx.vision.preprocess import Preprocess, preprocess_batch
 
-OUTPUTS = EVALUATION_FILES
+OUTPUTS = (*EVALUATION_FILES, REPORT_NAME)
 
 
 def _methods(text: str) -> list[str]:
@@ -136,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     write_bytes_atomic(args.outdir / "evaluation.md", table.encode())
     write_bytes_atomic(args.outdir / "evaluation.json", to_json(result).encode())
     save_png(args.outdir / "evaluation.png", plot(result))
+    write_evaluation_report(args.outdir, result, model=args.model)
     print(table, end="")
     print(f"wrote {', '.join(str(args.outdir / n) for n in OUTPUTS)}")
     return 1 if len(images) < len(paths) else 0

@@ -23,13 +23,15 @@ from fg_onnx.cli.options import (
     runtime_options,
 )
 from fg_onnx.cli.outputs import is_result_name, outputs_of
+from fg_onnx.cli.reports import write_explain_report
 from fg_onnx.cli.summary import Row, labels_of, summary_row, write_summary
 from fg_onnx.errors import FgOnnxError, ImageError
 from fg_onnx.files import make_folder, save_npy_atomic
 from fg_onnx.methods import METHOD_NAMES, Explainer
+from fg_onnx.report.html import REPORT_NAME
 from fg_onnx.runtime.session import Explanation, FullGrad
 from fg_onnx.vision.images import iter_image_paths, load_image
-from fg_onnx.vision.overlay import display_map, overlay_heatmap, save_png
+from fg_onnx.vision.overlay import display_map, overlay_heatmap, save_png, thumbnail_jpeg
 from fg_onnx.vision.preprocess import Preprocess, preprocess_batch
 
 
@@ -132,7 +134,7 @@ def _check_outdir(outdir: Path, jobs: list[_Job], force: bool, method: str) -> N
     if force or not outdir.exists():
         return
     planned = [p for job in jobs for p in outputs_of(outdir, job.stem, method)]
-    planned += [outdir / "summary.json", outdir / "summary.csv"]
+    planned += [outdir / "summary.json", outdir / "summary.csv", outdir / REPORT_NAME]
     existing = [p for p in planned if p.exists()]
     if existing:
         raise FgOnnxError(f"{len(existing)} result files already exist in {outdir} (e.g. "
@@ -176,11 +178,13 @@ def run(args: argparse.Namespace) -> int:
     labels = labels_of(fullgrad.metadata)
     progress = _Progress(len(jobs))
     if args.engine == "ray":
-        rows, skipped = _run_ray(args, jobs, spec, labels)
+        rows, thumbnails, skipped = _run_ray(args, jobs, spec, labels)
         progress.advance(len(jobs))
     else:
-        rows, skipped = _run_local(args, explainer, jobs, spec, labels, progress)
+        rows, thumbnails, skipped = _run_local(args, explainer, jobs, spec, labels, progress)
     write_summary(args.outdir, rows)
+    write_explain_report(args.outdir, rows, thumbnails, model=args.model, method=args.method,
+                         skipped=skipped)
     broken = sum(1 for row in rows if not row["finite"])
     print(f"explained {len(rows)} image(s)" + (f", skipped {skipped}" if skipped else "")
           + (f", {broken} with NaN/Inf" if broken else "") + f"; results in {args.outdir}")
@@ -192,10 +196,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_local(args: argparse.Namespace, explainer: Explainer, jobs: list[_Job],
                spec: Preprocess, labels: list[str], progress: _Progress,
-               ) -> tuple[list[Row], int]:
-    """Explains ``jobs`` in this process, a batch at a time; returns the summary rows and the
-    number of skipped images."""
+               ) -> tuple[list[Row], list[bytes], int]:
+    """Explains ``jobs`` in this process, a batch at a time; returns the summary rows, the
+    images' thumbnails and the number of skipped images."""
     rows: list[Row] = []
+    thumbnails: list[bytes] = []
     skipped = 0
     for start in range(0, len(jobs), args.batch_size):
         chunk = jobs[start:start + args.batch_size]
@@ -213,8 +218,9 @@ def _run_local(args: argparse.Namespace, explainer: Explainer, jobs: list[_Job],
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 result = explainer.explain(batch, args.target)
             rows += _write_results(args, loaded, result, labels)
+            thumbnails += [thumbnail_jpeg(image) for _, image in loaded]
         progress.advance(len(chunk))
-    return rows, skipped
+    return rows, thumbnails, skipped
 
 
 def _precision_note(fullgrad: FullGrad) -> str | None:
@@ -227,9 +233,9 @@ def _precision_note(fullgrad: FullGrad) -> str | None:
 
 
 def _run_ray(args: argparse.Namespace, jobs: list[_Job], spec: Preprocess,
-             labels: list[str]) -> tuple[list[Row], int]:
-    """Explains ``jobs`` with Ray actors that write the files; returns the summary rows (in
-    ``jobs`` order) and the number of skipped images."""
+             labels: list[str]) -> tuple[list[Row], list[bytes], int]:
+    """Explains ``jobs`` with Ray actors that write the files; returns the summary rows and
+    thumbnails (in ``jobs`` order) and the number of skipped images."""
     from fg_onnx.ray import FileOutputs, explain_files
 
     results = explain_files(
@@ -239,6 +245,7 @@ def _run_ray(args: argparse.Namespace, jobs: list[_Job], spec: Preprocess,
         options=augment_options(args), preprocess=spec, target=args.target,
         device=args.device, batch_size=args.batch_size)
     rows: list[Row] = []
+    thumbnails: list[bytes] = []
     skipped = 0
     for job, result in zip(jobs, results, strict=True):
         if result["error"]:
@@ -252,7 +259,8 @@ def _run_ray(args: argparse.Namespace, jobs: list[_Job], spec: Preprocess,
         rows.append(_row(args, job, labels, int(result["target"]), float(result["score"]),
                          int(result["predicted"]), None if np.isnan(error) else error,
                          bool(result["finite"])))
-    return rows, skipped
+        thumbnails.append(bytes(result["thumbnail"]))
+    return rows, thumbnails, skipped
 
 
 def _row(args: argparse.Namespace, job: _Job, labels: list[str], target: int, score: float,

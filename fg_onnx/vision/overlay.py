@@ -81,3 +81,20 @@ def _encode_png(rgb: npt.NDArray[np.uint8]) -> bytes:
     if not ok:
         raise ValueError(f"OpenCV could not encode a {rgb.shape} image as PNG")
     return bytes(encoded.tobytes())
+
+
+THUMBNAIL_SIDE = 160
+
+
+def thumbnail_jpeg(rgb: npt.NDArray[np.uint8], side: int = THUMBNAIL_SIDE) -> bytes:
+    """JPEG bytes of an RGB uint8 image shrunk to at most ``side`` pixels a side (for
+    reports: a few kilobytes each)."""
+    height, width = rgb.shape[:2]
+    factor = min(1.0, side / max(height, width))
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    small = rgb if factor == 1.0 else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(small[..., ::-1]),
+                               [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {rgb.shape} image as JPEG")
+    return bytes(encoded.tobytes())
