@@ -22,6 +22,7 @@ from fg_onnx.cli.options import (
     runtime_options,
 )
 from fg_onnx.cli.outputs import EVALUATION_FILES, is_result_name
+from fg_onnx.cli.progress import MethodProgress
 from fg_onnx.cli.reports import write_evaluation_report
 from fg_onnx.errors import FgOnnxError, ImageError
 from fg_onnx.evaluation import DEFAULT_KS, PerturbationConfig, evaluate, markdown, plot, to_json
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
           f"({scorer.provider.active})", file=sys.stderr)
     result = evaluate(args.model, batch, args.methods, config=config, params=params,
                       options=options, device=runtime.device, batch_size=runtime.batch_size,
-                      scorer=scorer)
+                      scorer=scorer, progress=MethodProgress())
     if args.fill == "black":
         result.fill = "black pixel"
     table = markdown(result)

@@ -23,6 +23,7 @@ from fg_onnx.cli.options import (
     runtime_options,
 )
 from fg_onnx.cli.outputs import is_result_name, outputs_of
+from fg_onnx.cli.progress import Progress, status
 from fg_onnx.cli.reports import write_explain_report
 from fg_onnx.cli.summary import Row, labels_of, summary_row, write_summary
 from fg_onnx.errors import FgOnnxError, ImageError
@@ -141,21 +142,6 @@ def _check_outdir(outdir: Path, jobs: list[_Job], force: bool, method: str) -> N
                           f"{existing[0].name}); pass --force to overwrite or choose -o")
 
 
-class _Progress:
-    def __init__(self, total: int) -> None:
-        self.total, self.done = total, 0
-        self.live = sys.stderr.isatty()
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        end = "\r" if self.live and self.done < self.total else "\n"
-        if self.live or self.done == self.total:
-            width = 30
-            filled = int(width * self.done / max(self.total, 1))
-            print(f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} images",
-                  end=end, file=sys.stderr, flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
     """Explains every image and writes the results; exit 1 when some images were skipped or
     have NaN/Inf results."""
@@ -163,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
     jobs = _jobs(paths, args.outdir, args.method)
     _check_outdir(args.outdir, jobs, args.force, args.method)
     runtime = runtime_options(args)
+    status(f"preparing {args.model.name} for {args.method} ...")
     # With Ray the workers hold the sessions; this one only reads the model's facts.
     explainer = Explainer(args.model, args.method, params=method_params(args),
                           device="cpu" if args.engine == "ray" else runtime.device,
@@ -176,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     make_folder(args.outdir)
     labels = labels_of(fullgrad.metadata)
-    progress = _Progress(len(jobs))
+    progress = Progress(len(jobs))
     if args.engine == "ray":
         rows, thumbnails, skipped = _run_ray(args, jobs, spec, labels)
         progress.advance(len(jobs))
@@ -195,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_local(args: argparse.Namespace, explainer: Explainer, jobs: list[_Job],
-               spec: Preprocess, labels: list[str], progress: _Progress,
+               spec: Preprocess, labels: list[str], progress: Progress,
                ) -> tuple[list[Row], list[bytes], int]:
     """Explains ``jobs`` in this process, a batch at a time; returns the summary rows, the
     images' thumbnails and the number of skipped images."""

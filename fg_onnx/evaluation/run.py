@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +26,9 @@ from fg_onnx.methods import Explainer, MethodParams, get_method
 from fg_onnx.runtime.providers import Device
 
 RANDOM = "random"
+
+Progress = Callable[[str, int, int], None]
+"""(method, images done, images) as a method's tests proceed; 0 done when its maps start."""
 
 
 @dataclass
@@ -57,11 +60,13 @@ class Evaluation:
 def evaluate(model: ModelSource, batch: np.ndarray, methods: Sequence[str], *,
              config: PerturbationConfig | None = None, params: MethodParams | None = None,
              options: AugmentOptions | None = None, device: Device = "auto",
-             batch_size: int = 16, scorer: Scorer | None = None) -> Evaluation:
+             batch_size: int = 16, scorer: Scorer | None = None,
+             progress: Progress | None = None) -> Evaluation:
     """Runs the pixel-perturbation and deletion tests on ``batch`` for each method and for a
     random pixel ranking (always first). Each image explains its predicted class.
 
-    ``scorer`` (default: one opened on ``model``) scores the perturbed images."""
+    ``scorer`` (default: one opened on ``model``) scores the perturbed images; ``progress``
+    hears how far each method is."""
     config = config or PerturbationConfig()
     names = [m for m in dict.fromkeys(methods) if m != RANDOM]
     for name in names:
@@ -86,6 +91,8 @@ def evaluate(model: ModelSource, batch: np.ndarray, methods: Sequence[str], *,
     result = Evaluation(len(batch), list(config.ks), config.fractions.tolist(), fill)
     rng = np.random.default_rng(config.seed)
     for name in [RANDOM, *names]:
+        scores = _counted(scorer, name, len(batch), len(config.ks) + config.deletion_steps,
+                          progress)
         started = time.perf_counter()
         if name == RANDOM:
             maps = rng.random((len(batch), *_spatial(batch, scorer.layout)))
@@ -96,11 +103,30 @@ def evaluate(model: ModelSource, batch: np.ndarray, methods: Sequence[str], *,
             maps = explainer.explain(images.batch, targets.tolist()).saliency
         seconds = 0.0 if name == RANDOM else (time.perf_counter() - started) / len(batch)
         ranks = pixel_ranks(maps, rng)
-        curve = deletion_curve(scorer, images, ranks, config)
+        curve = deletion_curve(scores, images, ranks, config)
         result.results.append(MethodResult(
-            name, pixel_perturbation(scorer, images, ranks, config).tolist(), curve.tolist(),
+            name, pixel_perturbation(scores, images, ranks, config).tolist(), curve.tolist(),
             area_under(curve, config.fractions), seconds))
     return result
+
+
+def _counted(scorer: Scorer, method: str, images: int, copies_per_image: int,
+             progress: Progress | None) -> Callable[[np.ndarray], np.ndarray]:
+    """``scorer``, telling ``progress`` how many images' perturbed copies it has scored."""
+    if progress is None:
+        return scorer
+    report = progress
+    report(method, 0, images)
+    scored = 0
+
+    def scores(batch: np.ndarray) -> np.ndarray:
+        nonlocal scored
+        logits = scorer(batch)
+        scored += len(batch)
+        report(method, min(images, scored // copies_per_image), images)
+        return logits
+
+    return scores
 
 
 def _options_for(name: str, options: AugmentOptions | None) -> AugmentOptions | None:
