@@ -25,7 +25,13 @@ from fg_onnx.methods.explainer import Explainer
 from fg_onnx.methods.params import MethodParams
 from fg_onnx.runtime.providers import Device
 from fg_onnx.vision.images import load_image
-from fg_onnx.vision.overlay import display_map, overlay_heatmap, save_png, thumbnail_jpeg
+from fg_onnx.vision.overlay import (
+    display_map,
+    overlay_heatmap,
+    resize_map,
+    save_png,
+    thumbnail_jpeg,
+)
 from fg_onnx.vision.preprocess import Preprocess, model_preprocess, preprocess_batch
 
 if TYPE_CHECKING:
@@ -61,6 +67,8 @@ class FileOutputs:
     alpha: float = 0.5
     overlays: bool = True
     maps: bool = True
+    map_size: Literal["model", "image"] = "model"
+    """The .npy maps at the model's input size, or resized to each image's."""
     thumbnails: bool = True
     """Return each image's JPEG thumbnail in a ``thumbnail`` column (for report.html)."""
 
@@ -151,7 +159,8 @@ class ExplainBatch:
             save_png(files.outdir / f"{base}.png",
                      overlay_heatmap(image, display_map(saliency), alpha=files.alpha))
         if files.maps:
-            save_npy_atomic(files.outdir / f"{base}.npy", saliency)
+            save_npy_atomic(files.outdir / f"{base}.npy", saliency if files.map_size == "model"
+                            else resize_map(saliency, image.shape[:2]))
 
 
 def cluster_gpus() -> int:

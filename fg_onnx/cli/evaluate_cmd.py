@@ -21,13 +21,13 @@ from fg_onnx.cli.options import (
     preprocess_options,
     runtime_options,
 )
-from fg_onnx.cli.outputs import EVALUATION_FILES, is_result_name
+from fg_onnx.cli.outputs import EVALUATION_FILES, is_result_name, output_folder
 from fg_onnx.cli.progress import MethodProgress
 from fg_onnx.cli.reports import write_evaluation_report
 from fg_onnx.errors import FgOnnxError, ImageError
 from fg_onnx.evaluation import DEFAULT_KS, PerturbationConfig, evaluate, markdown, plot, to_json
 from fg_onnx.evaluation.scorer import Scorer
-from fg_onnx.files import make_folder, write_bytes_atomic
+from fg_onnx.files import write_bytes_atomic
 from fg_onnx.methods import METHOD_NAMES, get_method
 from fg_onnx.report.html import REPORT_NAME
 from fg_onnx.vision.images import iter_image_paths, load_image
@@ -127,19 +127,19 @@ def run(args: argparse.Namespace) -> int:
     paths = iter_image_paths(args.images, outdir=args.outdir, is_output=is_result_name)
     images = _readable_images(paths)
     batch = preprocess_batch(images, spec)
-    make_folder(args.outdir)  # before the long part: a bad -o fails at once
-    print(f"evaluating {len(args.methods)} method(s) on {len(images)} image(s) "
-          f"({scorer.provider.active})", file=sys.stderr)
-    result = evaluate(args.model, batch, args.methods, config=config, params=params,
-                      options=options, device=runtime.device, batch_size=runtime.batch_size,
-                      scorer=scorer, progress=MethodProgress())
-    if args.fill == "black":
-        result.fill = "black pixel"
-    table = markdown(result)
-    write_bytes_atomic(args.outdir / "evaluation.md", table.encode())
-    write_bytes_atomic(args.outdir / "evaluation.json", to_json(result).encode())
-    save_png(args.outdir / "evaluation.png", plot(result))
-    write_evaluation_report(args.outdir, result, model=args.model)
+    with output_folder(args.outdir):  # before the long part: a bad -o fails at once
+        print(f"evaluating {len(args.methods)} method(s) on {len(images)} image(s) "
+              f"({scorer.provider.active})", file=sys.stderr)
+        result = evaluate(args.model, batch, args.methods, config=config, params=params,
+                          options=options, device=runtime.device, batch_size=runtime.batch_size,
+                          scorer=scorer, progress=MethodProgress())
+        if args.fill == "black":
+            result.fill = "black pixel"
+        table = markdown(result)
+        write_bytes_atomic(args.outdir / "evaluation.md", table.encode())
+        write_bytes_atomic(args.outdir / "evaluation.json", to_json(result).encode())
+        save_png(args.outdir / "evaluation.png", plot(result))
+        write_evaluation_report(args.outdir, result, model=args.model)
     print(table, end="")
     print(f"wrote {', '.join(str(args.outdir / n) for n in OUTPUTS)}")
     return 1 if len(images) < len(paths) else 0

@@ -22,17 +22,23 @@ from fg_onnx.cli.options import (
     preprocess_options,
     runtime_options,
 )
-from fg_onnx.cli.outputs import is_result_name, outputs_of
+from fg_onnx.cli.outputs import is_result_name, output_folder, outputs_of
 from fg_onnx.cli.progress import Progress, status
 from fg_onnx.cli.reports import write_explain_report
 from fg_onnx.cli.summary import Row, labels_of, summary_row, write_summary
 from fg_onnx.errors import FgOnnxError, ImageError
-from fg_onnx.files import make_folder, save_npy_atomic
+from fg_onnx.files import save_npy_atomic
 from fg_onnx.methods import METHOD_NAMES, Explainer
 from fg_onnx.report.html import REPORT_NAME
 from fg_onnx.runtime.session import Explanation, FullGrad
 from fg_onnx.vision.images import iter_image_paths, load_image
-from fg_onnx.vision.overlay import display_map, overlay_heatmap, save_png, thumbnail_jpeg
+from fg_onnx.vision.overlay import (
+    display_map,
+    overlay_heatmap,
+    resize_map,
+    save_png,
+    thumbnail_jpeg,
+)
 from fg_onnx.vision.preprocess import Preprocess, preprocess_batch
 
 
@@ -79,6 +85,10 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
                         help="class to explain (default, or -1: the predicted class)")
     parser.add_argument("--alpha", type=_alpha, default=0.5,
                         help="heatmap opacity in overlays, 0 to 1 (default 0.5)")
+    parser.add_argument("--map-size", choices=["model", "image"], default="model",
+                        help="size of the .npy maps: the model's input size (default; the "
+                             "size the map is computed at) or each image's own size (resized "
+                             "bilinearly, as the overlays are)")
     parser.add_argument("--method", choices=METHOD_NAMES, default="fullgrad",
                         help="saliency method (default: fullgrad)")
     add_preprocess_options(parser)
@@ -161,17 +171,22 @@ def run(args: argparse.Namespace) -> int:
     notes = [note for note in (report.note, _precision_note(fullgrad)) if note]
     print(f"running on {report.active}" + (f" ({'; '.join(notes)})" if notes else ""),
           file=sys.stderr)
-    make_folder(args.outdir)
+    if args.target is not None and fullgrad.classes is not None \
+            and args.target >= fullgrad.classes:
+        raise FgOnnxError(f"--target {args.target} is out of range: the model has "
+                          f"{fullgrad.classes} classes (0..{fullgrad.classes - 1})")
     labels = labels_of(fullgrad.metadata)
-    progress = Progress(len(jobs))
-    if args.engine == "ray":
-        rows, thumbnails, skipped = _run_ray(args, jobs, spec, labels)
-        progress.advance(len(jobs))
-    else:
-        rows, thumbnails, skipped = _run_local(args, explainer, jobs, spec, labels, progress)
-    write_summary(args.outdir, rows)
-    write_explain_report(args.outdir, rows, thumbnails, model=args.model, method=args.method,
-                         skipped=skipped)
+    with output_folder(args.outdir):
+        progress = Progress(len(jobs))
+        if args.engine == "ray":
+            rows, thumbnails, skipped = _run_ray(args, jobs, spec, labels)
+            progress.advance(len(jobs))
+        else:
+            rows, thumbnails, skipped = _run_local(args, explainer, jobs, spec, labels,
+                                                   progress)
+        write_summary(args.outdir, rows)
+        write_explain_report(args.outdir, rows, thumbnails, model=args.model,
+                             method=args.method, skipped=skipped)
     broken = sum(1 for row in rows if not row["finite"])
     print(f"explained {len(rows)} image(s)" + (f", skipped {skipped}" if skipped else "")
           + (f", {broken} with NaN/Inf" if broken else "") + f"; results in {args.outdir}")
@@ -227,7 +242,8 @@ def _run_ray(args: argparse.Namespace, jobs: list[_Job], spec: Preprocess,
 
     results = explain_files(
         [(job.source, job.stem) for job in jobs], args.model,
-        FileOutputs(args.outdir.resolve(), args.method, args.alpha), address=args.address,
+        FileOutputs(args.outdir.resolve(), args.method, args.alpha, map_size=args.map_size),
+        address=args.address,
         workers=args.workers, method=args.method, params=method_params(args),
         options=augment_options(args), preprocess=spec, target=args.target,
         device=args.device, batch_size=args.batch_size)
@@ -271,7 +287,8 @@ def _write_results(args: argparse.Namespace, loaded: list[tuple[_Job, np.ndarray
             print(f"fg-onnx: warning: {job.source}: NaN/Inf in the {' and the '.join(broken)} "
                   "(finite: false in the summary)", file=sys.stderr)
         save_png(overlay_path, overlay_heatmap(image, display_map(saliency), alpha=args.alpha))
-        save_npy_atomic(map_path, saliency)
+        save_npy_atomic(map_path, saliency if args.map_size == "model"
+                        else resize_map(saliency, image.shape[:2]))
         rows.append(_row(args, job, labels, int(result.targets[i]), float(result.scores[i]),
                          int(result.predicted[i]), error, not broken))
     return rows
