@@ -128,8 +128,10 @@ def run(args: argparse.Namespace) -> int:
     images = _readable_images(paths)
     batch = preprocess_batch(images, spec)
     with output_folder(args.outdir):  # before the long part: a bad -o fails at once
+        # One line for the run, though every method opens its own session.
+        provider = "; ".join(n for n in (scorer.provider.active, scorer.provider.note) if n)
         print(f"evaluating {len(args.methods)} method(s) on {len(images)} image(s) "
-              f"({scorer.provider.active})", file=sys.stderr)
+              f"({provider})", file=sys.stderr)
         result = evaluate(args.model, batch, args.methods, config=config, params=params,
                           options=options, device=runtime.device, batch_size=runtime.batch_size,
                           scorer=scorer, progress=MethodProgress())

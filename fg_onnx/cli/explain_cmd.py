@@ -168,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
     require_one_input(fullgrad.session, fullgrad.input_name, "explain")
     spec = preprocess_options(args, fullgrad)
     report = fullgrad.provider_report
+    # The one line that says where the run runs, and why not on CUDA when it could have.
     notes = [note for note in (report.note, _precision_note(fullgrad)) if note]
     print(f"running on {report.active}" + (f" ({'; '.join(notes)})" if notes else ""),
           file=sys.stderr)
