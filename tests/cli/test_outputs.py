@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from fg_onnx.cli.main import main
 from fg_onnx.errors import FgOnnxError
 from fg_onnx.methods import Explainer
+from fg_onnx.runtime.session import Explanation
 
 ROOT = Path(__file__).parents[2]
 SAMPLE = ROOT / "sample_models" / "shapes_cnn.onnx"
@@ -59,3 +62,27 @@ def test_a_run_that_fails_midway_removes_only_the_folder_it_made_empty(
     (mine / "notes.txt").write_text("kept")
     assert main(["explain", str(SAMPLE), str(IMAGES), "-o", str(mine), "--device", "cpu"]) == 2
     assert (mine / "notes.txt").read_text() == "kept"
+
+
+def _without_completeness(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Methods without a completeness check (Grad-CAM, gradients, ...) report None."""
+    explain = Explainer.explain
+
+    def explain_without(self: Explainer, *args: object, **kwargs: object) -> Explanation:
+        return dataclasses.replace(explain(self, *args, **kwargs),  # type: ignore[arg-type]
+                                   completeness_error=None)
+
+    monkeypatch.setattr(Explainer, "explain", explain_without)
+
+
+def test_a_method_without_completeness_has_null_and_empty_cells(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _without_completeness(monkeypatch)
+    out = tmp_path / "out"
+    assert main(["explain", str(SAMPLE), str(IMAGES / "circle.png"), "-o", str(out),
+                 "--method", "grad-cam", "--device", "cpu"]) == 0
+    row = json.loads((out / "summary.json").read_text())[0]
+    assert row["completeness_error"] is None and row["finite"] is True
+    with (out / "summary.csv").open() as stream:
+        assert next(csv.DictReader(stream))["completeness_error"] == ""
+    assert "<td data-key=\"\"></td>" in (out / "report.html").read_text()
