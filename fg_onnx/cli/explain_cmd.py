@@ -167,15 +167,15 @@ def run(args: argparse.Namespace) -> int:
     fullgrad = explainer.session
     require_one_input(fullgrad.session, fullgrad.input_name, "explain")
     spec = preprocess_options(args, fullgrad)
+    if args.target is not None and fullgrad.classes is not None \
+            and args.target >= fullgrad.classes:
+        raise FgOnnxError(f"--target {args.target} is out of range: the model has "
+                          f"{fullgrad.classes} classes (0..{fullgrad.classes - 1})")
     report = fullgrad.provider_report
     # The one line that says where the run runs, and why not on CUDA when it could have.
     notes = [note for note in (report.note, _precision_note(fullgrad)) if note]
     print(f"running on {report.active}" + (f" ({'; '.join(notes)})" if notes else ""),
           file=sys.stderr)
-    if args.target is not None and fullgrad.classes is not None \
-            and args.target >= fullgrad.classes:
-        raise FgOnnxError(f"--target {args.target} is out of range: the model has "
-                          f"{fullgrad.classes} classes (0..{fullgrad.classes - 1})")
     labels = labels_of(fullgrad.metadata)
     with output_folder(args.outdir):
         progress = Progress(len(jobs))
