@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fg_onnx.cli import SUMMARIES
 from fg_onnx.cli.options import add_augment_options, augment_options
 from fg_onnx.errors import OutputExistsError
 from fg_onnx.fullgrad.augment import GRAPH_METHODS, PROVIDERS, build_fullgrad
@@ -16,7 +17,7 @@ from fg_onnx.graph.save import check_output_path, data_file_of, is_large, save_m
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Adds the ``augment`` sub-command."""
     parser = commands.add_parser(
-        "augment", help="write a model that also outputs FullGrad saliency maps",
+        "augment", help=SUMMARIES["augment"],
         description="Insert the gradient subgraph, bias taps and the FullGrad map into MODEL "
                     "and write the result (default: <stem>.fg.onnx beside MODEL).",
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from fg_onnx.cli import SUMMARIES
 from fg_onnx.cli.model_input import require_one_input
 from fg_onnx.cli.options import (
     add_augment_options,
@@ -65,7 +66,7 @@ def _percentages(text: str) -> tuple[float, ...]:
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Adds the ``evaluate`` sub-command."""
     parser = commands.add_parser(
-        "evaluate", help="measure which saliency method is faithful (pixel perturbation)",
+        "evaluate", help=SUMMARIES["evaluate"],
         description="Explain each image with every method, then remove the k % least salient "
                     "pixels (FullGrad paper, section 5.1) and, separately, the most salient "
                     "first (deletion curve); compare with a random pixel order. Writes "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fg_onnx.cli import SUMMARIES
 from fg_onnx.cli.model_input import require_one_input
 from fg_onnx.cli.options import (
     add_augment_options,
@@ -70,7 +71,7 @@ def _target(text: str) -> int:
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Adds the ``explain`` sub-command."""
     parser = commands.add_parser(
-        "explain", help="write FullGrad heatmaps for images",
+        "explain", help=SUMMARIES["explain"],
         description="Explain MODEL's prediction on each image: writes a heatmap overlay PNG and "
                     "the raw map (.npy) per image, and summary.json/summary.csv.",
     )

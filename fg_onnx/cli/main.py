@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from fg_onnx import __version__
-from fg_onnx.cli import augment_cmd
+from fg_onnx.cli import SUMMARIES, augment_cmd
 from fg_onnx.errors import FgOnnxError, one_line
 from fg_onnx.runtime.install import conflict_note, import_onnxruntime
 
@@ -40,8 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-RUNTIME_COMMANDS = {"explain": "write FullGrad heatmaps for images",
-                    "evaluate": "measure which saliency method is faithful (pixel perturbation)"}
+RUNTIME_COMMANDS = ("explain", "evaluate")
 
 
 def _register_runtime_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -53,8 +52,8 @@ def _register_runtime_commands(commands: argparse._SubParsersAction) -> None:  #
         try:
             import_onnxruntime()
         except FgOnnxError as exc:
-            for name, summary in RUNTIME_COMMANDS.items():
-                _register_stand_in(commands, name, summary, str(exc))
+            for name in RUNTIME_COMMANDS:
+                _register_stand_in(commands, name, str(exc))
             return
         raise  # onnxruntime imports: a bug of ours, not the installation
     explain_cmd.register(commands)
@@ -62,9 +61,9 @@ def _register_runtime_commands(commands: argparse._SubParsersAction) -> None:  #
 
 
 def _register_stand_in(commands: argparse._SubParsersAction,  # type: ignore[type-arg]
-                       name: str, summary: str, message: str) -> None:
+                       name: str, message: str) -> None:
     # No option prefix: every argument (--help too) reaches run, which gives the message.
-    parser = commands.add_parser(name, help=f"{summary} (needs onnxruntime)",
+    parser = commands.add_parser(name, help=f"{SUMMARIES[name]} (needs onnxruntime)",
                                  description=message, add_help=False, prefix_chars="\0")
     parser.add_argument("arguments", nargs="*")
 
