@@ -10,7 +10,7 @@ per file back. ``ray`` is imported only when these are used.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -246,7 +246,8 @@ def explain_files(images: Sequence[tuple[str | os.PathLike[str], str]], model: M
                   method: str = "fullgrad", params: MethodParams | None = None,
                   options: AugmentOptions | None = None,
                   preprocess: Preprocess | None = None, target: int | None = None,
-                  device: Device = "auto", batch_size: int = 16) -> list[dict[str, Any]]:
+                  device: Device = "auto", batch_size: int = 16,
+                  progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Explains image files on Ray and has the workers write their overlays and maps.
 
     Joins the Ray cluster at ``address`` (default: a local Ray, started and stopped here,
@@ -258,6 +259,7 @@ def explain_files(images: Sequence[tuple[str | os.PathLike[str], str]], model: M
         files: where and what the workers write (``outdir`` on a shared file system).
         address: Ray cluster to join.
         workers: actors, one onnxruntime session each.
+        progress: told how many more images are done as results arrive.
 
     Returns:
         One row per image, in ``images`` order: ``path``, ``stem``, every column of
@@ -279,9 +281,12 @@ def explain_files(images: Sequence[tuple[str | os.PathLike[str], str]], model: M
             ray.data.from_items(items), model, method=method, params=params, options=options,
             preprocess=preprocess, target=target, device=device, batch_size=batch_size,
             concurrency=workers, files=files)
-        rows = [row for batch in results.drop_columns(["saliency"]).iter_batches(
-                    batch_size=1024, batch_format="numpy")
-                for row in _rows_of(batch)]
+        rows: list[dict[str, Any]] = []
+        for batch in results.drop_columns(["saliency"]).iter_batches(
+                batch_size=batch_size, batch_format="numpy"):
+            rows += _rows_of(batch)
+            if progress is not None:
+                progress(len(batch["index"]))
     finally:
         if started:
             ray.shutdown()

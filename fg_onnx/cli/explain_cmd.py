@@ -181,8 +181,7 @@ def run(args: argparse.Namespace) -> int:
     with output_folder(args.outdir):
         progress = Progress(len(jobs))
         if args.engine == "ray":
-            rows, thumbnails, skipped = _run_ray(args, jobs, spec, labels)
-            progress.advance(len(jobs))
+            rows, thumbnails, skipped = _run_ray(args, jobs, spec, labels, progress)
         else:
             rows, thumbnails, skipped = _run_local(args, explainer, jobs, spec, labels,
                                                    progress)
@@ -237,7 +236,7 @@ def _precision_note(fullgrad: FullGrad) -> str | None:
 
 
 def _run_ray(args: argparse.Namespace, jobs: list[_Job], spec: Preprocess,
-             labels: list[str]) -> tuple[list[Row], list[bytes], int]:
+             labels: list[str], progress: Progress) -> tuple[list[Row], list[bytes], int]:
     """Explains ``jobs`` with Ray actors that write the files; returns the summary rows and
     thumbnails (in ``jobs`` order) and the number of skipped images."""
     from fg_onnx.ray import FileOutputs, explain_files
@@ -248,7 +247,8 @@ def _run_ray(args: argparse.Namespace, jobs: list[_Job], spec: Preprocess,
         address=args.address,
         workers=args.workers, method=args.method, params=method_params(args),
         options=augment_options(args), preprocess=spec, target=args.target,
-        device=args.device, batch_size=args.batch_size)
+        device=args.device, batch_size=args.batch_size, progress=progress.advance)
+    progress.finish()
     rows: list[Row] = []
     thumbnails: list[bytes] = []
     skipped = 0
