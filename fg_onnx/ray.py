@@ -2,13 +2,15 @@
 
 ``explain_dataset`` maps batches of images through ``ExplainBatch`` actors, each holding one
 onnxruntime session (``Explainer``). Ray restarts an actor that dies and retries its batch,
-so no image is lost or explained twice. ``ray`` is imported only when these are used.
+so no image is lost or explained twice. ``explain_files`` is the whole run of ``fg-onnx
+explain --engine ray``: Ray started (or joined), image files explained and written, one row
+per file back. ``ray`` is imported only when these are used.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,7 +25,13 @@ from fg_onnx.methods.explainer import Explainer
 from fg_onnx.methods.params import MethodParams
 from fg_onnx.runtime.providers import Device
 from fg_onnx.vision.images import load_image
-from fg_onnx.vision.overlay import display_map, overlay_heatmap, save_png
+from fg_onnx.vision.overlay import (
+    display_map,
+    overlay_heatmap,
+    resize_map,
+    save_png,
+    thumbnail_jpeg,
+)
 from fg_onnx.vision.preprocess import Preprocess, model_preprocess, preprocess_batch
 
 if TYPE_CHECKING:
@@ -34,7 +42,8 @@ IMAGE_COLUMN = "image"
 RESULT_COLUMNS = ("saliency", "score", "target", "predicted", "completeness_error", "finite",
                   "error")
 """Columns ``explain_dataset`` adds; ``error`` is "" or why the image was skipped (its map
-and score are then NaN)."""
+and score are then NaN). ``completeness_error`` is NaN for methods without one (Grad-CAM,
+gradients, ...), and ``finite`` then covers the map and the score only."""
 
 
 def _ray() -> Any:
@@ -58,6 +67,10 @@ class FileOutputs:
     alpha: float = 0.5
     overlays: bool = True
     maps: bool = True
+    map_size: Literal["model", "image"] = "model"
+    """The .npy maps at the model's input size, or resized to each image's."""
+    thumbnails: bool = True
+    """Return each image's JPEG thumbnail in a ``thumbnail`` column (for report.html)."""
 
 
 def default_preprocess(explainer: Explainer) -> Preprocess:
@@ -104,6 +117,7 @@ class ExplainBatch:
         target = np.full(n, -1, np.int64)
         predicted = np.full(n, -1, np.int64)
         error = np.full(n, np.nan, np.float32)
+        has_error = False
         messages = [image if isinstance(image, str) else "" for image in images]
         good = [i for i, image in enumerate(images) if not isinstance(image, str)]
         if good:
@@ -113,16 +127,24 @@ class ExplainBatch:
             score[good] = result.scores
             target[good] = result.targets
             predicted[good] = result.predicted
-            error[good] = result.completeness_error
-        finite = (np.isfinite(score) & np.isfinite(saliency.reshape(n, -1)).all(1)
-                  & np.isfinite(error))
+            if result.completeness_error is not None:
+                error[good] = result.completeness_error
+                has_error = True
+        finite = np.isfinite(score) & np.isfinite(saliency.reshape(n, -1)).all(1)
+        if has_error:
+            finite &= np.isfinite(error)
         if self.files is not None:
             stems = batch.get("stem")
             if stems is None:
                 raise FgOnnxError("writing files needs a 'stem' column")
+            thumbnails = np.full(n, b"", dtype=object)
             for i in good:
                 self._write(str(stems[i]), images[i], saliency[i])  # type: ignore[arg-type]
+                if self.files.thumbnails:
+                    thumbnails[i] = thumbnail_jpeg(images[i])  # type: ignore[arg-type]
         out = {k: v for k, v in batch.items() if k != IMAGE_COLUMN}
+        if self.files is not None:
+            out["thumbnail"] = thumbnails
         out.update(saliency=saliency, score=score, target=target, predicted=predicted,
                    completeness_error=error, finite=finite,
                    error=np.asarray(messages, dtype=object))
@@ -137,7 +159,8 @@ class ExplainBatch:
             save_png(files.outdir / f"{base}.png",
                      overlay_heatmap(image, display_map(saliency), alpha=files.alpha))
         if files.maps:
-            save_npy_atomic(files.outdir / f"{base}.npy", saliency)
+            save_npy_atomic(files.outdir / f"{base}.npy", saliency if files.map_size == "model"
+                            else resize_map(saliency, image.shape[:2]))
 
 
 def cluster_gpus() -> int:
@@ -216,3 +239,62 @@ def write_maps(results: ray.data.Dataset, path: str | os.PathLike[str],
         results.write_numpy(str(path), column="saliency")
     else:
         raise FgOnnxError(f"unknown format {fmt!r}: parquet or numpy")
+
+
+def explain_files(images: Sequence[tuple[str | os.PathLike[str], str]], model: ModelSource,
+                  files: FileOutputs, *, address: str | None = None, workers: int = 1,
+                  method: str = "fullgrad", params: MethodParams | None = None,
+                  options: AugmentOptions | None = None,
+                  preprocess: Preprocess | None = None, target: int | None = None,
+                  device: Device = "auto", batch_size: int = 16,
+                  progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """Explains image files on Ray and has the workers write their overlays and maps.
+
+    Joins the Ray cluster at ``address`` (default: a local Ray, started and stopped here,
+    unless one is already running in this process).
+
+    Args:
+        images: (path every worker can read, output stem) per image.
+        model: as for :func:`explain_dataset`.
+        files: where and what the workers write (``outdir`` on a shared file system).
+        address: Ray cluster to join.
+        workers: actors, one onnxruntime session each.
+        progress: told how many more images are done as results arrive.
+
+    Returns:
+        One row per image, in ``images`` order: ``path``, ``stem``, every column of
+        ``RESULT_COLUMNS`` but ``saliency``, and ``thumbnail`` (JPEG bytes; empty for a
+        skipped image) where ``files.thumbnails``.
+    """
+    if workers < 1:
+        raise FgOnnxError(f"--workers must be at least 1, got {workers}")
+    ray = _ray()
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        items = [{"index": i, PATH_COLUMN: str(Path(path).resolve()), "stem": stem}
+                 for i, (path, stem) in enumerate(images)]
+        model = str(Path(model).resolve()) if isinstance(model, str | os.PathLike) else model
+        results = explain_dataset(
+            ray.data.from_items(items), model, method=method, params=params, options=options,
+            preprocess=preprocess, target=target, device=device, batch_size=batch_size,
+            concurrency=workers, files=files)
+        rows: list[dict[str, Any]] = []
+        for batch in results.drop_columns(["saliency"]).iter_batches(
+                batch_size=batch_size, batch_format="numpy"):
+            rows += _rows_of(batch)
+            if progress is not None:
+                progress(len(batch["index"]))
+    finally:
+        if started:
+            ray.shutdown()
+    rows.sort(key=lambda row: int(row["index"]))
+    for row in rows:
+        del row["index"]
+    return rows
+
+
+def _rows_of(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    return [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]

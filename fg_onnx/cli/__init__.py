@@ -1,1 +1,8 @@
 """The ``fg-onnx`` command line."""
+
+SUMMARIES = {
+    "augment": "write a model that also outputs FullGrad saliency maps",
+    "explain": "write FullGrad heatmaps for images",
+    "evaluate": "measure which saliency method is faithful (pixel perturbation)",
+}
+"""Each command's line in ``fg-onnx --help`` (also where onnxruntime is missing)."""

@@ -9,25 +9,33 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from fg_onnx.cli.augment_cmd import add_augment_options, options_from_args
-from fg_onnx.cli.explain_cmd import (
+from fg_onnx.cli import SUMMARIES
+from fg_onnx.cli.model_input import require_one_input
+from fg_onnx.cli.options import (
+    add_augment_options,
     add_method_options,
     add_preprocess_options,
-    is_result_name,
+    add_runtime_options,
+    augment_options,
     method_params,
-    preprocess_spec,
-    require_one_input,
+    positive_int,
+    preprocess_options,
+    runtime_options,
 )
+from fg_onnx.cli.outputs import EVALUATION_FILES, is_result_name, output_folder
+from fg_onnx.cli.progress import MethodProgress
+from fg_onnx.cli.reports import write_evaluation_report
 from fg_onnx.errors import FgOnnxError, ImageError
 from fg_onnx.evaluation import DEFAULT_KS, PerturbationConfig, evaluate, markdown, plot, to_json
 from fg_onnx.evaluation.scorer import Scorer
-from fg_onnx.files import make_folder, write_bytes_atomic
+from fg_onnx.files import write_bytes_atomic
 from fg_onnx.methods import METHOD_NAMES, get_method
+from fg_onnx.report.html import REPORT_NAME
 from fg_onnx.vision.images import iter_image_paths, load_image
 from fg_onnx.vision.overlay import save_png
 from fg_onnx.vision.preprocess import Preprocess, preprocess_batch
 
-OUTPUTS = ("evaluation.md", "evaluation.json", "evaluation.png")
+OUTPUTS = (*EVALUATION_FILES, REPORT_NAME)
 
 
 def _methods(text: str) -> list[str]:
@@ -58,35 +66,36 @@ def _percentages(text: str) -> tuple[float, ...]:
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Adds the ``evaluate`` sub-command."""
     parser = commands.add_parser(
-        "evaluate", help="measure which saliency method is faithful (pixel perturbation)",
-        description="Explain each image with every method, then remove the k %% least salient "
+        "evaluate", help=SUMMARIES["evaluate"],
+        description="Explain each image with every method, then remove the k % least salient "
                     "pixels (FullGrad paper, section 5.1) and, separately, the most salient "
                     "first (deletion curve); compare with a random pixel order. Writes "
                     "evaluation.md, evaluation.json and evaluation.png.",
     )
     parser.add_argument("model", type=Path, help="ONNX model (the original, not augmented)")
-    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE_OR_DIR")
+    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE_OR_DIR",
+                        help="image files, or folders searched recursively (jpg, png, bmp, "
+                             "webp, tiff)")
     parser.add_argument("--methods", type=_methods, default=list(METHOD_NAMES),
                         help="comma-separated methods (default: all); random is always added")
     parser.add_argument("--k", type=_percentages, default=DEFAULT_KS, metavar="K,K,...",
                         help="percentages of least salient pixels removed (default "
                              + ",".join(f"{k:g}" for k in DEFAULT_KS) + ")")
-    parser.add_argument("--deletion-steps", type=int, default=20,
+    parser.add_argument("--deletion-steps", type=positive_int, default=20, metavar="N",
                         help="steps of the deletion curve (default 20)")
     parser.add_argument("--fill", choices=["mean", "black"], default="mean",
                         help="a removed pixel becomes the image's per-channel mean (default) "
                              "or black")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline, "
-                        "tie-breaking and noise")
+    parser.add_argument("--seed", type=int, default=0, metavar="N",
+                        help="seed of the random baseline, tie-breaking and noise")
     parser.add_argument("-o", "--outdir", type=Path, default=Path("fg_eval"),
                         help="output folder (default: fg_eval)")
     parser.add_argument("--force", action="store_true", help="overwrite existing results")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--batch-size", type=int, default=16)
     add_preprocess_options(parser)
+    add_runtime_options(parser)
     add_method_options(parser)
     add_augment_options(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, needs_runtime=True)
 
 
 def _check_outdir(outdir: Path, force: bool) -> None:
@@ -106,31 +115,34 @@ def _black(spec: Preprocess) -> tuple[float, ...]:
 def run(args: argparse.Namespace) -> int:
     """Evaluates every method and writes the table and the plot."""
     _check_outdir(args.outdir, args.force)
-    if args.batch_size < 1:
-        raise FgOnnxError(f"batch size must be at least 1, got {args.batch_size}")
-    params = method_params(args)  # its seed is --seed
-    options = options_from_args(args)
-    scorer = Scorer(args.model, options, device=args.device, batch_size=max(64, args.batch_size))
+    params = method_params(args, seed=args.seed)
+    options = augment_options(args)
+    runtime = runtime_options(args)
+    scorer = Scorer(args.model, options, device=runtime.device,
+                    batch_size=max(64, runtime.batch_size))
     require_one_input(scorer.session, scorer.input_name, "evaluate")
-    spec = preprocess_spec(args, scorer)
+    spec = preprocess_options(args, scorer)
     config = PerturbationConfig(ks=args.k, deletion_steps=args.deletion_steps,
                                 fill=_black(spec) if args.fill == "black" else None,
                                 seed=args.seed)
     paths = iter_image_paths(args.images, outdir=args.outdir, is_output=is_result_name)
     images = _readable_images(paths)
     batch = preprocess_batch(images, spec)
-    make_folder(args.outdir)  # before the long part: a bad -o fails at once
-    print(f"evaluating {len(args.methods)} method(s) on {len(images)} image(s) "
-          f"({scorer.provider.active})", file=sys.stderr)
-    result = evaluate(args.model, batch, args.methods, config=config, params=params,
-                      options=options, device=args.device, batch_size=args.batch_size,
-                      scorer=scorer)
-    if args.fill == "black":
-        result.fill = "black pixel"
-    table = markdown(result)
-    write_bytes_atomic(args.outdir / "evaluation.md", table.encode())
-    write_bytes_atomic(args.outdir / "evaluation.json", to_json(result).encode())
-    save_png(args.outdir / "evaluation.png", plot(result))
+    with output_folder(args.outdir):  # before the long part: a bad -o fails at once
+        # One line for the run, though every method opens its own session.
+        provider = "; ".join(n for n in (scorer.provider.active, scorer.provider.note) if n)
+        print(f"evaluating {len(args.methods)} method(s) on {len(images)} image(s) "
+              f"({provider})", file=sys.stderr)
+        result = evaluate(args.model, batch, args.methods, config=config, params=params,
+                          options=options, device=runtime.device, batch_size=runtime.batch_size,
+                          scorer=scorer, progress=MethodProgress())
+        if args.fill == "black":
+            result.fill = "black pixel"
+        table = markdown(result)
+        write_bytes_atomic(args.outdir / "evaluation.md", table.encode())
+        write_bytes_atomic(args.outdir / "evaluation.json", to_json(result).encode())
+        save_png(args.outdir / "evaluation.png", plot(result))
+        write_evaluation_report(args.outdir, result, model=args.model)
     print(table, end="")
     print(f"wrote {', '.join(str(args.outdir / n) for n in OUTPUTS)}")
     return 1 if len(images) < len(paths) else 0

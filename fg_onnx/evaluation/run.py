@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +28,9 @@ from fg_onnx.methods import Explainer, MethodParams, get_method
 from fg_onnx.runtime.providers import Device
 
 RANDOM = "random"
+
+Progress = Callable[[str, int, int], None]
+"""(method, images done, images) as a method's tests proceed; 0 done when its maps start."""
 
 
 @dataclass
@@ -70,12 +73,14 @@ def evaluate(model: ModelSource, batch: np.ndarray, methods: Sequence[str], *,
              config: PerturbationConfig | None = None, params: MethodParams | None = None,
              options: AugmentOptions | None = None, device: Device = "auto",
              batch_size: int = 16, scorer: Scorer | None = None,
-             masks: Sequence[np.ndarray | None] | None = None) -> Evaluation:
+             masks: Sequence[np.ndarray | None] | None = None,
+             progress: Progress | None = None) -> Evaluation:
     """Runs the pixel-perturbation, deletion and insertion tests on ``batch`` for each method
     and for a random pixel ranking (always first). Each image explains its predicted class.
 
     ``scorer`` (default: one opened on ``model``) scores the perturbed images. ``masks``
-    (one per image, None where an image has none) adds the localisation metrics."""
+    (one per image, None where an image has none) adds the localisation metrics;
+    ``progress`` hears how far each method is."""
     config = config or PerturbationConfig()
     names = [m for m in dict.fromkeys(methods) if m != RANDOM]
     for name in names:
@@ -102,6 +107,8 @@ def evaluate(model: ModelSource, batch: np.ndarray, methods: Sequence[str], *,
     result = Evaluation(len(batch), list(config.ks), config.fractions.tolist(), fill)
     rng = np.random.default_rng(config.seed)
     for name in [RANDOM, *names]:
+        scores = _counted(scorer, name, len(batch), len(config.ks) + config.deletion_steps,
+                          progress)
         started = time.perf_counter()
         error = None
         if name == RANDOM:
@@ -116,14 +123,33 @@ def evaluate(model: ModelSource, batch: np.ndarray, methods: Sequence[str], *,
                 error = float(np.max(explanation.completeness_error))
         seconds = 0.0 if name == RANDOM else (time.perf_counter() - started) / len(batch)
         ranks = pixel_ranks(maps, rng)
-        deletion = deletion_curve(scorer, images, ranks, config)
-        insertion = insertion_curve(scorer, images, ranks, config)
+        deletion = deletion_curve(scores, images, ranks, config)
+        insertion = insertion_curve(scores, images, ranks, config)
         result.results.append(MethodResult(
-            name, pixel_perturbation(scorer, images, ranks, config).tolist(),
+            name, pixel_perturbation(scores, images, ranks, config).tolist(),
             deletion.tolist(), area_under(deletion, config.fractions),
             insertion.tolist(), area_under(insertion, config.fractions), seconds, error,
             None if masks is None else localisation(maps, masks)))
     return result
+
+
+def _counted(scorer: Scorer, method: str, images: int, copies_per_image: int,
+             progress: Progress | None) -> Callable[[np.ndarray], np.ndarray]:
+    """``scorer``, telling ``progress`` how many images' perturbed copies it has scored."""
+    if progress is None:
+        return scorer
+    report = progress
+    report(method, 0, images)
+    scored = 0
+
+    def scores(batch: np.ndarray) -> np.ndarray:
+        nonlocal scored
+        logits = scorer(batch)
+        scored += len(batch)
+        report(method, min(images, scored // copies_per_image), images)
+        return logits
+
+    return scores
 
 
 def _options_for(name: str, options: AugmentOptions | None) -> AugmentOptions | None:

@@ -1,4 +1,7 @@
-"""Choosing the onnxruntime execution provider and saying which one really runs."""
+"""Choosing the onnxruntime execution provider and saying which one really runs.
+
+onnxruntime is imported on first use (``fg_onnx.runtime.install``): the module's names and
+types serve the command line before it knows whether a command needs onnxruntime."""
 
 from __future__ import annotations
 
@@ -7,13 +10,17 @@ import io
 import os
 import sys
 from dataclasses import dataclass
-from typing import Literal
-
-import onnxruntime as ort
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal
 
 from fg_onnx.errors import FgOnnxError, one_line
+from fg_onnx.runtime.install import import_onnxruntime
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 Device = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[Device, ...] = ("auto", "cpu", "cuda")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 ORT_DEFAULT_LOG_SEVERITY = 2
@@ -33,10 +40,14 @@ class ProviderReport:
         return self.active == CUDA
 
 
+def _ort() -> ModuleType:
+    return import_onnxruntime()
+
+
 def _preload_cuda_libraries() -> None:
     # onnxruntime-gpu >= 1.21 can load cuDNN/cuBLAS from the nvidia-* wheels; without this
     # the CUDA provider fails to load on machines that have them only as wheels.
-    preload = getattr(ort, "preload_dlls", None)
+    preload = getattr(_ort(), "preload_dlls", None)
     if preload is None:
         return
     # It prints one line per library it cannot find; the report says what matters.
@@ -54,7 +65,7 @@ def nvidia_driver_present() -> bool:
 
 def candidate_providers(device: Device, available: list[str] | None = None) -> list[str]:
     """The providers to ask onnxruntime for, best first."""
-    available = ort.get_available_providers() if available is None else available
+    available = _ort().get_available_providers() if available is None else available
     if device == "cpu":
         return [CPU]
     if CUDA not in available:
@@ -84,23 +95,24 @@ def open_session(model: bytes | str, device: Device = "auto",
     A CUDA provider that onnxruntime lists but cannot load (missing driver or libraries) is
     reported in the note; with ``device="cuda"`` it is an error instead of a CPU fallback.
     """
+    runtime = _ort()
     providers, note = planned_providers(device)
     if CUDA in providers:
         _preload_cuda_libraries()
         # onnxruntime logs a provider that fails to load through its default logger; the
         # report below says it in one line instead.
-        ort.set_default_logger_severity(4)
-    options = options or ort.SessionOptions()
+        runtime.set_default_logger_severity(4)
+    options = options or runtime.SessionOptions()
     # Our own report replaces onnxruntime's provider warnings, and errors reach the user as
     # one line from the exception instead of a log record as well.
     options.log_severity_level = 4
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = runtime.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
-        session = ort.InferenceSession(model, options, providers=providers)
+        session = runtime.InferenceSession(model, options, providers=providers)
     except Exception as exc:
         raise FgOnnxError(f"onnxruntime could not load the model: {one_line(exc)}") from exc
     finally:
-        ort.set_default_logger_severity(ORT_DEFAULT_LOG_SEVERITY)
+        runtime.set_default_logger_severity(ORT_DEFAULT_LOG_SEVERITY)
     active = session.get_providers()[0]
     if CUDA in providers and active != CUDA:
         if device == "cuda":

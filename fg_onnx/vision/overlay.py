@@ -21,14 +21,22 @@ def colorize(saliency: npt.NDArray[np.floating], size: tuple[int, int]) -> npt.N
     """
     if saliency.ndim != 2 or 0 in saliency.shape:
         raise ValueError(f"saliency must be a non-empty 2-D map, got shape {saliency.shape}")
-    values = np.nan_to_num(saliency.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-    if values.shape != size:
-        values = np.asarray(
-            cv2.resize(values, (size[1], size[0]), interpolation=cv2.INTER_LINEAR), np.float32
-        )
+    values = resize_map(np.nan_to_num(saliency.astype(np.float32), nan=0.0, posinf=1.0,
+                                      neginf=0.0), size)
     levels = np.round(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)
     coloured = cv2.applyColorMap(levels, cv2.COLORMAP_JET)
     return np.ascontiguousarray(coloured[..., ::-1])
+
+
+def resize_map(saliency: npt.NDArray[np.floating], size: tuple[int, int],
+               ) -> npt.NDArray[np.float32]:
+    """A 2-D map resized bilinearly to ``size`` = (height, width), as overlays draw it
+    (float32; unchanged at that size already)."""
+    values = np.asarray(saliency, np.float32)
+    if values.shape == tuple(size):
+        return values
+    return np.asarray(cv2.resize(values, (size[1], size[0]), interpolation=cv2.INTER_LINEAR),
+                      np.float32)
 
 
 def overlay_heatmap(
@@ -80,4 +88,21 @@ def _encode_png(rgb: npt.NDArray[np.uint8]) -> bytes:
     ok, encoded = cv2.imencode(".png", pixels)
     if not ok:
         raise ValueError(f"OpenCV could not encode a {rgb.shape} image as PNG")
+    return bytes(encoded.tobytes())
+
+
+THUMBNAIL_SIDE = 160
+
+
+def thumbnail_jpeg(rgb: npt.NDArray[np.uint8], side: int = THUMBNAIL_SIDE) -> bytes:
+    """JPEG bytes of an RGB uint8 image shrunk to at most ``side`` pixels a side (for
+    reports: a few kilobytes each)."""
+    height, width = rgb.shape[:2]
+    factor = min(1.0, side / max(height, width))
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    small = rgb if factor == 1.0 else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(small[..., ::-1]),
+                               [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {rgb.shape} image as JPEG")
     return bytes(encoded.tobytes())

@@ -113,6 +113,10 @@ def _preset_values(norm: _Normalisation, channels: int) -> tuple[Values, Values]
     return (sum(norm.mean) / 3,), (sum(norm.std) / 3,)
 
 
+def _hw(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
 def _swap(values: Values) -> Values:
     """RGB-ordered per-channel values in BGR order (and back); one value stays."""
     return tuple(reversed(values))
@@ -202,10 +206,17 @@ def model_preprocess(model: ModelFacts, *, size: tuple[int, int] | None = None,
     colour channels the model does not have. A channel count that is not fixed counts as 3.
 
     Raises:
-        FgOnnxError: no size known, an unknown preset, a model that takes neither 1 nor 3
+        FgOnnxError: no size known, a ``size`` the model's fixed size contradicts, an
+            unknown preset, a model that takes neither 1 nor 3
             channels, or invalid values.
     """
-    size = size or model.image_size
+    fixed = model.image_size
+    if size is not None and fixed is not None and tuple(size) != fixed:
+        # onnxruntime would refuse the batch with an INVALID_ARGUMENT naming no option.
+        raise FgOnnxError(f"the model takes {_hw(fixed)} inputs (its input size, or "
+                          f"--input-size), but --size resizes the images to {_hw(size)}: "
+                          f"drop --size or pass --size {_hw(fixed)}")
+    size = size or fixed
     if size is None:
         raise FgOnnxError("the model's input size is not fixed; pass --size HxW")
     channels = model.channels or 3

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
 import pytest
 
+from fg_onnx.cli.main import main
 from fg_onnx.errors import FgOnnxError
 from fg_onnx.runtime import providers
 from fg_onnx.runtime.providers import CPU, CUDA, candidate_providers, open_session
+
+ROOT = Path(__file__).parents[2]
+SAMPLE = ROOT / "sample_models" / "shapes_cnn.onnx"
 
 
 def test_candidates() -> None:
@@ -74,3 +79,21 @@ def test_working_cuda_has_no_note(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unloadable_model_is_a_clear_error() -> None:
     with pytest.raises(FgOnnxError, match="onnxruntime could not load the model"):
         open_session(b"not a model", "cpu")
+
+
+@pytest.mark.parametrize(("available", "device", "noted"), [
+    ([CUDA, CPU], "auto", True),  # a GPU build on a machine without a driver
+    ([CUDA, CPU], "cpu", False),
+    ([CPU], "auto", False),  # the CPU build: nothing to say
+])
+def test_the_cpu_fallback_note_comes_once_per_run_and_only_where_it_helps(
+        available: list[str], device: str, noted: bool, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(ort, "get_available_providers", lambda: available)
+    monkeypatch.setattr(providers, "nvidia_driver_present", lambda: False)
+    image = str(ROOT / "sample_models" / "images" / "circle.png")
+    for argv in (["explain", str(SAMPLE), image, "-o", str(tmp_path / "x")],
+                 ["evaluate", str(SAMPLE), image, "--methods", "gradient,grad-cam", "--k", "1",
+                  "--deletion-steps", "1", "-o", str(tmp_path / "e")]):
+        assert main([*argv, "--device", device]) == 0
+        assert capsys.readouterr().err.count("no NVIDIA driver") == (1 if noted else 0)

@@ -3,6 +3,7 @@ image lost or repeated when a worker dies."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -146,3 +147,13 @@ def test_cli_ray_engine_writes_what_the_local_engine_writes(tmp_path: Path) -> N
                                       np.load(tmp_path / "local" / str(row["map"])))
         assert (tmp_path / "ray" / str(row["overlay"])).read_bytes() == \
             (tmp_path / "local" / str(row["overlay"])).read_bytes()
+
+
+def test_a_worker_leaves_nan_for_a_method_without_completeness(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = ExplainBatch(SAMPLE, "gradient", None, None, "cpu", 4, 1, None, None, None)
+    explain = worker.explainer.explain
+    monkeypatch.setattr(worker.explainer, "explain", lambda *args: dataclasses.replace(
+        explain(*args), completeness_error=None))
+    out = worker({"path": np.asarray([str(p) for p in IMAGES[:2]], dtype=object)})
+    assert np.isnan(out["completeness_error"]).all() and out["finite"].all()

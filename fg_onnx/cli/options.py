@@ -1,0 +1,206 @@
+"""The option groups several commands share, each with the function that turns the parsed
+arguments into the object the library takes (Polygraphy's shared argument groups are the model).
+
+A command adds a group with ``add_<group>_options(parser)`` and reads it back with the group's
+function; options that only one command has are passed to that function by the command, so
+every function reads only arguments its own group added.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fg_onnx.choices import LAYOUT_CHOICES, PRECISIONS, GraphMethod, Provider
+from fg_onnx.fullgrad.augment import AugmentOptions
+from fg_onnx.fullgrad.precision import DEFAULT_GRADIENT_SCALE
+from fg_onnx.runtime.providers import DEVICES, Device
+from fg_onnx.vision.images import MAX_PIXELS
+from fg_onnx.vision.preprocess import PRESETS, ModelFacts, Preprocess, model_preprocess
+
+if TYPE_CHECKING:
+    from fg_onnx.methods.params import MethodParams
+
+DEFAULT_BATCH_SIZE = 16
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``224x224`` or ``224`` -> (224, 224)."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW, got {text!r}") from None
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or min(sizes) <= 0:
+        raise argparse.ArgumentTypeError(f"expected HxW with positive sizes, got {text!r}")
+    # The images' own limit: larger inputs take gigabytes per image, and OpenCV or
+    # onnxruntime would fail on them with errors that do not name the option.
+    if sizes[0] * sizes[1] > MAX_PIXELS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is too large: {sizes[0] * sizes[1] / 1e6:.0f} megapixels, the limit is "
+            f"{MAX_PIXELS / 1e6:.0f}")
+    return sizes[0], sizes[1]
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    """One value (every channel) or three (R, G, B)."""
+    try:
+        values = tuple(float(v) for v in text.replace(" ", ",").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected one number or three like 0.5,0.5,0.5, got {text!r}"
+        ) from None
+    if len(values) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"expected one number or three (R,G,B), got {text!r}")
+    return values
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation: how the model is rewritten
+
+
+def add_augment_options(parser: argparse.ArgumentParser) -> None:
+    """Options of every command that augments a model."""
+    group = parser.add_argument_group("augmentation (how the model is rewritten)")
+    group.add_argument("--input", metavar="NAME",
+                       help="explained input (default: the only float input)")
+    group.add_argument("--output", metavar="NAME",
+                       help="explained output (default: the first output)")
+    group.add_argument("--layout", default="auto", choices=LAYOUT_CHOICES,
+                       help="input layout (default: detected from the graph)")
+    group.add_argument("--input-size", type=parse_size, metavar="HxW",
+                       help="fix the model's input size when the model leaves it open (the "
+                            "size the rewritten graph takes; --size is the size images are "
+                            "resized to, and must match it)")
+    group.add_argument("--implicit-biases", action="store_true",
+                       help="add implicit-bias taps at every non-homogeneous node, so "
+                            "completeness holds for any network")
+    group.add_argument("--explain-probabilities", action="store_true",
+                       help="explain a final Softmax/LogSoftmax/Sigmoid output itself, not "
+                            "the logits before it")
+    group.add_argument("--cam-layer", metavar="TENSOR",
+                       help="grad-cam/grad-cam++ activation (default: the last Conv output "
+                            "on the gradient path, after a BatchNorm/ReLU that follows it)")
+    group.add_argument("--precision", choices=PRECISIONS, default="float32",
+                       help="float16 runs the network and its backward pass in float16 "
+                            "(for GPUs: onnxruntime's CPU provider computes float16 in "
+                            "float32, slower; inputs and outputs stay float32; check the "
+                            "completeness error)")
+    group.add_argument("--gradient-scale", type=float, metavar="S",
+                       help=f"float16: start the backward pass from S times the one-hot "
+                            f"class (default {DEFAULT_GRADIENT_SCALE:g}); lower it if maps "
+                            "come out non-finite, raise it if completeness suffers from "
+                            "tiny gradients")
+
+
+def augment_options(args: argparse.Namespace, *, method: GraphMethod = "fullgrad",
+                    provider: Provider = "any", seed_input: bool = False,
+                    components: bool = False) -> AugmentOptions:
+    """AugmentOptions from the group's arguments and the command's own settings."""
+    return AugmentOptions(
+        input=args.input, output=args.output, layout=args.layout,
+        implicit_biases=args.implicit_biases, explain_probabilities=args.explain_probabilities,
+        seed_input=seed_input, components=components, input_size=args.input_size,
+        method=method, cam_layer=args.cam_layer, provider=provider, precision=args.precision,
+        gradient_scale=args.gradient_scale,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Preprocessing: how images become model inputs
+
+
+def add_preprocess_options(parser: argparse.ArgumentParser) -> None:
+    """How images become model inputs."""
+    group = parser.add_argument_group("preprocessing (how images become model inputs)")
+    group.add_argument("--preset", choices=sorted(PRESETS),
+                       help="normalisation (default: the model's fg_onnx.preprocess metadata, "
+                            "else imagenet)")
+    group.add_argument("--size", type=parse_size, metavar="HxW",
+                       help="size the images are resized to (default: the model's input "
+                            "size, or --input-size); it must be a size the model takes")
+    group.add_argument("--mean", type=_floats, metavar="M|R,G,B",
+                       help="mean: one value for every channel, or R,G,B; 1-channel "
+                            "(grayscale) models take one value (default: the preset's; "
+                            "averaged for them)")
+    group.add_argument("--std", type=_floats, metavar="S|R,G,B", help="std, as --mean")
+    group.add_argument("--bgr", action="store_true", help="the model expects BGR channels")
+
+
+def preprocess_options(args: argparse.Namespace, model: ModelFacts) -> Preprocess:
+    """The preprocessing the options ask for, completed from the model's metadata."""
+    return model_preprocess(model, size=args.size, preset_name=args.preset, mean=args.mean,
+                            std=args.std, bgr=args.bgr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Methods that combine several runs
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """Settings of the methods that combine several runs."""
+    # fg_onnx.methods loads onnxruntime: imported here, as only commands that run models
+    # add this group (augment works without onnxruntime).
+    from fg_onnx.methods.params import MethodParams
+
+    defaults = MethodParams()
+    group = parser.add_argument_group("multi-run methods (smoothgrad, smooth-fullgrad, "
+                                      "integrated-gradients)")
+    group.add_argument("--samples", type=int, default=defaults.samples, metavar="N",
+                       help=f"noisy copies per image for smoothgrad and smooth-fullgrad "
+                            f"(default {defaults.samples})")
+    group.add_argument("--noise", type=float, default=defaults.noise, metavar="SIGMA",
+                       help="noise σ as a fraction of each image's value range "
+                            f"(default {defaults.noise})")
+    group.add_argument("--steps", type=int, default=defaults.steps, metavar="N",
+                       help=f"integrated-gradients path steps (default {defaults.steps})")
+
+
+def method_params(args: argparse.Namespace, *, seed: int = 0) -> MethodParams:
+    """MethodParams from the group's arguments; ``seed`` is the command's noise seed."""
+    from fg_onnx.methods.params import MethodParams
+
+    return MethodParams(samples=args.samples, noise=args.noise, steps=args.steps, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runtime: where and how many at a time
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Where the model runs and how many images one onnxruntime run takes."""
+
+    device: Device
+    batch_size: int
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """Where the model runs and how many images one run takes."""
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--device", choices=DEVICES, default="auto",
+                       help="auto: CUDA when onnxruntime-gpu and a GPU are usable, else the "
+                            "CPU (default); cuda: fail instead of falling back")
+    group.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
+                       metavar="N",
+                       help=f"images per onnxruntime run (default {DEFAULT_BATCH_SIZE}; a model "
+                            "whose input fixes the batch size runs that many)")
+
+
+def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
+    """RuntimeOptions from the group's arguments."""
+    return RuntimeOptions(device=args.device, batch_size=args.batch_size)

@@ -1,0 +1,42 @@
+"""What ``explain`` and ``evaluate`` write, by name: the per-image files and the recognition of
+earlier results (so that a second run does not explain the first one's images)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from fg_onnx.files import make_folder
+from fg_onnx.methods import METHOD_NAMES
+
+EVALUATION_FILES = ("evaluation.md", "evaluation.json", "evaluation.png")
+
+
+def is_result_name(name: str) -> bool:
+    """Whether ``name`` is that of an image explain or evaluate writes (with any method)."""
+    return name == "evaluation.png" or any(name.endswith(f"_{method}.png")
+                                           for method in METHOD_NAMES)
+
+
+def outputs_of(outdir: Path, stem: str, method: str) -> tuple[Path, Path]:
+    """The overlay and the map ``explain`` writes for the image given ``stem``."""
+    # Not with_suffix: a stem like "x.y" would lose ".y_<method>" to it.
+    return outdir / f"{stem}_{method}.png", outdir / f"{stem}_{method}.npy"
+
+
+@contextlib.contextmanager
+def output_folder(path: Path) -> Iterator[None]:
+    """Creates ``path`` (and missing parents) for a run; when the run fails, removes what it
+    created as long as nothing was written there, so a failed run leaves no empty folder."""
+    created = [folder for folder in (path, *path.parents) if not folder.exists()]
+    make_folder(path)
+    try:
+        yield
+    except BaseException:
+        for folder in created:  # deepest first
+            try:
+                folder.rmdir()  # only an empty folder
+            except OSError:
+                break
+        raise

@@ -1,0 +1,1 @@
+"""Standalone HTML reports of a run (``report.html`` beside its results)."""
