@@ -40,14 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-RUNTIME_COMMANDS = ("explain", "evaluate")
+RUNTIME_COMMANDS = ("explain", "evaluate", "sanity")
 
 
 def _register_runtime_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """The commands that run models: theirs where onnxruntime imports, else stand-ins that
     say in one line which package to install (augment needs no onnxruntime)."""
     try:
-        from fg_onnx.cli import evaluate_cmd, explain_cmd
+        from fg_onnx.cli import evaluate_cmd, explain_cmd, sanity_cmd
     except ImportError:
         try:
             import_onnxruntime()
@@ -58,6 +58,7 @@ def _register_runtime_commands(commands: argparse._SubParsersAction) -> None:  #
         raise  # onnxruntime imports: a bug of ours, not the installation
     explain_cmd.register(commands)
     evaluate_cmd.register(commands)
+    sanity_cmd.register(commands)
 
 
 def _register_stand_in(commands: argparse._SubParsersAction,  # type: ignore[type-arg]

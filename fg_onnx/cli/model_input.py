@@ -1,11 +1,17 @@
-"""What the command line can feed a model: images into its one explained input."""
+"""What the command line can feed a model: readable images into its one explained input."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fg_onnx.errors import FgOnnxError
+import numpy as np
+import numpy.typing as npt
+
+from fg_onnx.errors import FgOnnxError, ImageError
 from fg_onnx.fullgrad.contract import TARGET
+from fg_onnx.vision.images import load_image
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -20,3 +26,18 @@ def require_one_input(session: ort.InferenceSession, explained: str, command: st
             f"{command} cannot supply the model's other input(s) "
             f"{', '.join(repr(name) for name in others)}: it feeds images to {explained!r} "
             "only (run the model fg-onnx augment writes with all its inputs instead)")
+
+
+def readable_images(paths: list[Path]) -> tuple[list[Path], list[npt.NDArray[np.uint8]]]:
+    """The images that can be read and their paths, as explain skips the others: one line
+    each."""
+    read, images = [], []
+    for path in paths:
+        try:
+            images.append(load_image(path))
+            read.append(path)
+        except ImageError as exc:
+            print(f"fg-onnx: skipped: {exc}", file=sys.stderr)
+    if not images:
+        raise FgOnnxError("none of the images could be read")
+    return read, images

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fg_onnx.choices import LAYOUT_CHOICES, PRECISIONS, GraphMethod, Provider
+from fg_onnx.errors import FgOnnxError
 from fg_onnx.fullgrad.augment import AugmentOptions
 from fg_onnx.fullgrad.precision import DEFAULT_GRADIENT_SCALE
 from fg_onnx.runtime.providers import DEVICES, Device
@@ -204,3 +205,19 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
 def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
     """RuntimeOptions from the group's arguments."""
     return RuntimeOptions(device=args.device, batch_size=args.batch_size)
+
+
+def methods_list(text: str) -> list[str]:
+    """--methods: comma-separated method names (and random), each checked."""
+    from fg_onnx.methods import get_method  # imports onnxruntime, which augment does without
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one method")
+    for name in names:
+        if name != "random":
+            try:
+                get_method(name)
+            except FgOnnxError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+    return names

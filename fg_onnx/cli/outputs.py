@@ -11,12 +11,16 @@ from fg_onnx.files import make_folder
 from fg_onnx.methods import METHOD_NAMES
 
 EVALUATION_FILES = ("evaluation.md", "evaluation.json", "evaluation.png")
+SANITY_FILES = ("sanity.md", "sanity.json", "sanity.png", "sanity_grid.png")
+RESULT_IMAGES = frozenset(name for name in (*EVALUATION_FILES, *SANITY_FILES)
+                          if name.endswith(".png"))
 
 
 def is_result_name(name: str) -> bool:
-    """Whether ``name`` is that of an image explain or evaluate writes (with any method)."""
-    return name == "evaluation.png" or any(name.endswith(f"_{method}.png")
-                                           for method in METHOD_NAMES)
+    """Whether ``name`` is that of an image explain, evaluate or sanity writes (with any
+    method)."""
+    return name in RESULT_IMAGES or any(name.endswith(f"_{method}.png")
+                                        for method in METHOD_NAMES)
 
 
 def outputs_of(outdir: Path, stem: str, method: str) -> tuple[Path, Path]:

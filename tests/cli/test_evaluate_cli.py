@@ -120,3 +120,60 @@ def test_input_size_sizes_the_images_of_an_open_size_model(tmp_path: Path) -> No
     # explain takes --input-size for a model with open H and W; evaluate wanted --size.
     open_size = with_symbolic_dims(onnx.load(SAMPLE), {"image": ["N", 3, "H", "W"]})
     _evaluate_fullgrad(open_size, tmp_path, "--input-size", "64x64")
+
+
+def _square_mask(size: int) -> np.ndarray:
+    mask = np.zeros((size, size), np.uint8)
+    mask[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 255
+    return mask
+
+
+def test_evaluate_with_masks_and_with_boxes(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    images = [IMAGES / "circle.png", IMAGES / "cross.jpg", IMAGES / "square.jpg"]
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    cv2.imwrite(str(masks / "circle.png"), _square_mask(64))  # another size: resized
+    cv2.imwrite(str(masks / "cross.png"), np.zeros((128, 128), np.uint8))  # empty
+    base = ["evaluate", str(SAMPLE), *map(str, images), "--methods", "gradient", "--k", "10",
+            "--deletion-steps", "2", "--device", "cpu"]
+    assert main([*base, "--masks", str(masks), "-o", str(tmp_path / "m")]) == 0
+    err = capsys.readouterr().err
+    assert "1 of 3 image(s) have no mask" in err and "empty mask of 1 image(s)" in err
+    data = json.loads((tmp_path / "m" / "evaluation.json").read_text())
+    for row in data["results"]:
+        assert row["localisation"]["images"] == 1
+        assert set(row["localisation"]) >= {"pointing_game", "relevance_mass",
+                                            "relevance_rank", "mask_auc"}
+    assert "Localisation" in (tmp_path / "m" / "report.html").read_text()
+    boxes = {"images": [{"id": 7, "file_name": "circle.png"}, {"id": 8, "file_name": "x.png"}],
+             "annotations": [{"image_id": 7, "bbox": [32, 32, 64, 64]}]}
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes))
+    assert main([*base, "--boxes", str(tmp_path / "boxes.json"), "-o", str(tmp_path / "b")]) == 0
+    boxed = json.loads((tmp_path / "b" / "evaluation.json").read_text())
+    # the same square (the circle image is 128 px): the same numbers as with its mask
+    assert boxed["results"][1]["localisation"] == data["results"][1]["localisation"]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--masks", "nowhere"], "is not a folder"),
+    (["--boxes", "nowhere.json"], "cannot read --boxes"),
+])
+def test_bad_ground_truth_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      extra: list[str], message: str) -> None:
+    args = ["evaluate", str(SAMPLE), str(IMAGES / "circle.png"), "--methods", "gradient",
+            "-o", str(tmp_path / "out"), "--device", "cpu", *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_masks_for_no_image_are_refused(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "masks" / "other.png"), _square_mask(8))
+    args = ["evaluate", str(SAMPLE), str(IMAGES / "circle.png"), "--methods", "gradient",
+            "--masks", str(tmp_path / "masks"), "-o", str(tmp_path / "out"), "--device", "cpu"]
+    assert main(args) == 2
+    assert "no image has a mask" in capsys.readouterr().err

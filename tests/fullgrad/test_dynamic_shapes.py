@@ -14,7 +14,7 @@ import pytest
 import torch
 import torchvision
 from helpers import completeness
-from helpers import run_outputs as run
+from helpers import run_on_onnxruntime as run
 from torch_models import TinyYolo, export_any_size, images, randomize_batchnorm
 
 import fg_onnx
