@@ -14,6 +14,7 @@ from fg_onnx.cli.model_input import readable_images, require_one_input
 from fg_onnx.cli.options import (
     add_augment_options,
     add_method_options,
+    add_model_and_images,
     add_preprocess_options,
     add_runtime_options,
     augment_options,
@@ -23,7 +24,7 @@ from fg_onnx.cli.options import (
     preprocess_options,
     runtime_options,
 )
-from fg_onnx.cli.outputs import EVALUATION_FILES, is_result_name, output_folder
+from fg_onnx.cli.outputs import EVALUATION_FILES, check_outdir, is_result_name, output_folder
 from fg_onnx.cli.progress import MethodProgress
 from fg_onnx.cli.reports import write_evaluation_report
 from fg_onnx.errors import FgOnnxError
@@ -63,10 +64,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
                     "also how well each map localises the object. Writes evaluation.md, "
                     "evaluation.json, evaluation.png and report.html.",
     )
-    parser.add_argument("model", type=Path, help="ONNX model (the original, not augmented)")
-    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE_OR_DIR",
-                        help="image files, or folders searched recursively (jpg, png, bmp, "
-                             "webp, tiff)")
+    add_model_and_images(parser, "ONNX model (the original, not augmented)")
     parser.add_argument("--methods", type=methods_list, default=list(METHOD_NAMES),
                         help="comma-separated methods (default: all); random is always added")
     parser.add_argument("--k", type=_percentages, default=DEFAULT_KS, metavar="K,K,...",
@@ -98,15 +96,6 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     parser.set_defaults(run=run, needs_runtime=True)
 
 
-def _check_outdir(outdir: Path, force: bool) -> None:
-    if outdir.exists() and not outdir.is_dir():
-        raise FgOnnxError(f"output path {outdir} exists and is not a folder")
-    existing = [name for name in OUTPUTS if (outdir / name).exists()]
-    if existing and not force:
-        raise FgOnnxError(f"{outdir / existing[0]} already exists; pass --force to overwrite "
-                          "or choose -o")
-
-
 def _black(spec: Preprocess) -> tuple[float, ...]:
     """The model input of a black pixel, per channel."""
     return tuple(-m / s for m, s in zip(spec.mean, spec.std, strict=True))
@@ -114,7 +103,7 @@ def _black(spec: Preprocess) -> tuple[float, ...]:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluates every method and writes the table and the plot."""
-    _check_outdir(args.outdir, args.force)
+    check_outdir(args.outdir, OUTPUTS, args.force)
     params = method_params(args, seed=args.seed)
     options = augment_options(args)
     runtime = runtime_options(args)

@@ -15,6 +15,7 @@ from fg_onnx.cli.model_input import require_one_input
 from fg_onnx.cli.options import (
     add_augment_options,
     add_method_options,
+    add_model_and_images,
     add_preprocess_options,
     add_runtime_options,
     augment_options,
@@ -75,10 +76,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         description="Explain MODEL's prediction on each image: writes a heatmap overlay PNG and "
                     "the raw map (.npy) per image, and summary.json/summary.csv.",
     )
-    parser.add_argument("model", type=Path, help="ONNX model (original or augmented)")
-    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE_OR_DIR",
-                        help="image files, or folders searched recursively (jpg, png, bmp, "
-                             "webp, tiff)")
+    add_model_and_images(parser, "ONNX model (original or augmented)")
     parser.add_argument("-o", "--outdir", type=Path, default=Path("fg_out"),
                         help="output folder (default: fg_out)")
     parser.add_argument("--force", action="store_true", help="overwrite existing result files")

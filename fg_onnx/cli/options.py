@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fg_onnx.choices import LAYOUT_CHOICES, PRECISIONS, GraphMethod, Provider
@@ -221,3 +222,11 @@ def methods_list(text: str) -> list[str]:
             except FgOnnxError as exc:
                 raise argparse.ArgumentTypeError(str(exc)) from None
     return names
+
+
+def add_model_and_images(parser: argparse.ArgumentParser, model_help: str) -> None:
+    """The MODEL and IMAGE_OR_DIR... arguments of the commands that run images."""
+    parser.add_argument("model", type=Path, help=model_help)
+    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE_OR_DIR",
+                        help="image files, or folders searched recursively (jpg, png, bmp, "
+                             "webp, tiff)")

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from fg_onnx.errors import FgOnnxError
 from fg_onnx.files import make_folder
 from fg_onnx.methods import METHOD_NAMES
 
@@ -44,3 +45,14 @@ def output_folder(path: Path) -> Iterator[None]:
             except OSError:
                 break
         raise
+
+
+def check_outdir(outdir: Path, names: tuple[str, ...], force: bool) -> None:
+    """Refuses an ``outdir`` that is a file, or that holds one of ``names`` without
+    ``force``, before any work."""
+    if outdir.exists() and not outdir.is_dir():
+        raise FgOnnxError(f"output path {outdir} exists and is not a folder")
+    existing = [name for name in names if (outdir / name).exists()]
+    if existing and not force:
+        raise FgOnnxError(f"{outdir / existing[0]} already exists; pass --force to overwrite "
+                          "or choose -o")

@@ -11,6 +11,7 @@ from fg_onnx.cli.model_input import readable_images, require_one_input
 from fg_onnx.cli.options import (
     add_augment_options,
     add_method_options,
+    add_model_and_images,
     add_preprocess_options,
     add_runtime_options,
     augment_options,
@@ -19,7 +20,7 @@ from fg_onnx.cli.options import (
     preprocess_options,
     runtime_options,
 )
-from fg_onnx.cli.outputs import SANITY_FILES, is_result_name, output_folder
+from fg_onnx.cli.outputs import SANITY_FILES, check_outdir, is_result_name, output_folder
 from fg_onnx.cli.progress import Progress, status
 from fg_onnx.cli.reports import write_sanity_report
 from fg_onnx.errors import FgOnnxError
@@ -49,10 +50,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
                     "the map of a random other class. Writes sanity.md, sanity.json, "
                     "sanity.png, sanity_grid.png and report.html.",
     )
-    parser.add_argument("model", type=Path, help="ONNX model (the original, not augmented)")
-    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE_OR_DIR",
-                        help="image files, or folders searched recursively (jpg, png, bmp, "
-                             "webp, tiff)")
+    add_model_and_images(parser, "ONNX model (the original, not augmented)")
     parser.add_argument("--methods", type=methods_list, default=list(GRAPH_MAPS),
                         help="comma-separated methods (default: every in-graph method)")
     parser.add_argument("--seed", type=int, default=0, metavar="N",
@@ -69,12 +67,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 def run(args: argparse.Namespace) -> int:
     """Runs the checks and writes the tables, the plots and the report."""
-    existing = [name for name in OUTPUTS if (args.outdir / name).exists()]
-    if args.outdir.exists() and not args.outdir.is_dir():
-        raise FgOnnxError(f"output path {args.outdir} exists and is not a folder")
-    if existing and not args.force:
-        raise FgOnnxError(f"{args.outdir / existing[0]} already exists; pass --force to "
-                          "overwrite or choose -o")
+    check_outdir(args.outdir, OUTPUTS, args.force)
     methods = [m for m in args.methods if m != "random"]
     if not methods:
         raise FgOnnxError("give at least one method other than random")
