@@ -34,6 +34,11 @@ SIZE = 32
 # Measured on a 2-core x86 CPU: 1.2e-7 to 2.7e-7 (float32 against float64); the bound leaves
 # room for other CPUs' rounding, and is far below a real difference (a merged tap: 0.38).
 PARITY_TOL = 1e-5
+# A full-size net at 224x224 has millions of ReLU and MaxPool inputs: one of them usually sits
+# within float32 rounding of its kink, and one flip moves the map by about 1e-3 of its maximum
+# (measured: 8e-4 to 4e-3 in one image of sixteen at 64x64, and 8.1e-4 for the folded full
+# VGG-11-BN below under ORT_ENABLE_ALL, 3.1e-7 under ORT_ENABLE_EXTENDED).
+FULL_SIZE_TOL = 1e-2
 
 
 def relative_difference(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -187,9 +192,9 @@ def test_full_vgg11_bn_at_224(conv_biases: bool, tmp_path: Path) -> None:
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     expected = float64_reference(model, x)
     kept = export(model, tmp_path / "kept.onnx", shape=(1, 3, 224, 224), fold=False)
-    assert relative_difference(fg_onnx_map(kept, x), expected) < PARITY_TOL
+    assert relative_difference(fg_onnx_map(kept, x), expected) < FULL_SIZE_TOL
     folded = fg_onnx_map(export(model, tmp_path / "folded.onnx", shape=(1, 3, 224, 224)), x)
     if conv_biases:
         assert relative_difference(folded, expected) > 0.1
     else:
-        assert relative_difference(folded, expected) < PARITY_TOL
+        assert relative_difference(folded, expected) < FULL_SIZE_TOL
