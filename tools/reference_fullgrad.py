@@ -1,12 +1,28 @@
 """A plain PyTorch FullGrad (Srinivas & Fleuret, 2019), the yardstick for fg-onnx.
 
-It follows the paper's formula and the authors' implementation: forward hooks on every
-bias-carrying module (Conv2d, Linear, and BatchNorm2d with its implicit bias β − μγ/√(σ²+ε))
-register tensor hooks that collect bias · ∂score/∂output; autograd gives ∂score/∂input. Each
-rank-4 term is normalised per sample (ψ: abs, minus min, over max), resized per channel
-(bilinear, align_corners=True) to the input size, and summed over channels and layers.
+It re-implements the authors' code (github.com/idiap/fullgrad-saliency, read at 7c106b3):
 
-Used by ``tests/fullgrad/test_augment.py`` (parity) and ``tools/bench.py`` (timing).
+- ``saliency/tensor_extractor.py``: every Conv2d, Linear and BatchNorm2d with a bias is a bias
+  layer; a BatchNorm's bias is its implicit one, β − μγ/√(σ²+ε) (a BatchNorm is one tap of its
+  own, also where a biased Conv2d feeds it: then both are taps); the gradient taken is
+  ∂score/∂(layer output).
+- ``saliency/fullgrad.py``: each bias term is bias · ∂score/∂output per channel; ψ (their
+  ``_postProcess``) is abs, minus the per-sample min, over the per-sample max + 1e-6; the map
+  is ψ(x · ∂score/∂x) summed over channels plus, for every rank-4 term (Linear's rank-2 ones
+  are left out), ψ(term) resized bilinearly with align_corners=True to the input size and
+  summed over channels. The score is the target's logit (their nll_loss · −1), the arg-max
+  class by default.
+
+Two differences, neither changing the map where the authors' code works: the authors pair the
+gradients a module backward hook collects, reversed, with the biases in module order, which
+holds only where the backward pass visits the layers in exactly reverse module order; here each
+gradient comes from a tensor hook on its own layer's output. And the model is copied with
+in-place activations switched off. Checked against the authors' code itself (not part of this
+repository) on torchvision ResNet-18 and VGG-11-BN, with and without conv biases, at 64x64:
+max relative difference 2.7e-7 to 4.4e-7.
+
+Used by ``tests/fullgrad/test_augment.py``, ``tests/fullgrad/test_reference_parity.py``
+(parity) and ``tools/bench.py`` (timing).
 """
 
 from __future__ import annotations
