@@ -116,16 +116,48 @@ def _distractor_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     return cv2.GaussianBlur(mask, (0, 0), 1.2 * scale)
 
 
-def render(label: str, rng: np.random.Generator, size: int, distractor: bool) -> np.ndarray:
-    """One RGB uint8 image of ``label`` at ``size`` x ``size``."""
+@dataclass
+class Drawing:
+    """The parts of one rendered image, so that variants (no shape, a flat background) can be
+    composed from the same draw."""
+
+    background: np.ndarray
+    """float32 HxWx3 in 0..255: the gradient, texture and distractor, without the shape."""
+    colour: np.ndarray
+    """[3]: the shape's colour."""
+    coverage: np.ndarray
+    """float32 HxW in [0, 1]: the shape's antialiased coverage."""
+    noise: np.ndarray
+    """float HxWx3: the pixel noise added last."""
+
+    def compose(self, background: np.ndarray | None = None, shape: bool = True) -> np.ndarray:
+        """RGB uint8: the shape over ``background`` (default: its own), with the noise."""
+        image = self.background if background is None else background
+        if shape:
+            cover = self.coverage[..., None]
+            image = image * (1 - cover) + self.colour * cover
+        return np.clip(np.round(image + self.noise), 0, 255).astype(np.uint8)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """bool HxW: the pixels the shape covers at least half."""
+        return self.coverage >= 0.5
+
+
+def draw(label: str, rng: np.random.Generator, size: int, distractor: bool) -> Drawing:
+    """The parts of one image of ``label`` at ``size`` x ``size`` (see :func:`render`)."""
     image = _background(rng, size)
     if distractor:
         blob = _distractor_mask(rng, size)[..., None]
         image = image * (1 - blob) + rng.uniform(0, 255, 3) * blob
-    mask = _draw_mask(label, rng, size)[..., None]
-    image = image * (1 - mask) + _contrasting_colour(rng, image) * mask
-    image += rng.normal(0, 6, image.shape)
-    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+    coverage = _draw_mask(label, rng, size)
+    colour = _contrasting_colour(rng, image)
+    return Drawing(image.astype(np.float32), colour, coverage, rng.normal(0, 6, image.shape))
+
+
+def render(label: str, rng: np.random.Generator, size: int, distractor: bool) -> np.ndarray:
+    """One RGB uint8 image of ``label`` at ``size`` x ``size``."""
+    return draw(label, rng, size, distractor).compose()
 
 
 def _jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
