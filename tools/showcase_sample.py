@@ -22,10 +22,18 @@ from typing import Any
 import cv2
 import numpy as np
 import onnxruntime as ort
-from make_sample_model import CLASSES, PREPROCESS, RENDER_SIZES, SAMPLES, Drawing, draw
+from make_sample_model import (
+    CLASSES,
+    PREPROCESS,
+    RENDER_SIZES,
+    SAMPLE_SEED,
+    SAMPLES,
+    Drawing,
+    draw,
+)
 
 import fg_onnx
-from fg_onnx.evaluation import evaluate
+from fg_onnx.evaluation import Evaluation, evaluate, report
 from fg_onnx.evaluation.localisation import localisation, resize_mask
 from fg_onnx.evaluation.sanity import SanityConfig, sanity_checks
 from fg_onnx.fullgrad.aggregate import EPSILON
@@ -38,7 +46,6 @@ MODEL = ROOT / "sample_models" / "shapes_cnn.onnx"
 IMAGES = ROOT / "sample_models" / "images"
 MASKS = ROOT / "sample_models" / "masks"
 SEED = 2024  # the model was trained, tested and sampled with seeds 1, 2 and 3
-SAMPLE_SEED = 3
 METHODS = ("fullgrad", "simple-fullgrad", "gradient", "gradient-x-input", "grad-cam",
            "grad-cam++", "smoothgrad", "smooth-fullgrad", "integrated-gradients")
 SANITY_METHODS = METHODS[:6]  # the in-graph maps: the noise-averaged ones cost 25-32 runs
@@ -202,8 +209,9 @@ def input_attribution(model: Path, batch: np.ndarray, masks: list[np.ndarray],
             "bias part / logit": float(np.median(bias / score))}
 
 
-def measure(model: Path, count: int) -> dict[str, Any]:
-    """Everything, as JSON-ready values."""
+def measure(model: Path, count: int) -> tuple[dict[str, Any], Evaluation]:
+    """Everything, as JSON-ready values (the held-out evaluation's markdown under
+    ``evaluation_markdown``), and the held-out evaluation itself (for its plot)."""
     held = held_out(count)
     batch = batch_of(held.images)
     names, labels, images, masks = shipped()
@@ -216,6 +224,7 @@ def measure(model: Path, count: int) -> dict[str, Any]:
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     return {
         "model": str(model),
+        "evaluation_markdown": report.markdown(evaluation),
         "held_out": count,
         "evaluation": dataclasses.asdict(evaluation),
         "samples": {"names": names,
@@ -233,7 +242,7 @@ def measure(model: Path, count: int) -> dict[str, Any]:
         "background": background_use(model, held),
         "terms": fullgrad_terms(model, batch, held.masks),
         "attribution": input_attribution(model, batch, held.masks),
-    }
+    }, evaluation
 
 
 def _per_image(model: Path, batch: np.ndarray, masks: list[np.ndarray],
@@ -287,7 +296,7 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, help="write the numbers as JSON here")
     parser.add_argument("--count", type=int, default=100)
     args = parser.parse_args()
-    found = measure(args.model, args.count)
+    found, _ = measure(args.model, args.count)
     if args.output:
         args.output.write_text(json.dumps(found, indent=1), encoding="utf-8")
     print(findings(found))
