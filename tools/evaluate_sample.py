@@ -54,16 +54,19 @@ def localisation_table(before: dict[str, Any], after: dict[str, Any]) -> list[st
     mask AUC, and the cascading-randomisation Spearman, before → after."""
     old, new = _methods(before), _methods(after)
     lines = ["| method | mask AUC ↑ | pointing game ↑ | relevance mass ↑ | mask AUC, 6 samples ↑ "
-             "| Spearman, all layers random ↓ |", "| --- | --- | --- | --- | --- | --- |"]
+             "| Spearman, all layers random ↓ | Spearman, random logit ↓ |",
+             "| --- " * 7 + "|"]
     for method in sorted(new, key=lambda m: -new[m]["localisation"]["mask_auc"]):
         a, b = old[method]["localisation"], new[method]["localisation"]
         samples = (before["samples"]["localisation"][method]["mask_auc"],
                    after["samples"]["localisation"][method]["mask_auc"])
         sanity = [found["sanity"]["cascading_last"].get(method) for found in (before, after)]
+        other = [found["sanity"]["random_logit"].get(method) for found in (before, after)]
         cells = [_pair(a["mask_auc"], b["mask_auc"], 3),
                  _pair(a["pointing_game"], b["pointing_game"]),
                  _pair(a["relevance_mass"], b["relevance_mass"]), _pair(*samples, 3),
-                 "–" if None in sanity else _pair(sanity[0], sanity[1])]
+                 "–" if None in sanity else _pair(sanity[0], sanity[1]),
+                 "–" if None in other else _pair(other[0], other[1])]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return lines
 
@@ -123,7 +126,8 @@ def showcase_section(before: dict[str, Any], after: dict[str, Any]) -> str:
         localisation_table(before, after),
         [f"Before → after ({count} held-out images; the 6 shipped samples with their masks; "
          f"Spearman |map| against the original model's map once every layer's weights are "
-         f"random, cascading from the output, on {sanity} of the held-out images, in-graph "
+         f"random, cascading from the output, and of the map of a random other class "
+         f"against the explained class's, on {sanity} of the held-out images, in-graph "
          "methods only). Rows: best held-out mask AUC after first."],
         faithfulness_table(before, after),
         ["Pixel perturbation (mean over k of the table above), RISE deletion and insertion, "
@@ -149,10 +153,13 @@ def main() -> None:
                         help="tools/showcase_sample.py's JSON for the earlier model")
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--no-docs", action="store_true", help="only print the tables")
+    parser.add_argument("-o", "--output", type=Path, help="also write the numbers as JSON")
     args = parser.parse_args()
     before = json.loads(args.before.read_text(encoding="utf-8"))
     after, evaluation = measure(MODEL, args.count)
     showcase = showcase_section(before, after)
+    if args.output:
+        args.output.write_text(json.dumps(after, indent=1), encoding="utf-8")
     if args.no_docs:
         print(after["evaluation_markdown"] + "\n" + showcase)
         return
