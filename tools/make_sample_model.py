@@ -362,8 +362,8 @@ A small image classifier for synthetic "shapes" pictures, made to try fg-onnx en
   their heat on the background: behind an average every position of the last feature maps
   gets the same gradient, so the deep layers' bias terms, most of the map, light up wherever
   a feature is merely active. Behind a max only the position that decides each feature gets
-  a gradient. The numbers, before and after, are in the top-level README ("Which explanation
-  points at the shape?"), measured by `python tools/showcase_sample.py`.
+  a gradient. The numbers, before and after, are in the top-level README ("Why the earlier
+  sample's maps lit up the background"), measured by `python tools/showcase_sample.py`.
 - **Export**: `torch.onnx.export(dynamo=False, opset_version=17)`.
 - **Accuracy**: {accuracy:.1f}% on {test_count} held-out synthetic images.
 
