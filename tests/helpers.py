@@ -184,6 +184,8 @@ def assert_vjp_symbolic(
     )
 
 
-def completeness(outputs: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """[N] the contract's completeness error of an augmented model's outputs on ``x``."""
-    return outputs_completeness_error(outputs, x)
+def completeness(outputs: dict[str, np.ndarray], x: np.ndarray,
+                 scale: np.ndarray | None = None) -> np.ndarray:
+    """[N] the contract's completeness error of an augmented model's outputs on ``x``
+    (relative to ``scale``, default |score|)."""
+    return outputs_completeness_error(outputs, x, scale)

@@ -2,9 +2,10 @@
 
 Generates a seeded dataset with OpenCV (a circle, square, triangle or cross of random size,
 position, rotation and colour on a textured gradient background, sometimes with a soft distractor
-blob), trains a ReLU-only CNN (Conv-BN-ReLU, MaxPool, a residual block, global average pooling,
+blob), trains a ReLU-only CNN (Conv-BN-ReLU, MaxPool, a residual block, global max pooling,
 Linear) on the CPU, exports it to ONNX with fg-onnx preprocessing metadata, and writes sample
-images and a README. Everything is deterministic for a given seed and torch build.
+images, their shape masks and a README. Everything is deterministic for a given seed and torch
+build.
 
 Usage: ``python tools/make_sample_model.py [--out sample_models]``
 """
@@ -37,6 +38,7 @@ COMMAND = "python tools/make_sample_model.py"
 SUPERSAMPLE = 4  # shapes are drawn at 4x and reduced with INTER_AREA, so edges are antialiased
 RENDER_SIZES = (64, 96, 128)  # training sees the resize that preprocessing applies at run time
 PREPROCESS = preset("imagenet", (INPUT_SIZE, INPUT_SIZE))
+SAMPLE_SEED = 3  # training, test and sample images: seeds 1, 2 and 3
 SAMPLES = (  # (file name, class, size, distractor)
     ("circle.png", "circle", 128, False),
     ("square.jpg", "square", 128, False),
@@ -116,16 +118,48 @@ def _distractor_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     return cv2.GaussianBlur(mask, (0, 0), 1.2 * scale)
 
 
-def render(label: str, rng: np.random.Generator, size: int, distractor: bool) -> np.ndarray:
-    """One RGB uint8 image of ``label`` at ``size`` x ``size``."""
+@dataclass
+class Drawing:
+    """The parts of one rendered image, so that variants (no shape, a flat background) can be
+    composed from the same draw."""
+
+    background: np.ndarray
+    """float32 HxWx3 in 0..255: the gradient, texture and distractor, without the shape."""
+    colour: np.ndarray
+    """[3]: the shape's colour."""
+    coverage: np.ndarray
+    """float32 HxW in [0, 1]: the shape's antialiased coverage."""
+    noise: np.ndarray
+    """float HxWx3: the pixel noise added last."""
+
+    def compose(self, background: np.ndarray | None = None, shape: bool = True) -> np.ndarray:
+        """RGB uint8: the shape over ``background`` (default: its own), with the noise."""
+        image = self.background if background is None else background
+        if shape:
+            cover = self.coverage[..., None]
+            image = image * (1 - cover) + self.colour * cover
+        return np.clip(np.round(image + self.noise), 0, 255).astype(np.uint8)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """bool HxW: the pixels the shape covers at least half."""
+        return self.coverage >= 0.5
+
+
+def draw(label: str, rng: np.random.Generator, size: int, distractor: bool) -> Drawing:
+    """The parts of one image of ``label`` at ``size`` x ``size`` (see :func:`render`)."""
     image = _background(rng, size)
     if distractor:
         blob = _distractor_mask(rng, size)[..., None]
         image = image * (1 - blob) + rng.uniform(0, 255, 3) * blob
-    mask = _draw_mask(label, rng, size)[..., None]
-    image = image * (1 - mask) + _contrasting_colour(rng, image) * mask
-    image += rng.normal(0, 6, image.shape)
-    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+    coverage = _draw_mask(label, rng, size)
+    colour = _contrasting_colour(rng, image)
+    return Drawing(image.astype(np.float32), colour, coverage, rng.normal(0, 6, image.shape))
+
+
+def render(label: str, rng: np.random.Generator, size: int, distractor: bool) -> np.ndarray:
+    """One RGB uint8 image of ``label`` at ``size`` x ``size``."""
+    return draw(label, rng, size, distractor).compose()
 
 
 def _jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
@@ -177,13 +211,18 @@ class Residual(nn.Module):
 
 
 def build_model() -> nn.Module:
-    """ReLU-only CNN: 64x64x3 -> 4 logits, about 43k parameters."""
+    """ReLU-only CNN: 64x64x3 -> 4 logits, about 43k parameters.
+
+    Global max pooling, not average: behind an average every position of the last feature
+    maps gets the same gradient, so FullGrad's deep bias terms (most of its map) light up
+    wherever a feature is merely active, textured background included; behind a max only
+    the position that decides each feature does (tools/showcase_sample.py measures both)."""
     return nn.Sequential(
         conv_bn_relu(3, 16), nn.MaxPool2d(2),
         conv_bn_relu(16, 32), nn.MaxPool2d(2),
         Residual(32),
         conv_bn_relu(32, 64), nn.MaxPool2d(2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, len(CLASSES)),
+        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(64, len(CLASSES)),
     )
 
 
@@ -261,13 +300,21 @@ def onnx_logits(path: Path, x: np.ndarray) -> np.ndarray:
     return np.asarray(session.run(None, {"image": x})[0])
 
 
-def write_samples(image_dir: Path, seed: int) -> list[tuple[str, str, np.ndarray]]:
-    """Writes the sample PNG/JPG files; returns (file name, class, RGB image) as written."""
+def write_samples(image_dir: Path, mask_dir: Path, seed: int,
+                  ) -> list[tuple[str, str, np.ndarray]]:
+    """Writes the sample PNG/JPG files and each one's shape mask (``mask_dir/<stem>.png``,
+    0 or 255, the pixels the shape covers at least half); returns (file name, class, RGB
+    image) as written."""
     image_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     written = []
     for name, label, size, distractor in SAMPLES:
-        image = render(label, rng, size, distractor)
+        drawing = draw(label, rng, size, distractor)
+        image = drawing.compose()
+        ok = cv2.imwrite(str(mask_dir / f"{Path(name).stem}.png"),
+                         drawing.mask.astype(np.uint8) * 255)
+        assert ok
         path = image_dir / name
         if path.suffix == ".png":
             save_png(path, image)
@@ -305,9 +352,18 @@ A small image classifier for synthetic "shapes" pictures, made to try fg-onnx en
   bilinear interpolation, scaled to [0, 1], minus mean `[0.485, 0.456, 0.406]`, divided by std
   `[0.229, 0.224, 0.225]`.
 - **Architecture**: Conv-BN-ReLU 16 → MaxPool → Conv-BN-ReLU 32 → MaxPool → residual block
-  (two Conv-BN, identity add, ReLU) → Conv-BN-ReLU 64 → MaxPool → global average pooling →
-  Linear; {params} parameters. ReLU only (piecewise linear), so FullGrad's completeness holds
-  exactly. Batch norms are folded into the convolution biases by the exporter.
+  (two Conv-BN, identity add, ReLU) → Conv-BN-ReLU 64 → MaxPool → global max pooling →
+  Linear; {params} parameters. ReLU and max pooling only (piecewise linear), so FullGrad's
+  completeness holds exactly. Batch norms are folded into the convolution biases by the
+  exporter.
+- **Why global max pooling**: the model before it (global average pooling, the same layers
+  and data) decided on the shape, not the background (the same accuracy with the background
+  replaced by a flat colour, chance without the shape), yet its FullGrad maps put most of
+  their heat on the background: behind an average every position of the last feature maps
+  gets the same gradient, so the deep layers' bias terms, most of the map, light up wherever
+  a feature is merely active. Behind a max only the position that decides each feature gets
+  a gradient. The numbers, before and after, are in the top-level README ("Why the earlier
+  sample's maps lit up the background"), measured by `python tools/showcase_sample.py`.
 - **Export**: `torch.onnx.export(dynamo=False, opset_version=17)`.
 - **Accuracy**: {accuracy:.1f}% on {test_count} held-out synthetic images.
 
@@ -323,12 +379,16 @@ two-colour gradient with coarse texture and pixel noise, half of them with a sof
 belongs to no class; images are rendered at 64, 96 or 128 pixels, some JPEG-compressed, and
 resized to 64x64 as preprocessing does. It trains for {epochs} epochs on the CPU
 (about {seconds:.0f} s here, torch {torch_version}), exports, checks the ONNX output against
-torch on onnxruntime, and writes the sample images. Re-running it rewrites every file in this
-folder; with the same torch build the model and images come out byte for byte the same.
+torch on onnxruntime, and writes the sample images with their masks. Re-running it rewrites
+every file in this folder; with the same torch build the model and images come out byte for
+byte the same.
 
 ## Sample images
 
-Drawn like the training data (new seed) at 128x128, two at 64x64; the JPEGs at quality 92.
+Drawn like the training data (seed 3, never chosen by their maps) at 128x128, two at
+64x64; the JPEGs at quality 92. `masks/<stem>.png` is each image's shape as the generator
+drew it (255 where the shape covers at least half the pixel, else 0), the ground truth of the
+localisation metrics.
 
 | file | drawn class | model's top class |
 | --- | --- | --- |
@@ -359,7 +419,7 @@ def main() -> None:
     gap = np.abs(onnx_logits(model_path, x_test[:64]) - predict(model, x_test[:64])).max()
     print(f"onnx vs torch max |diff|: {gap:.2e}")
     assert gap < 1e-3, "exported model disagrees with torch"
-    samples = write_samples(args.out / "images", cfg.seed + 3)
+    samples = write_samples(args.out / "images", args.out / "masks", SAMPLE_SEED)
     batch = preprocess_batch([s[2] for s in samples], PREPROCESS)
     top = onnx_logits(model_path, batch).argmax(1)
     table = [(name, label, CLASSES[t]) for (name, label, _), t in zip(samples, top, strict=True)]

@@ -152,7 +152,11 @@ def test_seed_input_in_float16() -> None:
     got = run_emulated(half, {half.graph.input[0].name: x, "fg_grad_output": seed})
     logits = run_float32(onnx.load(SAMPLE), {"image": x})["logits"]
     np.testing.assert_allclose(got["fg_score"], (seed * logits).sum(1), rtol=1e-2, atol=1e-2)
-    assert completeness_error(got, x).max() < HALF_COMPLETENESS_TOL
+    # A random functional of the logits may cancel to a score near zero (-0.05 for the first
+    # image with today's sample model, whose terms sum to 75 in magnitude): float16 rounds
+    # the terms, so the error is measured against their size, as README states it.
+    terms = np.abs(x * got["fg_input_grad"]).sum((1, 2, 3)) + np.abs(got["fg_bias_total"])
+    assert completeness_error(got, x, terms).max() < HALF_COMPLETENESS_TOL
 
 
 @pytest.mark.parametrize(("precision", "scale", "message"), [
