@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from fg_onnx.choices import Layout, channel_axis, spatial_axes
+from fg_onnx.choices import GraphMethod, Layout, Precision, channel_axis, spatial_axes
 from fg_onnx.errors import FgOnnxError, one_line
 from fg_onnx.fullgrad import contract
 from fg_onnx.fullgrad.augment import AugmentOptions, build_fullgrad
@@ -94,8 +94,8 @@ class FullGrad:
         if facts.seed_input:
             raise FgOnnxError("models augmented with --seed-input cannot explain classes")
         self.facts = facts
-        self.method: str = facts.method
-        self.precision: str = facts.precision
+        self.method: GraphMethod = facts.method
+        self.precision: Precision = facts.precision
         if options is not None and options.method != self.method:
             raise FgOnnxError(f"the model was augmented for {self.method}, not "
                               f"{options.method}; pass the original model")
