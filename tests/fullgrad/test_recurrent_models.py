@@ -13,9 +13,10 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn as nn
+from helpers import completeness
 
 from fg_onnx.errors import UnsupportedModelError
-from fg_onnx.fullgrad.augment import AugmentOptions, build_fullgrad
+from fg_onnx.fullgrad.augment import AugmentOptions, AugmentResult, build_fullgrad
 from fg_onnx.grad import SEED_INPUT, gradient_model
 
 TOL = 1e-4
@@ -100,13 +101,15 @@ def _check_augmented(model: onnx.ModelProto, torch_model: nn.Module, width: int)
     """At one fixed width: ∂score/∂x against autograd, completeness with implicit biases."""
     result = build_fullgrad(model, AugmentOptions(input_size=(32, width),
                                                   implicit_biases=True))
+    _check_at(result, torch_model, width)
+
+
+def _check_at(result: AugmentResult, torch_model: nn.Module, width: int) -> None:
     x = np.random.default_rng(width).standard_normal((3, 1, 32, width)).astype(np.float32)
     out = _run(result.model, {"image": x, "fg_target": np.full(3, -1, np.int64)})
     one_hot = np.eye(5, dtype=np.float32)[out["fg_target_used"]]
     assert _relative(out["fg_input_grad"], _autograd(torch_model, x, one_hot)) < TOL
-    reconstructed = (out["fg_input_grad"].astype(np.float64) * x).reshape(3, -1).sum(1)
-    reconstructed += out["fg_bias_total"]
-    assert np.abs(reconstructed - out["fg_score"]).max() < TOL * np.abs(out["fg_score"]).max()
+    assert completeness(out, x).max() < TOL
     assert out["fg_saliency"].shape == (3, 32, width)
     assert {"gate-bias", "implicit"} <= {tap.kind for tap in result.taps}
 
@@ -127,6 +130,15 @@ def crnns(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[onnx.Mode
 @pytest.mark.parametrize("width", WIDTHS)
 def test_crnn_torchscript_export(crnns: dict, cell: str, width: int) -> None:
     _check_augmented(*crnns[cell], width)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_one_augmented_crnn_serves_both_widths(crnns: dict, cell: str) -> None:
+    """The width (the sequence length) left open: one augmented model, every width."""
+    model, torch_model = crnns[cell]
+    result = build_fullgrad(model, AugmentOptions(implicit_biases=True))
+    for width in WIDTHS:
+        _check_at(result, torch_model, width)
 
 
 @pytest.fixture(scope="module")
