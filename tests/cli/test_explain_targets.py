@@ -90,3 +90,31 @@ def test_bad_targets_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["explain", str(SAMPLE), image, "-o", str(tmp_path / "b"), "--top-k", "2",
                  "--method", "smoothgrad", "--device", "cpu"]) == 2
     assert "targets take the in-graph methods" in capsys.readouterr().err
+
+
+def test_ctc_characters_and_an_embedding_similarity(tmp_path: Path) -> None:
+    from target_models import ColumnCTC, Embedder
+
+    ctc = exported(ColumnCTC(), tmp_path / "ctc.onnx", shape=(2, 3, 8, 24))
+    line = _image(tmp_path / "line.png", (8, 24))
+    (tmp_path / "alphabet.txt").write_text("a\nb\nc\nd\n")
+    out = tmp_path / "ctc"
+    assert main(["explain", str(ctc), str(line), "-o", str(out), "--alphabet",
+                 str(tmp_path / "alphabet.txt"), "--device", "cpu"]) == 0
+    rows = json.loads((out / "summary.json").read_text())
+    assert rows and {row["task"] for row in rows} == {"sequence"}
+    assert "".join(row["character"] for row in rows) == rows[0]["text"]
+    assert all(row["completeness_error"] < 1e-4 for row in rows)
+
+    embedder = exported(Embedder(), tmp_path / "emb.onnx")
+    first, second = _image(tmp_path / "a.png", (32, 32)), tmp_path / "b.png"
+    cv2.imwrite(str(second), cv2.imread(str(first))[::-1])
+    out = tmp_path / "emb"
+    assert main(["explain", str(embedder), str(first), "-o", str(out), "--reference",
+                 str(second), "--preset", "zero-one", "--device", "cpu"]) == 0
+    (row,) = json.loads((out / "summary.json").read_text())
+    assert row["task"] == "embedding" and row["target"] == "cosine"
+    assert -1 <= row["score"] <= 1 and row["completeness_error"] < 1e-5
+    np.save(tmp_path / "short.npy", np.ones(3))
+    assert main(["explain", str(embedder), str(first), "-o", str(tmp_path / "bad"),
+                 "--reference", str(tmp_path / "short.npy"), "--device", "cpu"]) == 2
