@@ -145,7 +145,8 @@ class TargetExplainer:
 
 
 def _plan(proto: onnx.ModelProto, task: str, options: AugmentOptions) -> tuple[str, Task]:
-    """The model's explained output and the task."""
+    """The output the task reads (a detector's boxes: the named output where it is a graph
+    output, else the model's first) and the task."""
     if is_augmented(proto):
         facts = read_facts(proto)
         if not facts.seed_input:
@@ -153,19 +154,40 @@ def _plan(proto: onnx.ModelProto, task: str, options: AugmentOptions) -> tuple[s
                               "--seed-input")
         output, scores, skipped = facts.output, facts.scores, facts.skipped_op
         info = GraphInfo(proto)
+        # Outputs an augmented model adds come after the original ones: its first output
+        # is the original's (a detector's boxes and scores when --output named the logits).
+        raw = proto.graph.output[0].name
     else:
         info = GraphInfo(normalize(proto))
         explained = resolve(info, options.input, options.output,
                             options.explain_probabilities, options.layout, True)
         output, scores, skipped = explained.output, explained.scores, explained.skipped_op
+        raw = output if output in info.graph_outputs else info.graph_outputs[0]
     if task != "auto":
         if task not in TASKS:
             raise TargetError(f"unknown task {task!r}: choose auto, {', '.join(TASKS)}")
-        return output, task
+        return raw if task == "detection" else output, task
+    try:
+        found = _task_of(info, output, scores, skipped)
+    except TargetError:
+        if raw == output or not _is_detector(info, raw):
+            raise
+        found = "detection"  # --output named a detector's logits: its first output tells
+    return raw if found == "detection" else output, found
+
+
+def _is_detector(info: GraphInfo, output: str) -> bool:
+    try:
+        return _task_of(info, output, output, None) == "detection"
+    except TargetError:
+        return False
+
+
+def _task_of(info: GraphInfo, output: str, scores: str, skipped: str | None) -> Task:
     shape = info.shape(scores)
     producer = info.producer.get(output)
-    return output, detect_task(None if shape is None else list(shape)[1:],
-                               producer.op_type if producer else None, skipped, scores)
+    return detect_task(None if shape is None else list(shape)[1:],
+                       producer.op_type if producer else None, skipped, scores)
 
 
 def plan_task(model: ModelSource, task: str = "auto", options: AugmentOptions | None = None,

@@ -4,10 +4,15 @@ map lies in the box (the test detector's box scores read only their cell)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from target_models import CELL, BoxDetector, exported
 
+import fg_onnx
+from fg_onnx.fullgrad.augment import AugmentOptions
+from fg_onnx.graph.save import save_model_atomic
 from fg_onnx.targets import TargetError, TargetRequest
 from fg_onnx.targets.base import Forward
 from fg_onnx.targets.detection import candidates, detection_format, detection_targets, nms
@@ -92,3 +97,19 @@ def test_an_unrecognised_output_is_one_line() -> None:
                                           "of shape \\[6, 6\\] per image: give "
                                           "--detection-format yolov8\\|yolov5"):
         detection_format((6, 6))
+
+
+
+def test_a_deployed_seed_input_model_explains_the_same_detections(
+        tmp_path: Path, explainer: TargetExplainer) -> None:
+    path = exported(BoxDetector(), tmp_path / "det.onnx")  # the fixture's weights (seed 0)
+    options = AugmentOptions(seed_input=True, output=explainer.explained)
+    save_model_atomic(fg_onnx.augment_with_report(path, options).model, tmp_path / "det.fg.onnx")
+    deployed = TargetExplainer(tmp_path / "det.fg.onnx", device="cpu")
+    assert deployed.task == "detection" and deployed.raw_output == "out"
+    batch = _batch(1)
+    request = TargetRequest(top_k=2, threshold=0.0)
+    here = explainer.explain(batch, request)[0].results
+    there = deployed.explain(batch, request)[0].results
+    assert [r.fields for r in there] == [r.fields for r in here]
+    np.testing.assert_allclose([r.score for r in there], [r.score for r in here], rtol=1e-6)
