@@ -90,3 +90,32 @@ def exported(model: nn.Module, path: Path, shape: tuple[int, ...] = (2, 3, SIDE,
     for parameter in model.parameters():
         parameter.data.normal_(0.0, 0.5)
     return export(model.eval(), path, shape)
+
+
+class QueryDetector(nn.Module):
+    """DETR-style: [N, 16, C + 1] logits (the last class: no object) and [N, 16, 4] boxes
+    (cx, cy, w, h as fractions), one query per 8x8 cell reading only its cell."""
+
+    def __init__(self, classes: int = 2) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(),
+                                      nn.Conv2d(8, classes + 1, 1))
+        self.pool = nn.AvgPool2d(CELL)
+        self.boxes = BoxDetector().boxes / SIDE  # type: ignore[operator]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.pool(self.features(x)).flatten(2).transpose(1, 2)
+        return logits, self.boxes.transpose(1, 2).expand(x.shape[0], -1, -1)
+
+
+def exported_query_detector(path: Path) -> Path:
+    """A seeded :class:`QueryDetector` exported with outputs ``logits`` and ``boxes``."""
+    torch.manual_seed(0)
+    model = QueryDetector().eval()
+    for parameter in model.parameters():
+        parameter.data.normal_(0.0, 0.5)
+    torch.onnx.export(model, (torch.zeros(2, 3, SIDE, SIDE),), str(path), dynamo=False,
+                      opset_version=17, input_names=["image"],
+                      output_names=["logits", "boxes"],
+                      dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}, "boxes": {0: "N"}})
+    return path

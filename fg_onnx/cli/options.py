@@ -280,8 +280,9 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--iou", type=_probability, default=0.45, metavar="T",
                        help="detection: NMS overlap (default 0.45)")
     group.add_argument("--detection-format", choices=DETECTION_FORMATS, default="auto",
-                       help="detection: yolov8 [N, 4+C, A] or yolov5 [N, A, 5+C] (default: "
-                            "from the output's shape)")
+                       help="detection: yolov8 [N, 4+C, A], yolov5 [N, A, 5+C] or detr "
+                            "([N, Q, C+1] logits beside [N, Q, 4] boxes) (default: from the "
+                            "outputs' shapes)")
     group.add_argument("--alphabet", type=Path, metavar="FILE",
                        help="sequence: the characters, one a line (default: the model's "
                             "fg_onnx.alphabet metadata, else class indices)")

@@ -2,7 +2,9 @@
 score threshold and NMS, or by its overlap with a given box.
 
 Formats (one sample): ``yolov8`` [4 + C, A] (YOLOv8/v11: cx, cy, w, h rows, then class
-probabilities), ``yolov5`` [A, 5 + C] (YOLOv5/YOLOX: cx, cy, w, h, objectness, classes).
+probabilities), ``yolov5`` [A, 5 + C] (YOLOv5/YOLOX: cx, cy, w, h, objectness, classes),
+``detr`` [Q, C + 1] logits (the last class: no object) beside a [Q, 4] output of boxes
+(cx, cy, w, h as fractions of the input's size).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from fg_onnx.targets.base import (
     label_of,
 )
 
-DETECTION_FORMATS = ("auto", "yolov8", "yolov5")
+DETECTION_FORMATS = ("auto", "yolov8", "yolov5", "detr")
 DEFAULT_THRESHOLD = 0.25
 
 
@@ -36,7 +38,7 @@ class Candidates:
 
 
 def detection_format(raw_shape: tuple[int, ...], requested: str = "auto") -> str:
-    """The format of a detector's output sample, or a one-line error naming the choices."""
+    """The format of a YOLO-style output sample, or a one-line error naming the choices."""
     if requested != "auto":
         return requested
     if len(raw_shape) == 2 and min(raw_shape) >= 5 and raw_shape[0] != raw_shape[1]:
@@ -46,8 +48,28 @@ def detection_format(raw_shape: tuple[int, ...], requested: str = "auto") -> str
                       f"{'|'.join(DETECTION_FORMATS[1:])}")
 
 
+def box_output(forward: Forward) -> np.ndarray | None:
+    """A DETR-style [Q, 4] boxes output beside [Q, C + 1] explained logits, if any."""
+    logits = forward.explained
+    if logits.ndim != 2 or logits.shape[1] == 4:
+        return None
+    found = [v for v in forward.outputs.values() if v.shape == (logits.shape[0], 4)]
+    return found[0] if found else None
+
+
+def _detr_candidates(logits: np.ndarray, boxes: np.ndarray,
+                     input_size: tuple[int, int]) -> Candidates:
+    shifted = np.exp(logits - logits.max(1, keepdims=True))
+    probabilities = (shifted / shifted.sum(1, keepdims=True))[:, :-1]
+    height, width = input_size
+    cx, cy, w, h = boxes.T.astype(np.float64)
+    corners = np.stack([(cx - w / 2) * width, (cy - h / 2) * height,
+                        (cx + w / 2) * width, (cy + h / 2) * height], 1)
+    return Candidates(corners, probabilities.astype(np.float64))
+
+
 def candidates(raw: np.ndarray, layout: str) -> Candidates:
-    """Decodes a raw output sample."""
+    """Decodes a raw YOLO-style output sample."""
     rows = raw if layout == "yolov8" else raw.T
     if rows.ndim != 2 or rows.shape[0] < (5 if layout == "yolov8" else 6):
         raise TargetError(f"an output of shape {list(raw.shape)} per image is not {layout}")
@@ -91,16 +113,25 @@ def detection_targets(forward: Forward, request: TargetRequest, raw_name: str) -
     ``request.box``. The seed picks the class score of the explained tensor: the output's
     class row, or the logit where the explained tensor is the logits before a Sigmoid
     ([C, A] beside the [4 + C, A] output)."""
-    raw = forward.outputs[raw_name]
-    layout = detection_format(raw.shape, request.detection_format)
-    found = candidates(raw, layout)
+    boxes = box_output(forward)
+    if request.detection_format == "detr" and boxes is None:
+        raise TargetError("a DETR-style detector needs a [N, Q, 4] boxes output beside its "
+                          "[N, Q, C + 1] logits (--output names the logits)")
+    if boxes is not None and request.detection_format in ("auto", "detr"):
+        layout = "detr"
+        found = _detr_candidates(forward.explained, boxes, forward.input_size)
+    else:
+        raw = forward.outputs[raw_name]
+        layout = detection_format(raw.shape, request.detection_format)
+        found = candidates(raw, layout)
     chosen = request.class_index()
     classes_count = found.probabilities.shape[1]
     if chosen is not None and not 0 <= chosen < classes_count:
         raise TargetError(f"class {chosen} is out of range: the detector has {classes_count} "
                           f"classes (0..{classes_count - 1})")
     probabilities = found.probabilities if chosen is None else found.probabilities[:, [chosen]]
-    classes = probabilities.argmax(1) if chosen is None else np.full(len(raw.T), chosen)
+    classes = probabilities.argmax(1) if chosen is None else np.full(len(probabilities),
+                                                                     chosen)
     best = probabilities.max(1)
     threshold = DEFAULT_THRESHOLD if request.threshold is None else request.threshold
     above = np.nonzero(best >= threshold)[0]
@@ -125,7 +156,9 @@ def _target(forward: Forward, request: TargetRequest, layout: str, found: Candid
     explained = forward.explained
     seed = np.zeros(explained.shape, np.float32)
     classes_count = found.probabilities.shape[1]
-    if layout == "yolov8":
+    if layout == "detr":
+        seed[anchor, cls] = 1.0  # the class logit, before the softmax
+    elif layout == "yolov8":
         row = cls if explained.shape[0] == classes_count else 4 + cls
         seed[row, anchor] = 1.0
     else:

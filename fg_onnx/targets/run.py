@@ -170,10 +170,25 @@ def _plan(proto: onnx.ModelProto, task: str, options: AugmentOptions) -> tuple[s
     try:
         found = _task_of(info, output, scores, skipped)
     except TargetError:
+        if _has_boxes_beside(info, scores):
+            return output, "detection"  # DETR-style: logits beside a boxes output
         if raw == output or not _is_detector(info, raw):
             raise
         found = "detection"  # --output named a detector's logits: its first output tells
     return raw if found == "detection" else output, found
+
+
+def _has_boxes_beside(info: GraphInfo, scores: str) -> bool:
+    """Whether [N, Q, K] ``scores`` have a [N, Q, 4] graph output beside them."""
+    shape = info.shape(scores)
+    if shape is None or len(shape) != 3:
+        return False
+    for name in info.graph_outputs:
+        other = info.shape(name)
+        if name != scores and other is not None and len(other) == 3 and other[2] == 4 \
+                and other[1] == shape[1] and shape[2] != 4:
+            return True
+    return False
 
 
 def _is_detector(info: GraphInfo, output: str) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from target_models import CELL, BoxDetector, exported
+from target_models import CELL, BoxDetector, exported, exported_query_detector
 
 import fg_onnx
 from fg_onnx.fullgrad.augment import AugmentOptions
@@ -113,3 +113,24 @@ def test_a_deployed_seed_input_model_explains_the_same_detections(
     there = deployed.explain(batch, request)[0].results
     assert [r.fields for r in there] == [r.fields for r in here]
     np.testing.assert_allclose([r.score for r in there], [r.score for r in here], rtol=1e-6)
+
+
+def test_detr_queries_are_explained_by_their_class_logits_inside_their_boxes(
+        tmp_path: Path) -> None:
+    explainer = TargetExplainer(exported_query_detector(tmp_path / "detr.onnx"), device="cpu")
+    assert explainer.task == "detection"
+    batch = _batch(1)
+    logits = explainer.session.forward(batch)["logits"][0].astype(np.float64)
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    found = explainer.explain(batch, TargetRequest(top_k=2, threshold=0.0))[0].results
+    assert len(found) == 2
+    for r in found:
+        query, cls = int(r.fields["anchor"]), int(r.fields["target"])
+        np.testing.assert_allclose(r.score, logits[query, cls], rtol=1e-5)
+        np.testing.assert_allclose(r.fields["confidence"], probabilities[query, cls],
+                                   atol=1e-5)
+        assert r.completeness_error is not None and r.completeness_error < 1e-5
+        x0, y0, x1, y1 = (round(v) for v in r.fields["box"])  # type: ignore[union-attr]
+        assert (x1 - x0, y1 - y0) == (CELL, CELL)
+        positive = np.clip(r.saliency, 0, None)
+        assert positive[y0:y1, x0:x1].sum() / positive.sum() > 0.999
