@@ -267,10 +267,10 @@ def explain_dataset(dataset: ray.data.Dataset, model: ModelSource, *,
         max_restarts: restarts of an actor that dies.
         max_task_retries: retries of a batch whose actor died.
         worker_class: ``ExplainBatch`` or a subclass.
-        task: with ``request``, a targets run (``fg_onnx.targets``: ``auto``,
-            ``detection``, ...; ``method``, ``params``, ``target``, ``files`` are then not
-            used: the request names the targets, ``options.method`` the in-graph map).
-        request: the targets to explain in each image (default: the task's defaults).
+        task: a targets run (``fg_onnx.targets``: ``auto``, ``detection``, ...) of
+            ``request`` (default: the task's defaults); ``options.method`` is its map, and
+            ``method``, ``params``, ``target``, ``files`` are not used.
+        request: the targets to explain in each image; given alone, the task is auto.
 
     Returns:
         A lazy Dataset with the input columns (but ``image``) and ``RESULT_COLUMNS``; for a
@@ -278,22 +278,21 @@ def explain_dataset(dataset: ray.data.Dataset, model: ModelSource, *,
     """
     if num_gpus is None:
         num_gpus = 1 if cluster_gpus() > 0 else 0
-    constructor = {"model": model, "method": method, "params": params, "options": options,
-                   "device": device, "batch_size": batch_size, "threads": threads,
-                   "preprocess": preprocess, "target": target, "files": files}
+    constructor: dict[str, Any] = {
+        "model": model, "method": method, "params": params, "options": options,
+        "device": device, "batch_size": batch_size, "threads": threads,
+        "preprocess": preprocess, "target": target, "files": files}
     remote: dict[str, Any] = {"num_cpus": threads or 1}
     if num_gpus:
         remote["num_gpus"] = num_gpus
     pool = _ray().data.ActorPoolStrategy(size=concurrency)
+    worker: type[ExplainBatch | ExplainTargetsBatch] = worker_class
     if task is not None or request is not None:
-        targeted = {"model": model, "task": task or "auto", "request": request,
-                    "options": options, "device": device, "batch_size": batch_size,
-                    "threads": threads, "preprocess": preprocess}
-        return dataset.map_batches(ExplainTargetsBatch, fn_constructor_kwargs=targeted,
-                                   batch_size=batch_size, batch_format="numpy",
-                                   compute=pool, max_restarts=max_restarts,
-                                   max_task_retries=max_task_retries, **remote)
-    return dataset.map_batches(worker_class, fn_constructor_kwargs=constructor,
+        worker = ExplainTargetsBatch
+        constructor = {"model": model, "task": task or "auto", "request": request,
+                       "options": options, "device": device, "batch_size": batch_size,
+                       "threads": threads, "preprocess": preprocess}
+    return dataset.map_batches(worker, fn_constructor_kwargs=constructor,
                                batch_size=batch_size, batch_format="numpy",
                                compute=pool, max_restarts=max_restarts,
                                max_task_retries=max_task_retries, **remote)
