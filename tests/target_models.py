@@ -119,3 +119,14 @@ def exported_query_detector(path: Path) -> Path:
                       output_names=["logits", "boxes"],
                       dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}, "boxes": {0: "N"}})
     return path
+
+
+class TextMap(nn.Module):
+    """A DBNet-like text detector: one pixel-local probability map [N, 1, H, W] (Sigmoid)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = PixelSegmenter(classes=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).sigmoid()

@@ -3,6 +3,8 @@ box; the map lies in the region (the test model's logits are pixel-local)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from target_models import PixelSegmenter, exported
@@ -69,3 +71,30 @@ def test_a_box_is_a_region_too(explainer: TargetExplainer) -> None:
     assert r.region is not None and r.region[:8, :16].all()
     with pytest.raises(TargetError, match="class 3 is out of range"):
         explainer.explain(batch, TargetRequest(target=3))
+
+
+def test_a_probability_map_explains_its_largest_components_by_their_logits(
+        tmp_path: Path) -> None:
+    import cv2
+    from target_models import TextMap
+
+    explainer = TargetExplainer(exported(TextMap(), tmp_path / "text.onnx"), device="cpu")
+    assert explainer.task == "segmentation"
+    assert explainer.explained != explainer.raw_output  # the logits before the Sigmoid
+    batch = _batch(1)
+    forward = explainer.session.forward(batch)
+    probabilities = forward[explainer.raw_output][0, 0]
+    logits = forward[explainer.explained][0, 0]
+    count, labels = cv2.connectedComponents((probabilities > 0.5).astype(np.uint8),
+                                            connectivity=8)
+    sizes = sorted(((int((labels == k).sum()), k) for k in range(1, count)),
+                   key=lambda pair: (-pair[0], pair[1]))  # ties: the first label first
+    found = explainer.explain(batch, TargetRequest(top_k=2))[0].results
+    assert [r.fields["pixels"] for r in found] == [size for size, _ in sizes[:2]]
+    for r, (_, k) in zip(found, sizes, strict=False):
+        region = labels == k
+        np.testing.assert_allclose(r.score, logits[region].sum(), rtol=1e-4)
+        assert r.completeness_error is not None and r.completeness_error < 1e-5
+        assert _mass_inside(r.saliency, region) > 0.999
+    (none,) = explainer.explain(batch, TargetRequest(threshold=1.0))
+    assert none.results == [] and none.note == "no region above the threshold 1"
