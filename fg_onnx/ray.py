@@ -9,6 +9,7 @@ per file back. ``ray`` is imported only when these are used.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from fg_onnx.graph.load import ModelSource
 from fg_onnx.methods.explainer import Explainer
 from fg_onnx.methods.params import MethodParams
 from fg_onnx.runtime.providers import Device
+from fg_onnx.targets.base import TargetRequest
+from fg_onnx.targets.run import TargetExplainer, TargetResult
 from fg_onnx.vision.images import load_image
 from fg_onnx.vision.overlay import (
     display_map,
@@ -79,6 +82,21 @@ def default_preprocess(explainer: Explainer) -> Preprocess:
     return model_preprocess(explainer.session)
 
 
+def _batch_images(batch: dict[str, np.ndarray]) -> list[np.ndarray | str]:
+    """Each row's RGB uint8 image, or why it could not be loaded."""
+    if IMAGE_COLUMN in batch:
+        return [np.asarray(image) for image in batch[IMAGE_COLUMN]]
+    if PATH_COLUMN not in batch:
+        raise FgOnnxError(f"the dataset needs a {PATH_COLUMN!r} or {IMAGE_COLUMN!r} column")
+    images: list[np.ndarray | str] = []
+    for path in batch[PATH_COLUMN]:
+        try:
+            images.append(load_image(str(path)))
+        except ImageError as exc:
+            images.append(str(exc))
+    return images
+
+
 class ExplainBatch:
     """The ``map_batches`` callable: one ``Explainer`` (one onnxruntime session) per actor."""
 
@@ -93,23 +111,9 @@ class ExplainBatch:
         self.target = target
         self.files = files
 
-    def _images(self, batch: dict[str, np.ndarray]) -> list[np.ndarray | str]:
-        """Each row's RGB uint8 image, or why it could not be loaded."""
-        if IMAGE_COLUMN in batch:
-            return [np.asarray(image) for image in batch[IMAGE_COLUMN]]
-        if PATH_COLUMN not in batch:
-            raise FgOnnxError(f"the dataset needs a {PATH_COLUMN!r} or {IMAGE_COLUMN!r} column")
-        images: list[np.ndarray | str] = []
-        for path in batch[PATH_COLUMN]:
-            try:
-                images.append(load_image(str(path)))
-            except ImageError as exc:
-                images.append(str(exc))
-        return images
-
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Explains one batch of rows; every other input column but ``image`` passes through."""
-        images = self._images(batch)
+        images = _batch_images(batch)
         n = len(images)
         height, width = self.spec.size
         saliency = np.full((n, height, width), np.nan, np.float32)
@@ -163,6 +167,69 @@ class ExplainBatch:
                             else resize_map(saliency, image.shape[:2]))
 
 
+TARGET_COLUMNS = ("target_index", "saliency", "score", "completeness_error", "finite",
+                  "fields", "note", "error")
+"""Columns a targets run adds, one row per (image, target): ``fields`` is the target's row
+fields as JSON (class, label, box in the model input's pixels, text, ...); an image without
+a target has one row with its ``note``, an unreadable one a row with its ``error`` (their
+maps and scores NaN)."""
+
+
+class ExplainTargetsBatch:
+    """The ``map_batches`` callable of a targets run: one ``TargetExplainer`` per actor."""
+
+    def __init__(self, model: ModelSource, task: str, request: TargetRequest | None,
+                 options: AugmentOptions | None, device: Device, batch_size: int,
+                 threads: int | None, preprocess: Preprocess | None) -> None:
+        """Opens the session (once per actor)."""
+        self.explainer = TargetExplainer(model, task=task, device=device,
+                                         batch_size=batch_size, options=options,
+                                         threads=threads)
+        self.spec = preprocess or model_preprocess(self.explainer.session)
+        self.request = request
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One row per target of each input row; the input columns (but ``image``) repeat."""
+        images = _batch_images(batch)
+        good = [i for i, image in enumerate(images) if not isinstance(image, str)]
+        found = self.explainer.explain(
+            preprocess_batch([images[i] for i in good], self.spec),  # type: ignore[misc]
+            self.request) if good else []
+        by_row = dict(zip(good, found, strict=True))
+        blank = np.full(self.spec.size, np.nan, np.float32)
+        owners: list[int] = []
+        columns: dict[str, list[Any]] = {name: [] for name in TARGET_COLUMNS}
+        for i, image in enumerate(images):
+            results = by_row[i].results if i in by_row else []
+            note = by_row[i].note if i in by_row else None
+            for k, result in enumerate(results or [None]):
+                owners.append(i)
+                error = None if result is None else result.completeness_error
+                values = (k if result else -1, blank if result is None else result.saliency,
+                          np.nan if result is None else result.score,
+                          np.nan if error is None else error,
+                          result is not None and _finite_target(result),
+                          json.dumps(result.fields if result else {}), note or "",
+                          image if isinstance(image, str) else "")
+                for name, value in zip(TARGET_COLUMNS, values, strict=True):
+                    columns[name].append(value)
+        out = {k: np.asarray(v)[owners] for k, v in batch.items() if k != IMAGE_COLUMN}
+        out.update({name: _column(values) for name, values in columns.items()})
+        return out
+
+
+def _column(values: list[Any]) -> np.ndarray:
+    if values and isinstance(values[0], np.ndarray):
+        return np.stack(values).astype(np.float32)
+    return np.asarray(values, dtype=object if values and isinstance(values[0], str) else None)
+
+
+def _finite_target(result: TargetResult) -> bool:
+    error = result.completeness_error
+    return bool(np.isfinite(result.score) and np.isfinite(result.saliency).all()
+                and (error is None or np.isfinite(error)))
+
+
 def cluster_gpus() -> int:
     """GPUs of the connected Ray cluster."""
     return int(_ray().cluster_resources().get("GPU", 0))
@@ -176,7 +243,9 @@ def explain_dataset(dataset: ray.data.Dataset, model: ModelSource, *,
                     num_gpus: float | None = None, threads: int | None = 1,
                     files: FileOutputs | None = None, max_restarts: int = 3,
                     max_task_retries: int = 3,
-                    worker_class: type[ExplainBatch] = ExplainBatch) -> ray.data.Dataset:
+                    worker_class: type[ExplainBatch] = ExplainBatch,
+                    task: str | None = None,
+                    request: TargetRequest | None = None) -> ray.data.Dataset:
     """Saliency maps, scores and targets for a Ray Dataset of images.
 
     Args:
@@ -198,20 +267,32 @@ def explain_dataset(dataset: ray.data.Dataset, model: ModelSource, *,
         max_restarts: restarts of an actor that dies.
         max_task_retries: retries of a batch whose actor died.
         worker_class: ``ExplainBatch`` or a subclass.
+        task: a targets run (``fg_onnx.targets``: ``auto``, ``detection``, ...) of
+            ``request`` (default: the task's defaults); ``options.method`` is its map, and
+            ``method``, ``params``, ``target``, ``files`` are not used.
+        request: the targets to explain in each image; given alone, the task is auto.
 
     Returns:
-        A lazy Dataset with the input columns (but ``image``) and ``RESULT_COLUMNS``.
+        A lazy Dataset with the input columns (but ``image``) and ``RESULT_COLUMNS``; for a
+        targets run, one row per target with ``TARGET_COLUMNS``.
     """
     if num_gpus is None:
         num_gpus = 1 if cluster_gpus() > 0 else 0
-    constructor = {"model": model, "method": method, "params": params, "options": options,
-                   "device": device, "batch_size": batch_size, "threads": threads,
-                   "preprocess": preprocess, "target": target, "files": files}
+    constructor: dict[str, Any] = {
+        "model": model, "method": method, "params": params, "options": options,
+        "device": device, "batch_size": batch_size, "threads": threads,
+        "preprocess": preprocess, "target": target, "files": files}
     remote: dict[str, Any] = {"num_cpus": threads or 1}
     if num_gpus:
         remote["num_gpus"] = num_gpus
     pool = _ray().data.ActorPoolStrategy(size=concurrency)
-    return dataset.map_batches(worker_class, fn_constructor_kwargs=constructor,
+    worker: type[ExplainBatch | ExplainTargetsBatch] = worker_class
+    if task is not None or request is not None:
+        worker = ExplainTargetsBatch
+        constructor = {"model": model, "task": task or "auto", "request": request,
+                       "options": options, "device": device, "batch_size": batch_size,
+                       "threads": threads, "preprocess": preprocess}
+    return dataset.map_batches(worker, fn_constructor_kwargs=constructor,
                                batch_size=batch_size, batch_format="numpy",
                                compute=pool, max_restarts=max_restarts,
                                max_task_retries=max_task_retries, **remote)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fg_onnx.cli import SUMMARIES
+from fg_onnx.cli.explain_targets import existing_target_outputs, run_targets
 from fg_onnx.cli.model_input import require_one_input
 from fg_onnx.cli.options import (
     add_augment_options,
@@ -18,11 +19,13 @@ from fg_onnx.cli.options import (
     add_model_and_images,
     add_preprocess_options,
     add_runtime_options,
+    add_target_options,
     augment_options,
     method_params,
     positive_int,
     preprocess_options,
     runtime_options,
+    uses_targets,
 )
 from fg_onnx.cli.outputs import is_result_name, output_folder, outputs_of
 from fg_onnx.cli.progress import Progress, status
@@ -30,9 +33,11 @@ from fg_onnx.cli.reports import write_explain_report
 from fg_onnx.cli.summary import Row, labels_of, summary_row, write_summary
 from fg_onnx.errors import FgOnnxError, ImageError
 from fg_onnx.files import save_npy_atomic
-from fg_onnx.methods import METHOD_NAMES, Explainer
+from fg_onnx.methods import METHOD_NAMES, Explainer, get_method
 from fg_onnx.report.html import REPORT_NAME
+from fg_onnx.runtime.providers import Device
 from fg_onnx.runtime.session import Explanation, FullGrad
+from fg_onnx.targets.run import TargetExplainer, plan_task
 from fg_onnx.vision.images import iter_image_paths, load_image
 from fg_onnx.vision.overlay import (
     display_map,
@@ -101,6 +106,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
                                           "model and -o must be on a shared file system")
     engine.add_argument("--workers", type=positive_int, default=1, metavar="N",
                         help="Ray actors, one onnxruntime session each (default 1)")
+    add_target_options(parser)
     add_augment_options(parser)
     parser.set_defaults(run=run, needs_runtime=True)
 
@@ -159,14 +165,20 @@ def run(args: argparse.Namespace) -> int:
     _check_outdir(args.outdir, jobs, args.force, args.method)
     runtime = runtime_options(args)
     status(f"preparing {args.model.name} for {args.method} ...")
-    # With Ray the workers hold the sessions; this one only reads the model's facts.
-    explainer = Explainer(args.model, args.method, params=method_params(args),
-                          device="cpu" if args.engine == "ray" else runtime.device,
-                          batch_size=runtime.batch_size, options=augment_options(args))
-    fullgrad = explainer.session
+    targeted = _targeted_explainer(args, runtime.device, runtime.batch_size)
+    if targeted is not None:
+        _check_target_outdir(args.outdir, jobs, args.force, args.method)
+        explainer: Explainer | TargetExplainer = targeted
+        fullgrad = targeted.session
+    else:
+        # With Ray the workers hold the sessions; this one only reads the model's facts.
+        explainer = Explainer(args.model, args.method, params=method_params(args),
+                              device="cpu" if args.engine == "ray" else runtime.device,
+                              batch_size=runtime.batch_size, options=augment_options(args))
+        fullgrad = explainer.session
     require_one_input(fullgrad.session, fullgrad.input_name, "explain")
     spec = preprocess_options(args, fullgrad)
-    if args.target is not None and fullgrad.classes is not None \
+    if targeted is None and args.target is not None and fullgrad.classes is not None \
             and args.target >= fullgrad.classes:
         raise FgOnnxError(f"--target {args.target} is out of range: the model has "
                           f"{fullgrad.classes} classes (0..{fullgrad.classes - 1})")
@@ -178,21 +190,68 @@ def run(args: argparse.Namespace) -> int:
     labels = labels_of(fullgrad.metadata)
     with output_folder(args.outdir):
         progress = Progress(len(jobs))
-        if args.engine == "ray":
+        if isinstance(explainer, TargetExplainer):
+            rows, thumbnails, skipped = run_targets(
+                args, explainer, [(job.source, job.stem) for job in jobs], spec, progress)
+        elif args.engine == "ray":
             rows, thumbnails, skipped = _run_ray(args, jobs, spec, labels, progress)
         else:
             rows, thumbnails, skipped = _run_local(args, explainer, jobs, spec, labels,
                                                    progress)
         write_summary(args.outdir, rows)
-        write_explain_report(args.outdir, rows, thumbnails, model=args.model,
+        mapped = [(row, thumb) for row, thumb in zip(rows, thumbnails, strict=True)
+                  if row["map"]]  # a target row's note (no detection) has no map to show
+        write_explain_report(args.outdir, [row for row, _ in mapped],
+                             [thumb for _, thumb in mapped], model=args.model,
                              method=args.method, skipped=skipped)
     broken = sum(1 for row in rows if not row["finite"])
+    if targeted is not None:
+        images = len({row["file"] for row in rows})
+        print(f"explained {sum(1 for row in rows if row['map'])} target(s) in {images} "
+              f"image(s) ({targeted.task})" + (f", skipped {skipped}" if skipped else "")
+              + (f", {broken} with NaN/Inf" if broken else "") + f"; results in {args.outdir}")
+        return 1 if skipped or broken else 0
     print(f"explained {len(rows)} image(s)" + (f", skipped {skipped}" if skipped else "")
           + (f", {broken} with NaN/Inf" if broken else "") + f"; results in {args.outdir}")
     if broken and fullgrad.precision == "float16":
         print("fg-onnx: float16 overflowed: lower --gradient-scale, or use --precision float32",
               file=sys.stderr)
     return 1 if skipped or broken else 0
+
+
+def _targeted_explainer(args: argparse.Namespace, device: Device, batch_size: int,
+                        ) -> TargetExplainer | None:
+    """The explainer of targets when the run names any (a task other than classification,
+    --top-k, --label, ...); None for today's one class per image."""
+    task = args.task
+    if not uses_targets(args):
+        task = plan_task(args.model, args.task, augment_options(args))
+        if task == "classification":
+            return None
+    if args.engine == "ray":
+        raise FgOnnxError("targets (--task, --top-k, --box, ...) run with --engine local; "
+                          "from Python, fg_onnx.ray.explain_dataset takes them")
+    method = get_method(args.method)
+    if method.runner is not None:
+        raise FgOnnxError(f"--method {args.method} explains one class per image; targets "
+                          "take the in-graph methods (fullgrad, gradient, grad-cam, ...)")
+    if args.task == "auto" and args.reference is not None:
+        task = "embedding"
+    return TargetExplainer(args.model, task=task, device=device, batch_size=batch_size,
+                           options=augment_options(args, method=method.graph))
+
+
+def _check_target_outdir(outdir: Path, jobs: list[_Job], force: bool, method: str) -> None:
+    if outdir.exists() and not outdir.is_dir():
+        raise FgOnnxError(f"output path {outdir} exists and is not a folder")
+    if force:
+        return
+    existing = existing_target_outputs(outdir, [job.stem for job in jobs], method)
+    existing += [p for p in (outdir / "summary.json", outdir / "summary.csv",
+                             outdir / REPORT_NAME) if p.exists()]
+    if existing:
+        raise FgOnnxError(f"{len(existing)} result files already exist in {outdir} (e.g. "
+                          f"{existing[0].name}); pass --force to overwrite or choose -o")
 
 
 def _run_local(args: argparse.Namespace, explainer: Explainer, jobs: list[_Job],

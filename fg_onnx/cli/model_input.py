@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fg_onnx.errors import FgOnnxError, ImageError
-from fg_onnx.fullgrad.contract import TARGET
+from fg_onnx.fullgrad.contract import GRAD_OUTPUT, TARGET
 from fg_onnx.vision.images import load_image
 
 if TYPE_CHECKING:
@@ -18,9 +18,10 @@ if TYPE_CHECKING:
 
 
 def require_one_input(session: ort.InferenceSession, explained: str, command: str) -> None:
-    """Refuses a model that needs inputs besides the explained one (and fg_target): images
-    give only that one."""
-    others = [i.name for i in session.get_inputs() if i.name not in (explained, TARGET)]
+    """Refuses a model that needs inputs besides the explained one (and fg_target or
+    fg_grad_output, which the run feeds): images give only that one."""
+    others = [i.name for i in session.get_inputs()
+              if i.name not in (explained, TARGET, GRAD_OUTPUT)]
     if others:
         raise FgOnnxError(
             f"{command} cannot supply the model's other input(s) "

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from fg_onnx.choices import LAYOUT_CHOICES, PRECISIONS, GraphMethod, Provider
 from fg_onnx.errors import FgOnnxError
 from fg_onnx.fullgrad.augment import AugmentOptions
@@ -230,3 +232,95 @@ def add_model_and_images(parser: argparse.ArgumentParser, model_help: str) -> No
     parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE_OR_DIR",
                         help="image files, or folders searched recursively (jpg, png, bmp, "
                              "webp, tiff)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets: what is explained in each image (fg_onnx.targets)
+
+
+def _box(text: str) -> tuple[float, float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.replace(" ", ",").split(",") if v)
+    except ValueError:
+        values = ()
+    if len(values) != 4 or not all(np.isfinite(values)) or values[2] <= values[0] \
+            or values[3] <= values[1]:
+        raise argparse.ArgumentTypeError(f"expected a box x0,y0,x1,y1 with x0 < x1 and "
+                                         f"y0 < y1, got {text!r}")
+    return values
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def add_target_options(parser: argparse.ArgumentParser) -> None:
+    """What is explained in each image, for every task (README: Task targets)."""
+    from fg_onnx.targets.base import TASK_CHOICES
+    from fg_onnx.targets.detection import DETECTION_FORMATS
+    from fg_onnx.targets.embedding import SIMILARITIES
+
+    group = parser.add_argument_group("targets (what is explained in each image)")
+    group.add_argument("--task", choices=TASK_CHOICES, default="auto",
+                       help="auto (default): from the explained output's shape and the graph")
+    group.add_argument("--top-k", type=positive_int, metavar="K",
+                       help="explain the K best classes / detections / regions, one map each")
+    group.add_argument("--label", metavar="NAME",
+                       help="the class to explain, by its name (--labels or the model's "
+                            "fg_onnx.labels metadata)")
+    group.add_argument("--labels", type=Path, metavar="FILE",
+                       help="class names, one a line (default: the model's metadata)")
+    group.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1",
+                       help="in the image's pixels: detection explains the detection that "
+                            "overlaps it most; segmentation explains this region")
+    group.add_argument("--mask", type=Path, metavar="FILE",
+                       help="segmentation: the region to explain (nonzero pixels; resized, "
+                            "nearest)")
+    group.add_argument("--threshold", type=_probability, metavar="P",
+                       help="detection: the least class probability (default 0.25); one "
+                            "probability map: the mask threshold (default 0.5)")
+    group.add_argument("--iou", type=_probability, default=0.45, metavar="T",
+                       help="detection: NMS overlap (default 0.45)")
+    group.add_argument("--detection-format", choices=DETECTION_FORMATS, default="auto",
+                       help="detection: yolov8 [N, 4+C, A], yolov5 [N, A, 5+C] or detr "
+                            "([N, Q, C+1] logits beside [N, Q, 4] boxes) (default: from the "
+                            "outputs' shapes)")
+    group.add_argument("--alphabet", type=Path, metavar="FILE",
+                       help="sequence: the characters, one a line (default: the model's "
+                            "fg_onnx.alphabet metadata, else class indices)")
+    group.add_argument("--blank", type=int, default=0, metavar="K",
+                       help="sequence: the CTC blank class (default 0)")
+    group.add_argument("--time-step", type=int, metavar="T",
+                       help="sequence: explain this step's class (--target, default its "
+                            "arg-max) instead of each decoded character")
+    group.add_argument("--reference", type=Path, metavar="IMAGE|NPY",
+                       help="embedding: the reference, another image or a .npy vector")
+    group.add_argument("--similarity", choices=SIMILARITIES, default="cosine",
+                       help="embedding: cosine (default) or dot")
+
+
+def uses_targets(args: argparse.Namespace) -> bool:
+    """Whether the run names anything beyond today's one class per image."""
+    given = (args.top_k, args.label, args.labels, args.box, args.mask, args.threshold,
+             args.alphabet, args.time_step, args.reference)
+    return args.task not in ("auto", "classification") or any(v is not None for v in given)
+
+
+def read_lines(path: Path, what: str) -> list[str]:
+    """A names file: one a line, blank lines at the end dropped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FgOnnxError(f"cannot read the {what} file {path}: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise FgOnnxError(f"the {what} file {path} is empty")
+    return lines

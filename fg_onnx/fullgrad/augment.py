@@ -228,6 +228,14 @@ class _Augmenter:
             self.model.graph.output.append(helper.make_tensor_value_info(
                 output, self.info.elem_type(output), self.info.shape(output)))
             self.new_outputs.append(output)
+        if self.options.seed_input and self.ex.scores not in (
+                *self.info.graph_outputs, self.ex.output):
+            # A seed is built from the explained tensor's values (a box's class logit, a
+            # region of a class's mask): a deployed model shows them beside fg_grad_output.
+            self.model.graph.output.append(helper.make_tensor_value_info(
+                self.ex.scores, self.info.elem_type(self.ex.scores),
+                self.info.shape(self.ex.scores)))
+            self.new_outputs.append(self.ex.scores)
         self._output(SCORE, score, [batch_dim])
         if target_used is not None:
             self._output(TARGET_USED, target_used, [batch_dim], TensorProto.INT64)

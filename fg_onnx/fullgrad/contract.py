@@ -6,7 +6,8 @@ inputs:  every original input; ``fg_target`` int64 [N] (class per sample, -1 = a
          ``fg_grad_output`` shaped like the explained tensor with ``seed_input``.
 outputs: every original output; ``fg_score`` [N]; ``fg_target_used`` int64 [N] (not with
          ``seed_input``); ``fg_input_grad`` (shape of the input); ``fg_bias_total`` [N];
-         ``fg_saliency`` [N, H, W]; with ``components``, ``fg_tap_<i>`` per map tap.
+         ``fg_saliency`` [N, H, W]; with ``components``, ``fg_tap_<i>`` per map tap; with
+         ``seed_input``, the explained tensor itself where it is not an output already.
 types:   as the model's; with ``precision="float16"`` too (float32 in and out, float16
          inside; the gradient scale is divided out of every output).
 metadata: ``fg_onnx.augment`` holds :class:`AugmentFacts` as JSON.

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.utils
 import onnxruntime as ort
 
 from fg_onnx.choices import GraphMethod, Layout, Precision, channel_axis, spatial_axes
@@ -55,6 +56,31 @@ class Explanation:
         return len(self.scores)
 
 
+@dataclass
+class SeedExplanation:
+    """Results of explaining one seed (a linear functional of the explained tensor) per
+    input."""
+
+    saliency: np.ndarray
+    """[N, H, W] maps."""
+    scores: np.ndarray
+    """[N] ⟨seed, explained tensor⟩."""
+    completeness_error: np.ndarray | None
+    """[N] as :attr:`Explanation.completeness_error`."""
+
+
+def _forward_model(proto: onnx.ModelProto, facts: contract.AugmentFacts) -> bytes:
+    """The augmented model cut down to its forward part: the original outputs and the
+    explained tensor, from the image input alone."""
+    added = {contract.SCORE, contract.TARGET_USED, contract.INPUT_GRAD, contract.BIAS_TOTAL,
+             contract.SALIENCY}
+    names = [o.name for o in proto.graph.output
+             if o.name not in added and not o.name.startswith(contract.TAP_PREFIX)]
+    names += [] if facts.scores in names else [facts.scores]
+    extracted = onnx.utils.Extractor(proto).extract_model([facts.input], names)
+    return bytes(extracted.SerializeToString())
+
+
 def _for_device(options: AugmentOptions | None, device: Device) -> AugmentOptions:
     """``options`` for a model augmented in memory: CPU-only ops when the session cannot
     run on CUDA (the same decision open_session makes)."""
@@ -91,8 +117,6 @@ class FullGrad:
             target = _for_device(options, device)
             proto = blaming_invalid_input(proto, lambda m: build_fullgrad(m, target).model)
         facts = read_facts(proto)
-        if facts.seed_input:
-            raise FgOnnxError("models augmented with --seed-input cannot explain classes")
         self.facts = facts
         self.method: GraphMethod = facts.method
         self.precision: Precision = facts.precision
@@ -120,6 +144,11 @@ class FullGrad:
         self.io_binding = self.provider.on_cuda if io_binding is None else io_binding
         self.input_shape = self._input_shape()
         self.batches = Batches.for_input(self.input_shape, batch_size)
+        self._forward = (open_session(_forward_model(proto, facts), device, session_options)[0]
+                         if facts.seed_input else None)
+        self.forward_names = ([o.name for o in self._forward.get_outputs()]
+                              if self._forward is not None else [])
+        """What :meth:`forward` returns: the model's outputs and the explained tensor."""
 
     def _session_source(self, proto: onnx.ModelProto,
                         path: str | os.PathLike[str] | None) -> bytes | str:
@@ -179,6 +208,9 @@ class FullGrad:
             batch: float array in the model's layout.
             targets: one class for all, one per image, or None for the predicted class.
         """
+        if self.facts.seed_input:
+            raise FgOnnxError("a model augmented with --seed-input explains seeds, not "
+                              "classes: use explain_seeds (or fg_onnx.targets)")
         batch = self._checked_batch(batch)
         wanted = _targets(targets, len(batch))
         classes = self.classes
@@ -195,6 +227,49 @@ class FullGrad:
             np.concatenate(column) for column in zip(*parts, strict=True))
         complete = graph_map(self.method).completeness
         return Explanation(saliency, scores, used, predicted, error if complete else None)
+
+    def forward(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The model's outputs and its explained tensor (``facts.scores``) for ``batch``, by
+        name, without the gradient subgraph (a seed-input model only: seeds are built from
+        these values)."""
+        if self._forward is None:
+            raise FgOnnxError("forward runs on models augmented with --seed-input")
+        batch = self._checked_batch(batch)
+        session, names = self._forward, self.forward_names
+
+        def execute(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            return [np.asarray(v) for v in session.run(names, feeds)]
+
+        try:
+            parts = [self.batches.run(execute, {self.input_name: batch[part]})
+                     for part in self.batches.slices(len(batch))]
+        except Exception as exc:
+            raise FgOnnxError(f"onnxruntime failed on a batch: {one_line(exc)}") from exc
+        return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
+
+    def explain_seeds(self, batch: np.ndarray, seeds: np.ndarray) -> SeedExplanation:
+        """Explains ⟨seed, explained tensor⟩ per input (a seed-input model): ``seeds`` is
+        shaped like the explained tensor of ``batch``, one seed per row."""
+        if not self.facts.seed_input:
+            raise FgOnnxError("explain_seeds needs a model augmented with seed_input")
+        batch = self._checked_batch(batch)
+        seeds = np.ascontiguousarray(seeds, dtype=np.float32)
+        if len(seeds) != len(batch):
+            raise FgOnnxError(f"got {len(seeds)} seeds for {len(batch)} inputs")
+        names = [contract.SALIENCY, contract.SCORE, contract.INPUT_GRAD, contract.BIAS_TOTAL]
+        saliency, scores, errors = [], [], []
+        for part in self.batches.slices(len(batch)):
+            values = self._execute_checked(names, {self.input_name: batch[part],
+                                                   contract.GRAD_OUTPUT: seeds[part]})
+            saliency.append(values[0])
+            scores.append(values[1])
+            errors.append(completeness_error(values[2], batch[part], values[3], values[1]))
+        if not saliency:
+            return SeedExplanation(np.zeros((0, 0, 0), np.float32), np.zeros(0, np.float32),
+                                   np.zeros(0, np.float32))
+        complete = graph_map(self.method).completeness
+        return SeedExplanation(np.concatenate(saliency), np.concatenate(scores),
+                               np.concatenate(errors).astype(np.float32) if complete else None)
 
     def outputs(self, batch: np.ndarray, targets: np.ndarray,
                 names: Sequence[str]) -> dict[str, np.ndarray]:

@@ -106,3 +106,25 @@ def thumbnail_jpeg(rgb: npt.NDArray[np.uint8], side: int = THUMBNAIL_SIDE) -> by
     if not ok:
         raise ValueError(f"OpenCV could not encode a {rgb.shape} image as JPEG")
     return bytes(encoded.tobytes())
+
+
+TARGET_COLOUR = (255, 255, 255)
+"""Boxes and region outlines on overlays (RGB): white shows over every JET colour."""
+
+
+def draw_target(rgb: npt.NDArray[np.uint8], box: tuple[float, float, float, float] | None,
+                region: npt.NDArray[np.bool_] | None) -> npt.NDArray[np.uint8]:
+    """A copy of ``rgb`` with ``box`` (its pixels, corners) drawn and ``region`` (a mask of
+    any size, resized nearest) outlined."""
+    drawn = np.ascontiguousarray(rgb.copy())
+    thickness = max(1, round(max(rgb.shape[:2]) / 200))
+    if region is not None:
+        mask = cv2.resize(region.astype(np.uint8), (rgb.shape[1], rgb.shape[0]),
+                          interpolation=cv2.INTER_NEAREST)
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(drawn, contours, -1, TARGET_COLOUR, thickness)
+    elif box is not None:
+        corners = [round(v) for v in box]
+        cv2.rectangle(drawn, (corners[0], corners[1]), (corners[2], corners[3]), TARGET_COLOUR,
+                      thickness)
+    return drawn

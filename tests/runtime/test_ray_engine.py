@@ -157,3 +157,30 @@ def test_a_worker_leaves_nan_for_a_method_without_completeness(
         explain(*args), completeness_error=None))
     out = worker({"path": np.asarray([str(p) for p in IMAGES[:2]], dtype=object)})
     assert np.isnan(out["completeness_error"]).all() and out["finite"].all()
+
+
+def test_ray_explains_targets_as_the_target_explainer_does(tmp_path: Path) -> None:
+    from target_models import BoxDetector, exported
+
+    from fg_onnx.targets import TargetRequest
+    from fg_onnx.targets.run import TargetExplainer
+
+    model = exported(BoxDetector(), tmp_path / "det.onnx")
+    rng = np.random.default_rng(6)
+    images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
+    request = TargetRequest(top_k=2, threshold=0.0)
+    rows = _by_id(explain_dataset(dataset_of(images), model, task="detection",
+                                  request=request, device="cpu", batch_size=2,
+                                  concurrency=2, threads=1).take_all())
+    local = TargetExplainer(model, device="cpu")
+    from fg_onnx.vision.preprocess import model_preprocess
+
+    found = local.explain(preprocess_batch(images, model_preprocess(local.session)), request)
+    expected = [(i, r) for i, image in enumerate(found) for r in image.results]
+    assert [(int(row["id"]), int(row["target_index"])) for row in rows] == [  # type: ignore[call-overload]
+        (i, k) for i in range(3) for k in range(2)]
+    for row, (_, result) in zip(rows, expected, strict=True):
+        assert json.loads(str(row["fields"])) == result.fields and row["finite"]
+        np.testing.assert_allclose(row["saliency"], result.saliency, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(row["score"], result.score, rtol=1e-6)
+        assert float(row["completeness_error"]) < 1e-5  # type: ignore[arg-type]

@@ -1,0 +1,215 @@
+"""``TargetExplainer``: explain what a task names in each image (classes, boxes, regions,
+characters, similarities) with one seed-input model: a clean forward pass picks the targets,
+then every image runs once per target in one batch with the stacked seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from fg_onnx.choices import spatial_axes
+from fg_onnx.fullgrad.augment import AugmentOptions
+from fg_onnx.fullgrad.contract import is_augmented, read_facts
+from fg_onnx.fullgrad.explained import resolve
+from fg_onnx.graph.info import GraphInfo
+from fg_onnx.graph.load import ModelSource, load_model
+from fg_onnx.graph.normalize import normalize
+from fg_onnx.runtime.providers import Device
+from fg_onnx.runtime.session import FullGrad
+from fg_onnx.targets.auto import detect_task, sigmoid_logits
+from fg_onnx.targets.base import (
+    ALPHABET_KEY,
+    TASKS,
+    Box,
+    Forward,
+    Picked,
+    TargetError,
+    TargetRequest,
+    Task,
+    labels_of,
+)
+from fg_onnx.targets.classification import classification_targets, scalar_targets
+from fg_onnx.targets.detection import detection_targets
+from fg_onnx.targets.embedding import embedding_targets
+from fg_onnx.targets.segmentation import segmentation_targets
+from fg_onnx.targets.sequence import sequence_targets
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """One explained target of one image."""
+
+    saliency: np.ndarray
+    """[H, W] the map at the model input's size."""
+    score: float
+    """⟨seed, explained tensor⟩: the logit, region sum, similarity, ..."""
+    completeness_error: float | None
+    fields: dict[str, object]
+    box: Box | None = None
+    region: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ImageTargets:
+    """An image's results; ``note`` says why there are none."""
+
+    results: list[TargetResult]
+    note: str | None = None
+
+
+class TargetExplainer:
+    """Explains targets of ``task`` (default: read from the output's shape and graph).
+
+    ``model`` is the original (augmented in memory with ``seed_input``) or a model augmented
+    with ``--seed-input``. For detection, where the class scores are a final Sigmoid's and
+    ``options.output`` names nothing, the Sigmoid's input (the logits) is explained.
+    """
+
+    def __init__(self, model: ModelSource, *, task: str = "auto", device: Device = "auto",
+                 batch_size: int = 16, options: AugmentOptions | None = None,
+                 threads: int | None = None) -> None:
+        proto = load_model(model)
+        options = dataclasses.replace(options or AugmentOptions(), seed_input=True)
+        self.raw_output, self.task = _plan(proto, task, options)
+        if self.task == "detection" and options.output is None and not is_augmented(proto):
+            logits = sigmoid_logits(GraphInfo(normalize(proto)), self.raw_output)
+            options = dataclasses.replace(options, output=logits) if logits else options
+        self.session = FullGrad(proto, device=device, batch_size=batch_size, options=options,
+                                threads=threads)
+        self.metadata = self.session.metadata
+        self.labels = labels_of(self.metadata)
+        self.alphabet = labels_of(self.metadata, ALPHABET_KEY)
+        self.explained = self.session.facts.scores
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """[N, ...] the explained tensor of ``batch`` (an embedder's embeddings)."""
+        return self.session.forward(batch)[self.explained]
+
+    def explain(self, batch: np.ndarray,
+                request: TargetRequest | Sequence[TargetRequest] | None = None,
+                ) -> list[ImageTargets]:
+        """Every image's targets (one request for all, or one per image), explained
+        together: one clean forward pass, then one run of every (image, target) pair."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        requests = ([self._completed(request)] * len(batch)
+                    if request is None or isinstance(request, TargetRequest)
+                    else [self._completed(r) for r in request])
+        if len(requests) != len(batch):
+            raise TargetError(f"got {len(requests)} target requests for {len(batch)} images")
+        outputs = self.session.forward(batch)
+        size = tuple(int(batch.shape[a]) for a in spatial_axes(self.session.layout))
+        picked = [self._pick(Forward(outputs[self.explained][i],
+                                     {k: v[i] for k, v in outputs.items()},
+                                     (size[0], size[1])), requests[i])
+                  for i in range(len(batch))]
+        owners = [i for i, p in enumerate(picked) for _ in p.targets]
+        seeds = [t.seed for p in picked for t in p.targets]
+        if not owners:
+            return [ImageTargets([], p.note) for p in picked]
+        run = self.session.explain_seeds(batch[owners], np.stack(seeds))
+        results: list[ImageTargets] = []
+        k = 0
+        for p in picked:
+            found = []
+            for target in p.targets:
+                error = run.completeness_error
+                found.append(TargetResult(run.saliency[k], float(run.scores[k]),
+                                          None if error is None else float(error[k]),
+                                          target.fields, target.box, target.region))
+                k += 1
+            results.append(ImageTargets(found, p.note))
+        return results
+
+    def _completed(self, request: TargetRequest | None) -> TargetRequest:
+        """``request`` with the model's labels and alphabet where it gives none."""
+        request = request or TargetRequest()
+        if not request.labels and self.labels:
+            request = dataclasses.replace(request, labels=self.labels)
+        if not request.alphabet and self.alphabet:
+            request = dataclasses.replace(request, alphabet=self.alphabet)
+        return request
+
+    def _pick(self, forward: Forward, request: TargetRequest) -> Picked:
+        pickers: dict[str, Callable[[Forward, TargetRequest], Picked]] = {
+            "classification": classification_targets, "scalar": scalar_targets,
+            "sequence": sequence_targets, "embedding": embedding_targets,
+            "segmentation": lambda f, r: segmentation_targets(
+                f, r, f.outputs.get(self.raw_output)),
+            "detection": lambda f, r: detection_targets(f, r, self.raw_output),
+        }
+        return pickers[self.task](forward, request)
+
+
+def _plan(proto: onnx.ModelProto, task: str, options: AugmentOptions) -> tuple[str, Task]:
+    """The output the task reads (a detector's boxes: the named output where it is a graph
+    output, else the model's first) and the task."""
+    if is_augmented(proto):
+        facts = read_facts(proto)
+        if not facts.seed_input:
+            raise TargetError("targets need the original model or one augmented with "
+                              "--seed-input")
+        output, scores, skipped = facts.output, facts.scores, facts.skipped_op
+        info = GraphInfo(proto)
+        # Outputs an augmented model adds come after the original ones: its first output
+        # is the original's (a detector's boxes and scores when --output named the logits).
+        raw = proto.graph.output[0].name
+    else:
+        info = GraphInfo(normalize(proto))
+        explained = resolve(info, options.input, options.output,
+                            options.explain_probabilities, options.layout, True)
+        output, scores, skipped = explained.output, explained.scores, explained.skipped_op
+        raw = output if output in info.graph_outputs else info.graph_outputs[0]
+    if task != "auto":
+        if task not in TASKS:
+            raise TargetError(f"unknown task {task!r}: choose auto, {', '.join(TASKS)}")
+        return raw if task == "detection" else output, task
+    try:
+        found = _task_of(info, output, scores, skipped)
+    except TargetError:
+        if _has_boxes_beside(info, scores):
+            return output, "detection"  # DETR-style: logits beside a boxes output
+        if raw == output or not _is_detector(info, raw):
+            raise
+        found = "detection"  # --output named a detector's logits: its first output tells
+    return raw if found == "detection" else output, found
+
+
+def _has_boxes_beside(info: GraphInfo, scores: str) -> bool:
+    """Whether [N, Q, K] ``scores`` have a [N, Q, 4] graph output beside them."""
+    shape = info.shape(scores)
+    if shape is None or len(shape) != 3:
+        return False
+    for name in info.graph_outputs:
+        other = info.shape(name)
+        if name != scores and other is not None and len(other) == 3 and other[2] == 4 \
+                and other[1] == shape[1] and shape[2] != 4:
+            return True
+    return False
+
+
+def _is_detector(info: GraphInfo, output: str) -> bool:
+    try:
+        return _task_of(info, output, output, None) == "detection"
+    except TargetError:
+        return False
+
+
+def _task_of(info: GraphInfo, output: str, scores: str, skipped: str | None) -> Task:
+    shape = info.shape(scores)
+    producer = info.producer.get(output)
+    return detect_task(None if shape is None else list(shape)[1:],
+                       producer.op_type if producer else None, skipped, scores)
+
+
+def plan_task(model: ModelSource, task: str = "auto", options: AugmentOptions | None = None,
+              ) -> Task:
+    """The task ``model``'s explained output is for (``task`` unless auto); a model augmented
+    for classes (``fg_target``) is a classifier."""
+    proto = load_model(model)
+    if is_augmented(proto) and not read_facts(proto).seed_input:
+        return "classification"
+    return _plan(proto, task, options or AugmentOptions())[1]

@@ -1,0 +1,136 @@
+"""Detection targets of a YOLOv8-style output: the best detections after threshold and NMS,
+or the one a box overlaps most; the score is the class logit before the Sigmoid, and a box's
+map lies in the box (the test detector's box scores read only their cell)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from target_models import CELL, BoxDetector, exported, exported_query_detector
+
+import fg_onnx
+from fg_onnx.fullgrad.augment import AugmentOptions
+from fg_onnx.graph.save import save_model_atomic
+from fg_onnx.targets import TargetError, TargetRequest
+from fg_onnx.targets.base import Forward
+from fg_onnx.targets.detection import candidates, detection_format, detection_targets, nms
+from fg_onnx.targets.run import TargetExplainer
+
+
+@pytest.fixture(scope="module")
+def explainer(tmp_path_factory: pytest.TempPathFactory) -> TargetExplainer:
+    path = exported(BoxDetector(), tmp_path_factory.mktemp("det") / "det.onnx")
+    return TargetExplainer(path, device="cpu")
+
+
+def _batch(n: int = 2) -> np.ndarray:
+    return np.random.default_rng(2).standard_normal((n, 3, 32, 32)).astype(np.float32)
+
+
+def test_the_best_detections_are_explained_by_their_logits_inside_their_boxes(
+        explainer: TargetExplainer) -> None:
+    assert explainer.task == "detection"
+    assert explainer.explained != explainer.raw_output  # the Sigmoid's input: the logits
+    batch = _batch()
+    forward = explainer.session.forward(batch)
+    found = explainer.explain(batch, TargetRequest(top_k=3, threshold=0.0))
+    for image, result in enumerate(found):
+        assert len(result.results) == 3
+        confidences = [float(r.fields["confidence"]) for r in result.results]
+        assert confidences == sorted(confidences, reverse=True)
+        for r in result.results:
+            anchor, cls = int(r.fields["anchor"]), int(r.fields["target"])
+            logit = forward[explainer.explained][image, cls, anchor]
+            np.testing.assert_allclose(r.score, logit, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(1 / (1 + np.exp(-logit)), r.fields["confidence"],
+                                       atol=1e-5)
+            assert r.completeness_error is not None and r.completeness_error < 1e-5
+            x0, y0, x1, y1 = (round(v) for v in r.fields["box"])  # type: ignore[union-attr]
+            assert (x1 - x0, y1 - y0) == (CELL, CELL)
+            inside = np.zeros((32, 32), bool)
+            inside[y0:y1, x0:x1] = True
+            positive = np.clip(r.saliency, 0, None)
+            assert positive[inside].sum() / positive.sum() > 0.999
+
+
+def test_a_given_box_picks_the_detection_that_overlaps_it_most(
+        explainer: TargetExplainer) -> None:
+    (r,) = explainer.explain(_batch(1), TargetRequest(box=(17, 9, 23, 15), threshold=0.0),
+                             )[0].results
+    assert r.fields["box"] == [16.0, 8.0, 24.0, 16.0] and r.fields["anchor"] == 6
+    assert 0 < float(r.fields["iou"]) <= 1  # type: ignore[arg-type]
+
+
+def test_no_detection_above_the_threshold_is_a_note(explainer: TargetExplainer) -> None:
+    (result,) = explainer.explain(_batch(1), TargetRequest(threshold=1.0))
+    assert result.results == [] and result.note == "no detection above the threshold 1"
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes_of_one_class() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10], [20, 20, 30, 30]],
+                     float)
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    assert nms(boxes, scores, np.array([0, 0, 1, 0]), 0.5) == [0, 2, 3]
+
+
+def test_yolov5_objectness_times_class_is_the_score_of_its_linearisation() -> None:
+    raw = np.zeros((40, 7), np.float32)  # [A, 5 + 2]
+    raw[:, :4] = [16, 16, 8, 8]
+    raw[:, 4] = np.linspace(0.1, 0.9, 40)
+    raw[:, 5] = 0.5
+    raw[:, 6] = np.linspace(0.9, 0.1, 40)
+    assert detection_format(raw.shape) == "yolov5"
+    found = candidates(raw, "yolov5")
+    np.testing.assert_allclose(found.probabilities[:, 1], raw[:, 4] * raw[:, 6], rtol=1e-6)
+    picked = detection_targets(Forward(raw, {"out": raw}, (32, 32)),
+                               TargetRequest(threshold=0.0), "out")
+    (target,) = picked.targets
+    anchor, cls = int(target.fields["anchor"]), int(target.fields["target"])
+    np.testing.assert_allclose((target.seed * raw).sum(), raw[anchor, 4] * raw[anchor, 5 + cls],
+                               rtol=1e-6)
+
+
+def test_an_unrecognised_output_is_one_line() -> None:
+    with pytest.raises(TargetError, match="cannot recognise a detection format in an output "
+                                          "of shape \\[6, 6\\] per image: give "
+                                          "--detection-format yolov8\\|yolov5"):
+        detection_format((6, 6))
+
+
+
+def test_a_deployed_seed_input_model_explains_the_same_detections(
+        tmp_path: Path, explainer: TargetExplainer) -> None:
+    path = exported(BoxDetector(), tmp_path / "det.onnx")  # the fixture's weights (seed 0)
+    options = AugmentOptions(seed_input=True, output=explainer.explained)
+    save_model_atomic(fg_onnx.augment_with_report(path, options).model, tmp_path / "det.fg.onnx")
+    deployed = TargetExplainer(tmp_path / "det.fg.onnx", device="cpu")
+    assert deployed.task == "detection" and deployed.raw_output == "out"
+    batch = _batch(1)
+    request = TargetRequest(top_k=2, threshold=0.0)
+    here = explainer.explain(batch, request)[0].results
+    there = deployed.explain(batch, request)[0].results
+    assert [r.fields for r in there] == [r.fields for r in here]
+    np.testing.assert_allclose([r.score for r in there], [r.score for r in here], rtol=1e-6)
+
+
+def test_detr_queries_are_explained_by_their_class_logits_inside_their_boxes(
+        tmp_path: Path) -> None:
+    explainer = TargetExplainer(exported_query_detector(tmp_path / "detr.onnx"), device="cpu")
+    assert explainer.task == "detection"
+    batch = _batch(1)
+    logits = explainer.session.forward(batch)["logits"][0].astype(np.float64)
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    found = explainer.explain(batch, TargetRequest(top_k=2, threshold=0.0))[0].results
+    assert len(found) == 2
+    for r in found:
+        query, cls = int(r.fields["anchor"]), int(r.fields["target"])
+        np.testing.assert_allclose(r.score, logits[query, cls], rtol=1e-5)
+        np.testing.assert_allclose(r.fields["confidence"], probabilities[query, cls],
+                                   atol=1e-5)
+        assert r.completeness_error is not None and r.completeness_error < 1e-5
+        x0, y0, x1, y1 = (round(v) for v in r.fields["box"])  # type: ignore[union-attr]
+        assert (x1 - x0, y1 - y0) == (CELL, CELL)
+        positive = np.clip(r.saliency, 0, None)
+        assert positive[y0:y1, x0:x1].sum() / positive.sum() > 0.999
