@@ -15,6 +15,7 @@ from fg_onnx.cli.options import (
     add_augment_options,
     add_method_options,
     add_model_and_images,
+    add_output_options,
     add_preprocess_options,
     add_runtime_options,
     augment_options,
@@ -86,9 +87,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
                        help="ground-truth boxes as COCO-style JSON (images: id, file_name; "
                             "annotations: image_id, bbox [x, y, w, h] in pixels): the same "
                             "localisation numbers, on the union of each image's boxes")
-    parser.add_argument("-o", "--outdir", type=Path, default=Path("fg_eval"),
-                        help="output folder (default: fg_eval)")
-    parser.add_argument("--force", action="store_true", help="overwrite existing results")
+    add_output_options(parser, "fg_eval")
     add_preprocess_options(parser)
     add_runtime_options(parser)
     add_method_options(parser)

@@ -17,6 +17,7 @@ from fg_onnx.cli.options import (
     add_augment_options,
     add_method_options,
     add_model_and_images,
+    add_output_options,
     add_preprocess_options,
     add_runtime_options,
     add_target_options,
@@ -82,9 +83,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
                     "the raw map (.npy) per image, and summary.json/summary.csv.",
     )
     add_model_and_images(parser, "ONNX model (original or augmented)")
-    parser.add_argument("-o", "--outdir", type=Path, default=Path("fg_out"),
-                        help="output folder (default: fg_out)")
-    parser.add_argument("--force", action="store_true", help="overwrite existing result files")
+    add_output_options(parser, "fg_out")
     parser.add_argument("--target", type=_target, metavar="K",
                         help="class to explain (default, or -1: the predicted class)")
     parser.add_argument("--alpha", type=_alpha, default=0.5,

@@ -226,6 +226,13 @@ def methods_list(text: str) -> list[str]:
     return names
 
 
+def add_output_options(parser: argparse.ArgumentParser, default: str) -> None:
+    """-o/--outdir and --force of the commands that write results."""
+    parser.add_argument("-o", "--outdir", type=Path, default=Path(default),
+                        help=f"output folder (default: {default})")
+    parser.add_argument("--force", action="store_true", help="overwrite existing result files")
+
+
 def add_model_and_images(parser: argparse.ArgumentParser, model_help: str) -> None:
     """The MODEL and IMAGE_OR_DIR... arguments of the commands that run images."""
     parser.add_argument("model", type=Path, help=model_help)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from fg_onnx.cli import SUMMARIES
 from fg_onnx.cli.model_input import readable_images, require_one_input
@@ -12,6 +11,7 @@ from fg_onnx.cli.options import (
     add_augment_options,
     add_method_options,
     add_model_and_images,
+    add_output_options,
     add_preprocess_options,
     add_runtime_options,
     augment_options,
@@ -55,9 +55,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
                         help="comma-separated methods (default: every in-graph method)")
     parser.add_argument("--seed", type=int, default=0, metavar="N",
                         help="seed of the redrawn weights and the random class")
-    parser.add_argument("-o", "--outdir", type=Path, default=Path("fg_sanity"),
-                        help="output folder (default: fg_sanity)")
-    parser.add_argument("--force", action="store_true", help="overwrite existing results")
+    add_output_options(parser, "fg_sanity")
     add_preprocess_options(parser)
     add_runtime_options(parser)
     add_method_options(parser)
