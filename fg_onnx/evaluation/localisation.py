@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+
+from fg_onnx.vision.masks import resize_mask
 
 METRICS = ("pointing_game", "relevance_mass", "relevance_rank", "mask_auc")
 
@@ -31,16 +32,6 @@ class Localisation:
     relevance_rank: float
     mask_auc: float
     images: int
-
-
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``mask`` as a bool [H, W] of ``size`` (nearest neighbour, so it stays binary)."""
-    mask = np.asarray(mask) > 0
-    if mask.shape == size:
-        return mask
-    resized = cv2.resize(mask.astype(np.uint8), (size[1], size[0]),
-                         interpolation=cv2.INTER_NEAREST)
-    return np.asarray(resized > 0)
 
 
 def image_metrics(saliency: np.ndarray, mask: np.ndarray) -> tuple[float, float, float, float]:

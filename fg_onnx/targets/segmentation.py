@@ -15,6 +15,7 @@ from fg_onnx.targets.base import (
     TargetRequest,
     label_of,
 )
+from fg_onnx.vision.masks import resize_mask
 
 MASK_THRESHOLD = 0.5
 """A one-channel probability map's default mask threshold."""
@@ -69,8 +70,7 @@ def _given_region(request: TargetRequest, grid: tuple[int, int],
         mask = mask.reshape(mask.shape[:2]) if mask.ndim == 3 else mask
         if mask.ndim != 2:
             raise TargetError(f"a mask is one image; got an array of shape {mask.shape}")
-        region = cv2.resize((mask != 0).astype(np.uint8), (grid[1], grid[0]),
-                            interpolation=cv2.INTER_NEAREST) > 0
+        region = resize_mask(mask, grid)
         if not region.any():
             raise TargetError("the mask is empty (no nonzero pixel at the output's size)")
         return np.asarray(region)

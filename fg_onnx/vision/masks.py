@@ -63,3 +63,14 @@ def masks_from_boxes(path: Path, images: Sequence[Path],
             cv2.rectangle(mask, corner, far, 1, thickness=-1)
         found.append(mask > 0)
     return found
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> Mask:
+    """``mask`` (nonzero = object) as a bool [H, W] of ``size``, nearest neighbour so that it
+    stays binary."""
+    binary = np.asarray(mask) != 0
+    if binary.shape == size:
+        return np.asarray(binary)
+    resized = cv2.resize(binary.astype(np.uint8), (size[1], size[0]),
+                         interpolation=cv2.INTER_NEAREST)
+    return np.asarray(resized > 0)

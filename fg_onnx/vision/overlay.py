@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from fg_onnx.errors import OutputExistsError
 from fg_onnx.files import write_bytes_atomic
+from fg_onnx.vision.masks import resize_mask
 
 
 def colorize(saliency: npt.NDArray[np.floating], size: tuple[int, int]) -> npt.NDArray[np.uint8]:
@@ -119,8 +120,7 @@ def draw_target(rgb: npt.NDArray[np.uint8], box: tuple[float, float, float, floa
     drawn = np.ascontiguousarray(rgb.copy())
     thickness = max(1, round(max(rgb.shape[:2]) / 200))
     if region is not None:
-        mask = cv2.resize(region.astype(np.uint8), (rgb.shape[1], rgb.shape[0]),
-                          interpolation=cv2.INTER_NEAREST)
+        mask = resize_mask(region, rgb.shape[:2]).astype(np.uint8)
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(drawn, contours, -1, TARGET_COLOUR, thickness)
     elif box is not None:

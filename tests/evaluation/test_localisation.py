@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fg_onnx.evaluation.localisation import image_metrics, localisation, resize_mask
+from fg_onnx.evaluation.localisation import image_metrics, localisation
+from fg_onnx.vision.masks import resize_mask
 
 
 def _square_mask() -> np.ndarray:
