@@ -20,6 +20,7 @@ from fg_onnx.graph.legacy import (
     restore_legacy_resizes,
     set_legacy_nearest_rounding,
 )
+from fg_onnx.graph.propagation import infer_with_data_propagation
 from fg_onnx.graph.save import check_model, without_weights
 
 T = TypeVar("T")
@@ -144,8 +145,7 @@ def _inferred(model: onnx.ModelProto) -> onnx.ModelProto | None:
 
 def _run_inference(model: onnx.ModelProto) -> onnx.ModelProto | None:
     try:
-        return onnx.shape_inference.infer_shapes(
-            model, check_type=False, strict_mode=False, data_prop=True)
+        return infer_with_data_propagation(model)
     except ValueError:
         return None
     except onnx.shape_inference.InferenceError as exc:
