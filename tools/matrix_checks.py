@@ -8,6 +8,7 @@ the file and compares.
 from __future__ import annotations
 
 import datetime
+import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,6 +73,9 @@ class MatrixResult:
     grad_error: float = float("nan")
     grad_scale: float = float("nan")
     """max |reference gradient|: zero would make the gradient check vacuous."""
+    reference_noise: float = 0.0
+    """The framework's own float32 gradient against its float64 one, at the input compared
+    (0 where it has no float64): how far two exact float32 gradients can disagree there."""
     completeness_plain: float = float("nan")
     completeness_implicit: float = float("nan")
     completeness_float16: float = float("nan")
@@ -94,7 +98,7 @@ class MatrixResult:
         checks = {
             "original output changed": self.output_error <= 1e-6,
             "export differs from the framework": self.export_error < TOLERANCE,
-            "input gradient differs from the framework": self.grad_error < TOLERANCE,
+            "input gradient differs from the framework": self.gradient_agrees,
             "reference gradient is zero": self.grad_scale > 0.0,
             "incomplete with implicit biases": self.completeness_implicit < TOLERANCE,
             "incomplete in float16": self.completeness_float16 < FLOAT16_TOLERANCE,
@@ -103,6 +107,12 @@ class MatrixResult:
             checks["incomplete without implicit biases"] = self.completeness_plain < TOLERANCE
         # NaN compares false, so a missing number counts as a failure.
         return [what for what, ok in checks.items() if not ok]
+
+    @property
+    def gradient_agrees(self) -> bool:
+        """Within TOLERANCE of a reference, or no further from one than the framework's
+        float32 and float64 gradients are from each other (see :func:`check_exported`)."""
+        return self.grad_error < TOLERANCE or self.grad_error <= self.reference_noise
 
     @property
     def passed(self) -> bool:
@@ -154,12 +164,31 @@ def check_exported(path: Path, reference: Reference, inputs: Inputs,
     rounding of a ReLU/ReLU6/MaxPool kink takes a different branch in each (a different,
     equally exact gradient). Full-size networks have millions of units, so at each input the
     gradient may also be compared with the framework's float64 gradient and with
-    onnxruntime's graph optimisations off, which round differently again. A wrong rule fails
-    at every input, in every setting.
+    onnxruntime's graph optimisations off, which round differently again. Where even the
+    framework's own float32 gradient differs from its float64 one by more than TOLERANCE
+    (1e-2 to 7e-2 for the random full-size torchvision models at every input tried), a
+    gradient no further from a reference than that agrees: a tighter bound is not a property
+    of float32 there. A wrong rule fails at every input, in every setting, and completeness,
+    which holds at onnxruntime's own branches, is checked without that allowance.
     """
     proto = onnx.load(str(path))
     result.opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     result.nodes = len(proto.graph.node)
+    _check_gradients(proto, reference, inputs, result)
+    # The gradient checks' sessions are gone by now: a full-size model's six sessions and the
+    # float16 emulation's do not fit in memory together.
+    gc.collect()
+    options = AugmentOptions(implicit_biases=True, precision="float16", components=True)
+    half = fg_onnx.augment_with_report(proto, options).model
+    x = inputs(0)
+    out = run_emulated(half, {proto.graph.input[0].name: x, contract.TARGET: TARGETS})
+    result.completeness_float16 = float16_completeness_error(out, x)
+    result.completeness_float16_score = completeness_error(out, x)
+    return result
+
+
+def _check_gradients(proto: onnx.ModelProto, reference: Reference, inputs: Inputs,
+                     result: MatrixResult) -> None:
     start = time.perf_counter()
     plain = fg_onnx.augment(proto)
     result.augment_seconds = time.perf_counter() - start
@@ -168,15 +197,8 @@ def check_exported(path: Path, reference: Reference, inputs: Inputs,
     for seed in range(INPUT_SEEDS):
         result.input_seeds = seed + 1
         _compare(sessions, reference, inputs(seed), result)
-        if result.grad_error < TOLERANCE:
+        if result.gradient_agrees:
             break
-    options = AugmentOptions(implicit_biases=True, precision="float16", components=True)
-    half = fg_onnx.augment_with_report(proto, options).model
-    x = inputs(0)
-    out = run_emulated(half, {proto.graph.input[0].name: x, contract.TARGET: TARGETS})
-    result.completeness_float16 = float16_completeness_error(out, x)
-    result.completeness_float16_score = completeness_error(out, x)
-    return result
 
 
 class _Sessions:
@@ -223,11 +245,14 @@ def _compare(sessions: _Sessions, reference: Reference, x: np.ndarray,
     result.output_error = max(relative_error(out[output], original)
                               for out in (out_plain, out_implicit))
     result.grad_scale = float(np.abs(expected_grads["float32"]).max())
+    if "float64" in expected_grads:
+        result.reference_noise = relative_error(expected_grads["float32"],
+                                                expected_grads["float64"])
     result.completeness_plain = completeness_error(out_plain, x)
     result.completeness_implicit = completeness_error(out_implicit, x)
     grads = [out[contract.INPUT_GRAD] for out in (out_plain, out_implicit)]
     result.grad_error, result.gradient_match = _gradient_error(grads, expected_grads, "optimised")
-    if result.grad_error >= TOLERANCE:
+    if not result.gradient_agrees:
         grads = [run(s, feeds)[contract.INPUT_GRAD] for s in sessions.unoptimised()]
         result.grad_error, result.gradient_match = min(
             (result.grad_error, result.gradient_match),
@@ -246,9 +271,13 @@ def _gradient_error(grads: Sequence[np.ndarray], references: dict[str, np.ndarra
 
 
 def _match_note(result: MatrixResult) -> list[str]:
-    if result.gradient_match in ("", DEFAULT_MATCH):
-        return []
-    return [f"gradient agreed with the {result.gradient_match}"]
+    notes = []
+    if result.gradient_match not in ("", DEFAULT_MATCH):
+        notes.append(f"gradient agreed with the {result.gradient_match}")
+    if result.grad_error >= TOLERANCE:
+        notes.append(f"the framework's float32 gradient is {number(result.reference_noise)} "
+                     "from its float64 one there")
+    return notes
 
 
 def number(value: float) -> str:
@@ -285,7 +314,10 @@ def markdown_table(results: Sequence[MatrixResult], command: str, versions: str)
         f"{INPUT_SEEDS}): two float32 forward passes round differently, and a pre-activation "
         "within rounding of a ReLU/MaxPool kink takes a different branch in each; at each "
         "input the gradient may also be compared with torch's float64 gradient and with "
-        "onnxruntime's graph optimisations off (the notes say when that agreed). *Fast* "
+        "onnxruntime's graph optimisations off (the notes say when that agreed); where "
+        f"torch's own float32 gradient differs from its float64 one by more than {TOLERANCE:g} "
+        "(full-size random networks, at every input tried), a gradient agrees when it is no "
+        "further from a reference than that (the notes give the number). *Fast* "
         "models run in CI (`tests/models/test_model_matrix.py`); *slow* ones with "
         "`pytest -m slow`.",
         "",
