@@ -4,7 +4,10 @@
 onnxruntime session (``Explainer``). Ray restarts an actor that dies and retries its batch,
 so no image is lost or explained twice. ``explain_files`` is the whole run of ``fg-onnx
 explain --engine ray``: Ray started (or joined), image files explained and written, one row
-per file back. ``ray`` is imported only when these are used.
+per file back; ``explain_target_files`` is that run with task targets (``--top-k``,
+``--box``, ...), its actors running the local run's own code per batch
+(``fg_onnx.cli.explain_targets.explain_loaded``). ``ray`` is imported only when these are
+used.
 """
 
 from __future__ import annotations
@@ -387,10 +390,7 @@ def explain_files(images: Sequence[tuple[str | os.PathLike[str], str]], model: M
             _file_items(joined, images), _shared(model), method=method, params=params,
             options=options, preprocess=preprocess, target=target, device=device,
             batch_size=batch_size, concurrency=workers, files=files)
-        rows = _collect(results.drop_columns(["saliency"]), batch_size, progress)
-    for row in rows:
-        del row["file"]
-    return rows
+        return _collect(results.drop_columns(["saliency", "file"]), batch_size, progress)
 
 
 def explain_target_files(images: Sequence[tuple[str | os.PathLike[str], str]],
