@@ -153,7 +153,8 @@ def run_targets(args: argparse.Namespace, explainer: TargetExplainer, jobs: Sequ
 def _on_ray(args: argparse.Namespace, explainer: TargetExplainer, jobs: Sequence[Job],
             spec: Preprocess, request: TargetRequest, progress: Progress) -> list[ImageRows]:
     """The run on Ray actors, which write the files; a request the model cannot take is
-    refused here first, in one line, before Ray starts (an actor's error would not be)."""
+    refused here first, before Ray starts and anything is written (an actor's error comes
+    after both)."""
     from fg_onnx.ray import explain_target_files
 
     first = next((image for _, _, image in map(_load, jobs) if not isinstance(image, str)),
