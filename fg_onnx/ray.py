@@ -4,20 +4,25 @@
 onnxruntime session (``Explainer``). Ray restarts an actor that dies and retries its batch,
 so no image is lost or explained twice. ``explain_files`` is the whole run of ``fg-onnx
 explain --engine ray``: Ray started (or joined), image files explained and written, one row
-per file back. ``ray`` is imported only when these are used.
+per file back; ``explain_target_files`` is that run with task targets (``--top-k``,
+``--box``, ...), its actors running the local run's own code per batch
+(``fg_onnx.cli.explain_targets.explain_loaded``). ``ray`` is imported only when these are
+used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from fg_onnx.cli.explain_targets import ImageRows, explain_loaded, finite_target
+from fg_onnx.cli.outputs import FileOutputs, outputs_of
 from fg_onnx.errors import FgOnnxError, ImageError
 from fg_onnx.files import save_npy_atomic
 from fg_onnx.fullgrad.augment import AugmentOptions
@@ -26,7 +31,7 @@ from fg_onnx.methods.explainer import Explainer
 from fg_onnx.methods.params import MethodParams
 from fg_onnx.runtime.providers import Device
 from fg_onnx.targets.base import TargetRequest
-from fg_onnx.targets.run import TargetExplainer, TargetResult
+from fg_onnx.targets.run import TargetExplainer
 from fg_onnx.vision.images import load_image
 from fg_onnx.vision.overlay import (
     display_map,
@@ -39,6 +44,11 @@ from fg_onnx.vision.preprocess import Preprocess, model_preprocess, preprocess_b
 
 if TYPE_CHECKING:
     import ray.data
+
+__all__ = ["IMAGE_COLUMN", "PATH_COLUMN", "RESULT_COLUMNS", "TARGET_COLUMNS", "ExplainBatch",
+           "ExplainTargetsBatch", "FileOutputs", "WriteTargetsBatch", "cluster_gpus",
+           "dataset_of", "default_preprocess", "explain_dataset", "explain_files",
+           "explain_target_files", "write_maps"]
 
 PATH_COLUMN = "path"
 IMAGE_COLUMN = "image"
@@ -55,25 +65,6 @@ def _ray() -> Any:
     except ImportError:
         raise FgOnnxError("the ray engine needs Ray: pip install 'fg-onnx[ray]'") from None
     return ray
-
-
-@dataclass(frozen=True)
-class FileOutputs:
-    """Per-image files the workers write, as ``fg-onnx explain`` names them.
-
-    ``outdir`` must be reachable by every worker (a shared file system); rows need a ``stem``
-    column. Files are written atomically, so a retried batch rewrites the same files.
-    """
-
-    outdir: Path
-    method: str = "fullgrad"
-    alpha: float = 0.5
-    overlays: bool = True
-    maps: bool = True
-    map_size: Literal["model", "image"] = "model"
-    """The .npy maps at the model's input size, or resized to each image's."""
-    thumbnails: bool = True
-    """Return each image's JPEG thumbnail in a ``thumbnail`` column (for report.html)."""
 
 
 def default_preprocess(explainer: Explainer) -> Preprocess:
@@ -157,13 +148,11 @@ class ExplainBatch:
     def _write(self, stem: str, image: np.ndarray, saliency: np.ndarray) -> None:
         files = self.files
         assert files is not None
-        # Not with_suffix: a stem like "x.y" would lose ".y_<method>" to it.
-        base = f"{stem}_{files.method}"
+        overlay, saliency_map = outputs_of(files.outdir, stem, files.method)
         if files.overlays:
-            save_png(files.outdir / f"{base}.png",
-                     overlay_heatmap(image, display_map(saliency), alpha=files.alpha))
+            save_png(overlay, overlay_heatmap(image, display_map(saliency), alpha=files.alpha))
         if files.maps:
-            save_npy_atomic(files.outdir / f"{base}.npy", saliency if files.map_size == "model"
+            save_npy_atomic(saliency_map, saliency if files.map_size == "model"
                             else resize_map(saliency, image.shape[:2]))
 
 
@@ -208,7 +197,7 @@ class ExplainTargetsBatch:
                 values = (k if result else -1, blank if result is None else result.saliency,
                           np.nan if result is None else result.score,
                           np.nan if error is None else error,
-                          result is not None and _finite_target(result),
+                          result is not None and finite_target(result),
                           json.dumps(result.fields if result else {}), note or "",
                           image if isinstance(image, str) else "")
                 for name, value in zip(TARGET_COLUMNS, values, strict=True):
@@ -224,10 +213,47 @@ def _column(values: list[Any]) -> np.ndarray:
     return np.asarray(values, dtype=object if values and isinstance(values[0], str) else None)
 
 
-def _finite_target(result: TargetResult) -> bool:
-    error = result.completeness_error
-    return bool(np.isfinite(result.score) and np.isfinite(result.saliency).all()
-                and (error is None or np.isfinite(error)))
+class WriteTargetsBatch(ExplainTargetsBatch):
+    """The ``map_batches`` callable of :func:`explain_target_files`: each image's targets
+    explained and its files written as ``fg-onnx explain`` writes them (the local run's
+    code); one row per input row, its summary rows as JSON. ``request`` has its box in the
+    image's pixels, as ``--box``."""
+
+    def __init__(self, model: ModelSource, task: str, request: TargetRequest | None,
+                 options: AugmentOptions | None, device: Device, batch_size: int,
+                 threads: int | None, preprocess: Preprocess | None,
+                 files: FileOutputs) -> None:
+        """Opens the session (once per actor)."""
+        super().__init__(model, task, request, options, device, batch_size, threads,
+                         preprocess)
+        self.files = files
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Adds ``rows``, ``messages`` (JSON), ``thumbnail``, ``skipped`` and ``failure``:
+        "" or the one-line error of a target this batch cannot have (the driver raises it,
+        as the local run would)."""
+        images = _batch_images(batch)
+        loaded = [(Path(str(source)), str(stem), image) for source, stem, image
+                  in zip(batch["file"], batch["stem"], images, strict=True)]
+        failure = ""
+        try:
+            written = explain_loaded(self.explainer, loaded, self.spec,
+                                     self.request or TargetRequest(), self.files)
+        except FgOnnxError as exc:
+            failure, written = str(exc), [ImageRows([], b"", [])] * len(loaded)
+        out = {k: v for k, v in batch.items() if k != IMAGE_COLUMN}
+        out.update(rows=_objects([json.dumps(w.rows) for w in written]),
+                   messages=_objects([json.dumps(w.messages) for w in written]),
+                   thumbnail=_objects([w.thumbnail for w in written]),
+                   skipped=np.asarray([w.skipped for w in written], dtype=bool),
+                   failure=_objects([failure] * len(written)))
+        return out
+
+
+def _objects(values: Sequence[object]) -> np.ndarray:
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    return column
 
 
 def cluster_gpus() -> int:
@@ -276,26 +302,38 @@ def explain_dataset(dataset: ray.data.Dataset, model: ModelSource, *,
         A lazy Dataset with the input columns (but ``image``) and ``RESULT_COLUMNS``; for a
         targets run, one row per target with ``TARGET_COLUMNS``.
     """
-    if num_gpus is None:
-        num_gpus = 1 if cluster_gpus() > 0 else 0
     constructor: dict[str, Any] = {
         "model": model, "method": method, "params": params, "options": options,
         "device": device, "batch_size": batch_size, "threads": threads,
         "preprocess": preprocess, "target": target, "files": files}
-    remote: dict[str, Any] = {"num_cpus": threads or 1}
-    if num_gpus:
-        remote["num_gpus"] = num_gpus
-    pool = _ray().data.ActorPoolStrategy(size=concurrency)
     worker: type[ExplainBatch | ExplainTargetsBatch] = worker_class
     if task is not None or request is not None:
         worker = ExplainTargetsBatch
         constructor = {"model": model, "task": task or "auto", "request": request,
                        "options": options, "device": device, "batch_size": batch_size,
                        "threads": threads, "preprocess": preprocess}
-    return dataset.map_batches(worker, fn_constructor_kwargs=constructor,
-                               batch_size=batch_size, batch_format="numpy",
-                               compute=pool, max_restarts=max_restarts,
-                               max_task_retries=max_task_retries, **remote)
+    return _map_batches(dataset, worker, constructor, batch_size=batch_size,
+                        concurrency=concurrency, num_gpus=num_gpus, threads=threads,
+                        max_restarts=max_restarts, max_task_retries=max_task_retries)
+
+
+def _map_batches(dataset: ray.data.Dataset, worker: type[Any], constructor: dict[str, Any], *,
+                 batch_size: int, concurrency: int, num_gpus: float | None,
+                 threads: int | None, max_restarts: int = 3,
+                 max_task_retries: int = 3) -> ray.data.Dataset:
+    """``dataset`` through a pool of ``concurrency`` ``worker`` actors (``threads`` Ray CPUs
+    each, and ``num_gpus``, default: 1 when the cluster has GPUs)."""
+    if num_gpus is None:
+        num_gpus = 1 if cluster_gpus() > 0 else 0
+    remote: dict[str, Any] = {"num_cpus": threads or 1}
+    if num_gpus:
+        remote["num_gpus"] = num_gpus
+    pool = _ray().data.ActorPoolStrategy(size=concurrency)
+    mapped: ray.data.Dataset = dataset.map_batches(
+        worker, fn_constructor_kwargs=constructor, batch_size=batch_size,
+        batch_format="numpy", compute=pool, max_restarts=max_restarts,
+        max_task_retries=max_task_retries, **remote)
+    return mapped
 
 
 def dataset_of(images: Sequence[str | os.PathLike[str]] | Sequence[np.ndarray],
@@ -347,6 +385,65 @@ def explain_files(images: Sequence[tuple[str | os.PathLike[str], str]], model: M
         ``RESULT_COLUMNS`` but ``saliency``, and ``thumbnail`` (JPEG bytes; empty for a
         skipped image) where ``files.thumbnails``.
     """
+    with _joined(address, workers) as joined:
+        results = explain_dataset(
+            _file_items(joined, images), _shared(model), method=method, params=params,
+            options=options, preprocess=preprocess, target=target, device=device,
+            batch_size=batch_size, concurrency=workers, files=files)
+        return _collect(results.drop_columns(["saliency", "file"]), batch_size, progress)
+
+
+def explain_target_files(images: Sequence[tuple[str | os.PathLike[str], str]],
+                         model: ModelSource, files: FileOutputs, *, task: str = "auto",
+                         request: TargetRequest | None = None, address: str | None = None,
+                         workers: int = 1, options: AugmentOptions | None = None,
+                         preprocess: Preprocess | None = None, device: Device = "auto",
+                         batch_size: int = 16, progress: Callable[[int], None] | None = None,
+                         ) -> list[ImageRows]:
+    """The targets run of ``fg-onnx explain --engine ray``: each image's targets explained
+    on Ray actors, which write the per-target overlays and maps, and summary rows back.
+
+    Joins Ray as :func:`explain_files` does. The request is checked on the actors only:
+    ``fg-onnx explain`` first checks it on one image in this process (a bad target is then
+    one line before Ray starts).
+
+    Args:
+        images: (path every worker can read, output stem) per image; a row's ``file`` is
+            the path as given.
+        model: as for :func:`explain_dataset`.
+        files: where and what the workers write (``outdir`` on a shared file system).
+        task: as for :class:`fg_onnx.targets.run.TargetExplainer`.
+        request: the targets of each image (default: the task's), with its box in each
+            image's own pixels (``--box``), not the model input's.
+        options: augmentation options (``options.method`` is the map).
+        progress: told how many more images are done as results arrive.
+
+    Returns:
+        Per image, in ``images`` order: its summary rows as ``fg-onnx explain`` writes them,
+        its thumbnail, the lines it has for stderr, and whether it was skipped.
+
+    Raises:
+        FgOnnxError: an error a batch got (a target an image cannot have), in one line.
+    """
+    with _joined(address, workers) as joined:
+        constructor = {"model": _shared(model), "task": task, "request": request,
+                       "options": options, "device": device, "batch_size": batch_size,
+                       "threads": 1, "preprocess": preprocess, "files": files}
+        results = _map_batches(_file_items(joined, images), WriteTargetsBatch, constructor,
+                               batch_size=batch_size, concurrency=workers, num_gpus=None,
+                               threads=1)
+        rows = _collect(results, batch_size, progress)
+    failure = next((str(row["failure"]) for row in rows if row["failure"]), None)
+    if failure is not None:
+        raise FgOnnxError(failure)
+    return [ImageRows(json.loads(str(row["rows"])), bytes(row["thumbnail"]),
+                      json.loads(str(row["messages"])), bool(row["skipped"])) for row in rows]
+
+
+@contextlib.contextmanager
+def _joined(address: str | None, workers: int) -> Iterator[Any]:
+    """Ray, joined at ``address`` (default: a local Ray, started and stopped here, unless
+    one is already running in this process)."""
     if workers < 1:
         raise FgOnnxError(f"--workers must be at least 1, got {workers}")
     ray = _ray()
@@ -355,22 +452,35 @@ def explain_files(images: Sequence[tuple[str | os.PathLike[str], str]], model: M
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
-        items = [{"index": i, PATH_COLUMN: str(Path(path).resolve()), "stem": stem}
-                 for i, (path, stem) in enumerate(images)]
-        model = str(Path(model).resolve()) if isinstance(model, str | os.PathLike) else model
-        results = explain_dataset(
-            ray.data.from_items(items), model, method=method, params=params, options=options,
-            preprocess=preprocess, target=target, device=device, batch_size=batch_size,
-            concurrency=workers, files=files)
-        rows: list[dict[str, Any]] = []
-        for batch in results.drop_columns(["saliency"]).iter_batches(
-                batch_size=batch_size, batch_format="numpy"):
-            rows += _rows_of(batch)
-            if progress is not None:
-                progress(len(batch["index"]))
+        yield ray
     finally:
         if started:
             ray.shutdown()
+
+
+def _file_items(joined: Any, images: Sequence[tuple[str | os.PathLike[str], str]],
+                ) -> ray.data.Dataset:
+    """One row per image: ``index``, ``path`` (absolute, for the workers), ``file`` (as
+    given) and ``stem``."""
+    items = [{"index": i, PATH_COLUMN: str(Path(path).resolve()), "file": str(path),
+              "stem": stem} for i, (path, stem) in enumerate(images)]
+    dataset: ray.data.Dataset = joined.data.from_items(items)
+    return dataset
+
+
+def _shared(model: ModelSource) -> ModelSource:
+    """A model path as every worker reads it: absolute."""
+    return str(Path(model).resolve()) if isinstance(model, str | os.PathLike) else model
+
+
+def _collect(results: ray.data.Dataset, batch_size: int,
+             progress: Callable[[int], None] | None) -> list[dict[str, Any]]:
+    """Every row of ``results``, in ``index`` order (dropped), telling ``progress``."""
+    rows: list[dict[str, Any]] = []
+    for batch in results.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        rows += _rows_of(batch)
+        if progress is not None:
+            progress(len(batch["index"]))
     rows.sort(key=lambda row: int(row["index"]))
     for row in rows:
         del row["index"]

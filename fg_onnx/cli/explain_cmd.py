@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fg_onnx.cli import SUMMARIES
-from fg_onnx.cli.explain_targets import existing_target_outputs, run_targets
+from fg_onnx.cli.explain_targets import existing_target_outputs, run_targets, target_options
 from fg_onnx.cli.model_input import require_one_input
 from fg_onnx.cli.options import (
     add_augment_options,
@@ -227,17 +227,16 @@ def _targeted_explainer(args: argparse.Namespace, device: Device, batch_size: in
         task = plan_task(args.model, args.task, augment_options(args))
         if task == "classification":
             return None
-    if args.engine == "ray":
-        raise FgOnnxError("targets (--task, --top-k, --box, ...) run with --engine local; "
-                          "from Python, fg_onnx.ray.explain_dataset takes them")
-    method = get_method(args.method)
-    if method.runner is not None:
+    if get_method(args.method).runner is not None:
         raise FgOnnxError(f"--method {args.method} explains one class per image; targets "
                           "take the in-graph methods (fullgrad, gradient, grad-cam, ...)")
     if args.task == "auto" and args.reference is not None:
         task = "embedding"
-    return TargetExplainer(args.model, task=task, device=device, batch_size=batch_size,
-                           options=augment_options(args, method=method.graph))
+    # With Ray the workers hold the sessions; this one picks the reference embedding and
+    # checks the request before Ray starts.
+    return TargetExplainer(args.model, task=task,
+                           device="cpu" if args.engine == "ray" else device,
+                           batch_size=batch_size, options=target_options(args))
 
 
 def _check_target_outdir(outdir: Path, jobs: list[_Job], force: bool, method: str) -> None:

@@ -8,16 +8,20 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fg_onnx.cli.options import read_lines
-from fg_onnx.cli.outputs import outputs_of
+from fg_onnx.choices import spatial_axes
+from fg_onnx.cli.options import augment_options, read_lines
+from fg_onnx.cli.outputs import FileOutputs, outputs_of
 from fg_onnx.cli.progress import Progress
 from fg_onnx.cli.summary import Row, target_row
 from fg_onnx.errors import FgOnnxError, ImageError
 from fg_onnx.files import save_npy_atomic
+from fg_onnx.fullgrad.augment import AugmentOptions
+from fg_onnx.methods import get_method
 from fg_onnx.targets.base import Box, TargetRequest
 from fg_onnx.targets.run import ImageTargets, TargetExplainer, TargetResult
 from fg_onnx.vision.images import load_image
@@ -33,6 +37,21 @@ from fg_onnx.vision.preprocess import Preprocess, preprocess_batch
 
 Job = tuple[Path, str]
 """An image and its output stem."""
+Loaded = tuple[Path, str, np.ndarray | str]
+"""An image, its output stem, and its pixels or why it could not be read."""
+
+
+@dataclass(frozen=True)
+class ImageRows:
+    """What ``explain`` has for one image's targets: its summary rows (one with a ``note``
+    when it has no target, none when it was skipped), the thumbnail report.html shows
+    beside each row, and the lines to print on stderr (without the ``fg-onnx:`` prefix),
+    whichever engine ran."""
+
+    rows: list[Row]
+    thumbnail: bytes
+    messages: list[str]
+    skipped: bool = False
 
 
 def target_stem(stem: str, index: int) -> str:
@@ -102,70 +121,151 @@ def _to_image(box: Box, scale: tuple[float, float]) -> Box:
     return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
 
 
+def target_options(args: argparse.Namespace) -> AugmentOptions:
+    """The augmentation a targets run takes: the seed-input model of ``--method``'s map
+    (the session adds ``seed_input``)."""
+    return augment_options(args, method=get_method(args.method).graph)
+
+
 def run_targets(args: argparse.Namespace, explainer: TargetExplainer, jobs: Sequence[Job],
                 spec: Preprocess, progress: Progress) -> tuple[list[Row], list[bytes], int]:
-    """Explains every image's targets, a batch of images at a time; returns the summary
-    rows, one thumbnail per row and the number of skipped images."""
+    """Explains every image's targets, a batch of images at a time, in this process or
+    (``--engine ray``) on Ray actors; returns the summary rows, one thumbnail per row and
+    the number of skipped images."""
     request = base_request(args, explainer, spec)
+    if args.engine == "ray":
+        return tally(_on_ray(args, explainer, jobs, spec, request, progress))
+    files = FileOutputs(args.outdir, args.method, args.alpha, map_size=args.map_size)
     rows: list[Row] = []
     thumbnails: list[bytes] = []
     skipped = 0
     for start in range(0, len(jobs), args.batch_size):
-        loaded = []
-        for source, stem in jobs[start:start + args.batch_size]:
-            try:
-                loaded.append((source, stem, load_image(source)))
-            except ImageError as exc:
-                print(f"fg-onnx: skipped: {exc}", file=sys.stderr)
-                skipped += 1
-        if loaded:
-            batch = preprocess_batch([image for _, _, image in loaded], spec)
-            input_size = (int(batch.shape[2]), int(batch.shape[3])) \
-                if explainer.session.layout == "nchw" else (int(batch.shape[1]),
-                                                            int(batch.shape[2]))
-            requests = [_for_image(request, image.shape[:2], input_size)
-                        for _, _, image in loaded]
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                found = explainer.explain(batch, requests)
-            for (source, stem, image), result in zip(loaded, found, strict=True):
-                new = _write_image(args, explainer.task, source, stem, image, result,
-                                   _scale(image.shape[:2], input_size))
-                rows += new
-                thumbnails += [thumbnail_jpeg(image)] * len(new)
-        progress.advance(len(jobs[start:start + args.batch_size]))
+        chunk = jobs[start:start + args.batch_size]
+        new_rows, new_thumbnails, new_skipped = tally(
+            explain_loaded(explainer, [_load(job) for job in chunk], spec, request, files))
+        rows += new_rows
+        thumbnails += new_thumbnails
+        skipped += new_skipped
+        progress.advance(len(chunk))
     return rows, thumbnails, skipped
 
 
-def _write_image(args: argparse.Namespace, task: str, source: Path, stem: str,
-                 image: np.ndarray, found: ImageTargets,
-                 scale: tuple[float, float]) -> list[Row]:
+def _on_ray(args: argparse.Namespace, explainer: TargetExplainer, jobs: Sequence[Job],
+            spec: Preprocess, request: TargetRequest, progress: Progress) -> list[ImageRows]:
+    """The run on Ray actors, which write the files; a request the model cannot take is
+    refused here first, before Ray starts and anything is written (an actor's error comes
+    after both)."""
+    from fg_onnx.ray import explain_target_files
+
+    first = next((image for _, _, image in map(_load, jobs) if not isinstance(image, str)),
+                 None)
+    if first is not None:
+        check_request(explainer, first, spec, request)
+    found = explain_target_files(
+        jobs, args.model,
+        FileOutputs(args.outdir.resolve(), args.method, args.alpha, map_size=args.map_size),
+        task=explainer.task, request=request, address=args.address, workers=args.workers,
+        options=target_options(args), preprocess=spec, device=args.device,
+        batch_size=args.batch_size, progress=progress.advance)
+    progress.finish()
+    return found
+
+
+def _load(job: Job) -> Loaded:
+    source, stem = job
+    try:
+        return source, stem, load_image(source)
+    except ImageError as exc:
+        return source, stem, str(exc)
+
+
+def tally(found: Sequence[ImageRows]) -> tuple[list[Row], list[bytes], int]:
+    """The images' rows, one thumbnail per row and the number skipped; prints their
+    messages."""
+    for image in found:
+        for message in image.messages:
+            print(f"fg-onnx: {message}", file=sys.stderr)
+    rows = [row for image in found for row in image.rows]
+    thumbnails = [image.thumbnail for image in found for _ in image.rows]
+    return rows, thumbnails, sum(image.skipped for image in found)
+
+
+def _input_size(batch: np.ndarray, layout: str) -> tuple[int, int]:
+    height, width = (int(batch.shape[axis]) for axis in spatial_axes(layout))
+    return height, width
+
+
+def check_request(explainer: TargetExplainer, image: np.ndarray, spec: Preprocess,
+                  request: TargetRequest) -> None:
+    """Picks ``image``'s targets (one forward pass; nothing explained or written), raising
+    the error a bad request gets: a label the model lacks, a class out of range, an empty
+    mask, a reference of another length, ..."""
+    batch = preprocess_batch([image], spec)
+    input_size = _input_size(batch, explainer.session.layout)
+    explainer.pick(batch, [_for_image(request, image.shape[:2], input_size)])
+
+
+def explain_loaded(explainer: TargetExplainer, loaded: Sequence[Loaded], spec: Preprocess,
+                   request: TargetRequest, files: FileOutputs) -> list[ImageRows]:
+    """Explains the readable images' targets together (one forward pass, one batch of
+    seeds) and writes their files; one entry per image of ``loaded``, in order."""
+    readable = [(source, stem, image) for source, stem, image in loaded
+                if not isinstance(image, str)]
+    written = iter(_explain_readable(explainer, readable, spec, request, files)
+                   if readable else [])
+    return [ImageRows([], b"", [f"skipped: {image}"], skipped=True)
+            if isinstance(image, str) else next(written) for _, _, image in loaded]
+
+
+def _explain_readable(explainer: TargetExplainer,
+                      readable: list[tuple[Path, str, np.ndarray]], spec: Preprocess,
+                      request: TargetRequest, files: FileOutputs) -> list[ImageRows]:
+    batch = preprocess_batch([image for _, _, image in readable], spec)
+    input_size = _input_size(batch, explainer.session.layout)
+    requests = [_for_image(request, image.shape[:2], input_size) for _, _, image in readable]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        found = explainer.explain(batch, requests)
+    return [_write_image(files, explainer.task, source, stem, image, result,
+                         _scale(image.shape[:2], input_size))
+            for (source, stem, image), result in zip(readable, found, strict=True)]
+
+
+def _write_image(files: FileOutputs, task: str, source: Path, stem: str, image: np.ndarray,
+                 found: ImageTargets, scale: tuple[float, float]) -> ImageRows:
+    thumbnail = thumbnail_jpeg(image) if files.thumbnails else b""
     if not found.results:
-        print(f"fg-onnx: {source}: {found.note}", file=sys.stderr)
-        return [target_row(source, None, None, task=task, score=None,
-                           completeness_error=None, finite=True,
-                           fields={"note": found.note})]
+        return ImageRows([target_row(source, None, None, task=task, score=None,
+                                     completeness_error=None, finite=True,
+                                     fields={"note": found.note})],
+                         thumbnail, [f"{source}: {found.note}"])
     rows = []
+    messages = []
     for index, result in enumerate(found.results):
-        overlay_path, map_path = outputs_of(args.outdir, target_stem(stem, index), args.method)
-        finite = _finite(result)
+        overlay_path, map_path = outputs_of(files.outdir, target_stem(stem, index),
+                                            files.method)
+        finite = finite_target(result)
         if not finite:
-            print(f"fg-onnx: warning: {source}: target {index}: NaN/Inf in the results "
-                  "(finite: false in the summary)", file=sys.stderr)
+            messages.append(f"warning: {source}: target {index}: NaN/Inf in the results "
+                            "(finite: false in the summary)")
         box = None if result.box is None else _to_image(result.box, scale)
-        shown = overlay_heatmap(image, display_map(result.saliency), alpha=args.alpha)
-        save_png(overlay_path, draw_target(shown, box, result.region))
-        save_npy_atomic(map_path, result.saliency if args.map_size == "model"
-                        else resize_map(result.saliency, image.shape[:2]))
+        if files.overlays:
+            shown = overlay_heatmap(image, display_map(result.saliency), alpha=files.alpha)
+            save_png(overlay_path, draw_target(shown, box, result.region))
+        if files.maps:
+            save_npy_atomic(map_path, result.saliency if files.map_size == "model"
+                            else resize_map(result.saliency, image.shape[:2]))
         fields = dict(result.fields)
         if box is not None:
             fields["box"] = [round(v, 2) for v in box]
         rows.append(target_row(source, overlay_path, map_path, task=task, score=result.score,
                                completeness_error=result.completeness_error, finite=finite,
                                fields=fields))
-    return rows
+    return ImageRows(rows, thumbnail, messages)
 
 
-def _finite(result: TargetResult) -> bool:
+def finite_target(result: TargetResult) -> bool:
+    """Whether a target's score, map and completeness error (where the method has one) are
+    finite."""
     error = result.completeness_error
     return bool(np.isfinite(result.score) and np.all(np.isfinite(result.saliency))
                 and (error is None or np.isfinite(error)))

@@ -95,17 +95,7 @@ class TargetExplainer:
         """Every image's targets (one request for all, or one per image), explained
         together: one clean forward pass, then one run of every (image, target) pair."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        requests = ([self._completed(request)] * len(batch)
-                    if request is None or isinstance(request, TargetRequest)
-                    else [self._completed(r) for r in request])
-        if len(requests) != len(batch):
-            raise TargetError(f"got {len(requests)} target requests for {len(batch)} images")
-        outputs = self.session.forward(batch)
-        size = tuple(int(batch.shape[a]) for a in spatial_axes(self.session.layout))
-        picked = [self._pick(Forward(outputs[self.explained][i],
-                                     {k: v[i] for k, v in outputs.items()},
-                                     (size[0], size[1])), requests[i])
-                  for i in range(len(batch))]
+        picked = self.pick(batch, request)
         owners = [i for i, p in enumerate(picked) for _ in p.targets]
         seeds = [t.seed for p in picked for t in p.targets]
         if not owners:
@@ -123,6 +113,23 @@ class TargetExplainer:
                 k += 1
             results.append(ImageTargets(found, p.note))
         return results
+
+    def pick(self, batch: np.ndarray,
+             request: TargetRequest | Sequence[TargetRequest] | None = None) -> list[Picked]:
+        """Every image's targets from one clean forward pass, not explained (what a request
+        picks, or the error it gets, before a run)."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        requests = ([self._completed(request)] * len(batch)
+                    if request is None or isinstance(request, TargetRequest)
+                    else [self._completed(r) for r in request])
+        if len(requests) != len(batch):
+            raise TargetError(f"got {len(requests)} target requests for {len(batch)} images")
+        outputs = self.session.forward(batch)
+        size = tuple(int(batch.shape[a]) for a in spatial_axes(self.session.layout))
+        return [self._pick(Forward(outputs[self.explained][i],
+                                   {k: v[i] for k, v in outputs.items()},
+                                   (size[0], size[1])), requests[i])
+                for i in range(len(batch))]
 
     def _completed(self, request: TargetRequest | None) -> TargetRequest:
         """``request`` with the model's labels and alphabet where it gives none."""

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
+
+from ray_local import local_ray  # noqa: E402
 
 from fg_onnx.cli.main import main  # noqa: E402
 from fg_onnx.methods.explainer import Explainer  # noqa: E402
@@ -28,13 +29,9 @@ IMAGES = sorted((ROOT / "sample_models" / "images").iterdir())
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+def started_ray() -> Iterator[None]:
     # Workers unpickle the test's subclass by value: they cannot import this module.
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    yield
-    ray.shutdown()
+    yield from local_ray(pickle_by_value=__name__)
 
 
 def _local(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
