@@ -122,9 +122,11 @@ def corners(boxes: np.ndarray, box_format: str, scale: str,
     """[A, 4] boxes (xyxy, yxyx or cxcywh; in pixels, fractions of the input, or ``auto``:
     fractions where every coordinate is within ±NORMALISED_LIMIT) as x0, y0, x1, y1 in the
     model input's pixels."""
-    if box_format not in BOX_FORMATS[1:] or scale not in BOX_SCALES[1:]:
-        raise TargetError(f"unknown box format {box_format!r} / scale {scale!r}: choose "
-                          f"{', '.join(BOX_FORMATS)} and {', '.join(BOX_SCALES)}")
+    if box_format not in BOX_FORMATS[1:]:
+        raise TargetError(f"unknown box format {box_format!r}: choose "
+                          f"{', '.join(BOX_FORMATS)}")
+    if scale not in BOX_SCALES:
+        raise TargetError(f"unknown box scale {scale!r}: choose {', '.join(BOX_SCALES)}")
     values = np.asarray(boxes, np.float64)
     if box_format == "yxyx":
         values = values[:, [1, 0, 3, 2]]
