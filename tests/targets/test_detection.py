@@ -107,6 +107,14 @@ def test_an_unrecognised_output_is_one_line() -> None:
 
 
 
+def _same_detections(here: TargetExplainer, there: TargetExplainer) -> None:
+    batch = _batch(1)
+    request = TargetRequest(top_k=2, threshold=0.0)
+    mine, theirs = (e.explain(batch, request)[0].results for e in (here, there))
+    assert [r.fields for r in theirs] == [r.fields for r in mine]
+    np.testing.assert_allclose([r.score for r in theirs], [r.score for r in mine], rtol=1e-6)
+
+
 def test_a_deployed_seed_input_model_explains_the_same_detections(
         tmp_path: Path, explainer: TargetExplainer) -> None:
     path = exported(BoxDetector(), tmp_path / "det.onnx")  # the fixture's weights (seed 0)
@@ -114,12 +122,7 @@ def test_a_deployed_seed_input_model_explains_the_same_detections(
     save_model_atomic(fg_onnx.augment_with_report(path, options).model, tmp_path / "det.fg.onnx")
     deployed = TargetExplainer(tmp_path / "det.fg.onnx", device="cpu")
     assert deployed.task == "detection" and deployed.raw_output == "out"
-    batch = _batch(1)
-    request = TargetRequest(top_k=2, threshold=0.0)
-    here = explainer.explain(batch, request)[0].results
-    there = deployed.explain(batch, request)[0].results
-    assert [r.fields for r in there] == [r.fields for r in here]
-    np.testing.assert_allclose([r.score for r in there], [r.score for r in here], rtol=1e-6)
+    _same_detections(explainer, deployed)
 
 
 def test_detr_queries_are_explained_by_their_class_logits_inside_their_boxes(
@@ -242,9 +245,4 @@ def test_a_deployed_seed_input_ssd_explains_the_same_detections(
     save_model_atomic(fg_onnx.augment_with_report(path, options).model, tmp_path / "d.onnx")
     deployed = TargetExplainer(tmp_path / "d.onnx", device="cpu")
     assert deployed.task == "detection" and deployed.pair == explainer.pair
-    batch = _batch(1)
-    request = TargetRequest(top_k=2, threshold=0.0)
-    here = explainer.explain(batch, request)[0].results
-    there = deployed.explain(batch, request)[0].results
-    assert [r.fields for r in there] == [r.fields for r in here]
-    np.testing.assert_allclose([r.score for r in there], [r.score for r in here], rtol=1e-6)
+    _same_detections(explainer, deployed)
