@@ -146,26 +146,30 @@ def exported_ssd(path: Path, softmax: bool = False, normalised: bool = False) ->
 
 class QueryDetector(nn.Module):
     """DETR-style: [N, 16, C + 1] logits (the last class: no object) and [N, 16, 4] boxes
-    (cx, cy, w, h as fractions), one query per 8x8 cell reading only its cell."""
+    (cx, cy, w, h as fractions, a Sigmoid's as DETR's box head makes them; here of constant
+    logits), one query per 8x8 cell reading only its cell; ``box_sigmoid=False``: the boxes
+    without the Sigmoid (no evidence of DETR: a raw-logit SSD looks the same)."""
 
-    def __init__(self, classes: int = 2) -> None:
+    def __init__(self, classes: int = 2, box_sigmoid: bool = True) -> None:
         super().__init__()
         self.features = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(),
                                       nn.Conv2d(8, classes + 1, 1))
         self.pool = nn.AvgPool2d(CELL)
         self.boxes = BoxDetector().boxes / SIDE  # type: ignore[operator]
+        self.box_sigmoid = box_sigmoid
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.pool(self.features(x)).flatten(2).transpose(1, 2)
-        return logits, self.boxes.transpose(1, 2).expand(x.shape[0], -1, -1)
+        boxes = self.boxes.transpose(1, 2)
+        if not self.box_sigmoid:
+            return logits, boxes.expand(x.shape[0], -1, -1)
+        # After the Expand, which reads the input's batch: constant folding keeps the Sigmoid.
+        return logits, torch.logit(boxes.double()).float().expand(x.shape[0], -1, -1).sigmoid()
 
 
-def exported_query_detector(path: Path) -> Path:
+def exported_query_detector(path: Path, box_sigmoid: bool = True) -> Path:
     """A seeded :class:`QueryDetector` exported with outputs ``logits`` and ``boxes``."""
-    torch.manual_seed(0)
-    model = QueryDetector().eval()
-    for parameter in model.parameters():
-        parameter.data.normal_(0.0, 0.5)
+    model = seeded(QueryDetector(box_sigmoid=box_sigmoid))
     torch.onnx.export(model, (torch.zeros(2, 3, SIDE, SIDE),), str(path), dynamo=False,
                       opset_version=17, input_names=["image"],
                       output_names=["logits", "boxes"],

@@ -65,9 +65,8 @@ def box_pair(info: GraphInfo, scores: str | None = None) -> tuple[str, str] | No
 
 def pair_graph(info: GraphInfo, scores: str, boxes: str) -> PairGraph:
     """What the graph says of class scores beside boxes: the Sigmoid/Softmax that makes the
-    scores (found back through shape-only ops, as the explained logits are), and whether the
-    boxes are a Sigmoid's (fractions cx, cy, w, h: DETR-family heads)."""
+    scores (found back through shape-only ops, as the explained logits are), and the op that
+    makes the boxes (a Sigmoid: fractions cx, cy, w, h, as DETR-family heads make them)."""
     activation = choose_scores(info, scores, False)[2]
     producer = info.producer.get(boxes)
-    box_format = "cxcywh" if producer is not None and producer.op_type == "Sigmoid" else "xyxy"
-    return PairGraph(boxes, activation, box_format)
+    return PairGraph(boxes, activation, producer.op_type if producer is not None else None)

@@ -60,15 +60,22 @@ class PairGraph:
     activation: str | None = None
     """The Sigmoid, Softmax or LogSoftmax that makes the class scores output, or None (raw
     logits)."""
-    box_format: str = "xyxy"
-    """SSD boxes' order where the request says ``auto``: cxcywh where the boxes are a
-    Sigmoid's (DETR-family heads), else xyxy."""
+    boxes_op: str | None = None
+    """The op that makes the boxes output (DETR-family heads: a Sigmoid)."""
 
     @property
-    def format(self) -> str:
-        """``ssd`` where the graph makes probabilities of the class scores, else ``detr``
-        (raw logits beside the boxes: DETR exports)."""
-        return "ssd" if self.activation is not None else "detr"
+    def format(self) -> str | None:
+        """``ssd`` where the graph makes probabilities of the class scores, ``detr`` for raw
+        logits beside a Sigmoid's boxes (DETR's heads), else None: no evidence either way."""
+        if self.activation is not None:
+            return "ssd"
+        return "detr" if self.boxes_op == "Sigmoid" else None
+
+    @property
+    def box_format(self) -> str:
+        """SSD boxes' order where the request says ``auto``: cxcywh where the boxes are a
+        Sigmoid's (DETR-family heads with sigmoid scores, RT-DETR), else xyxy."""
+        return "cxcywh" if self.boxes_op == "Sigmoid" else "xyxy"
 
 
 def detection_format(raw_shape: tuple[int, ...], requested: str = "auto") -> str:
@@ -114,7 +121,14 @@ def pair_format(forward: Forward, request: TargetRequest, graph: PairGraph) -> s
                           f"scores); the outputs are {shapes}")
     if boxes is None or requested not in ("auto", *PAIR_FORMATS):
         return None
-    return requested if requested != "auto" else graph.format
+    if requested != "auto":
+        return requested
+    if graph.format is None:
+        raise TargetError(f"raw class logits beside the boxes {graph.boxes or 'output'} "
+                          "(no Sigmoid/Softmax on the scores, no Sigmoid on the boxes) could "
+                          "be SSD's or DETR's: give --detection-format "
+                          f"{'|'.join(DETECTION_FORMATS[1:])}")
+    return graph.format
 
 
 def corners(boxes: np.ndarray, box_format: str, scale: str,

@@ -246,3 +246,23 @@ def test_a_deployed_seed_input_ssd_explains_the_same_detections(
     deployed = TargetExplainer(tmp_path / "d.onnx", device="cpu")
     assert deployed.task == "detection" and deployed.pair == explainer.pair
     _same_detections(explainer, deployed)
+
+
+def test_raw_logits_beside_plain_boxes_need_the_format_named(tmp_path: Path) -> None:
+    path = exported_query_detector(tmp_path / "plain.onnx", box_sigmoid=False)
+    explainer = TargetExplainer(path, device="cpu")
+    assert explainer.task == "detection" and explainer.pair.format is None
+    with pytest.raises(TargetError, match=r"raw class logits beside the boxes boxes .*could "
+                       r"be SSD's or DETR's: give --detection-format yolov8\|yolov5\|detr\|ssd"):
+        explainer.explain(_batch(1), TargetRequest(threshold=0.0))
+    logits = explainer.session.forward(_batch(1))["logits"][0].astype(np.float64)
+    for named in ("detr", "ssd"):
+        request = TargetRequest(threshold=0.0, detection_format=named)
+        (r,) = explainer.explain(_batch(1), request)[0].results
+        query, cls = int(r.fields["anchor"]), int(r.fields["target"])
+        np.testing.assert_allclose(r.score, logits[query, cls], rtol=1e-5)
+        # DETR: the softmax without the no-object class; SSD: raw logits' sigmoid.
+        expected = (np.exp(logits[query, cls]) / np.exp(logits[query]).sum()
+                    if named == "detr" else 1 / (1 + np.exp(-logits[query, cls])))
+        np.testing.assert_allclose(r.fields["confidence"], expected, atol=1e-5)
+        assert named == "ssd" or cls < logits.shape[1] - 1
