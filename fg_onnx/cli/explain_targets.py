@@ -81,7 +81,8 @@ def base_request(args: argparse.Namespace, explainer: TargetExplainer,
     return TargetRequest(
         target=args.target, label=args.label, labels=labels, top_k=args.top_k or 1,
         threshold=args.threshold, iou=args.iou, box=args.box, mask=mask,
-        detection_format=args.detection_format, alphabet=alphabet, blank=args.blank,
+        detection_format=args.detection_format, box_format=args.box_format,
+        box_scale=args.box_scale, alphabet=alphabet, blank=args.blank,
         time_step=args.time_step, reference=_reference(args, explainer, spec),
         similarity=args.similarity)
 

@@ -121,6 +121,8 @@ def augment_options(args: argparse.Namespace, *, method: GraphMethod = "fullgrad
         seed_input=seed_input, components=components, input_size=args.input_size,
         method=method, cam_layer=args.cam_layer, provider=provider, precision=args.precision,
         gradient_scale=args.gradient_scale,
+        # A target option (explain only), read by the augment pass: the seed's batch axis.
+        sequence_layout=getattr(args, "sequence_layout", "auto"),
     )
 
 
@@ -269,8 +271,9 @@ def _probability(text: str) -> float:
 
 def add_target_options(parser: argparse.ArgumentParser) -> None:
     """What is explained in each image, for every task (README: Task targets)."""
+    from fg_onnx.choices import SEQUENCE_LAYOUTS
     from fg_onnx.targets.base import TASK_CHOICES
-    from fg_onnx.targets.detection import DETECTION_FORMATS
+    from fg_onnx.targets.detection import BOX_FORMATS, BOX_SCALES, DETECTION_FORMATS
     from fg_onnx.targets.embedding import SIMILARITIES
 
     group = parser.add_argument_group("targets (what is explained in each image)")
@@ -295,14 +298,26 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--iou", type=_probability, default=0.45, metavar="T",
                        help="detection: NMS overlap (default 0.45)")
     group.add_argument("--detection-format", choices=DETECTION_FORMATS, default="auto",
-                       help="detection: yolov8 [N, 4+C, A], yolov5 [N, A, 5+C] or detr "
-                            "([N, Q, C+1] logits beside [N, Q, 4] boxes) (default: from the "
-                            "outputs' shapes)")
+                       help="detection: yolov8 [N, 4+C, A], yolov5 [N, A, 5+C], detr "
+                            "([N, Q, C+1] logits beside [N, Q, 4] boxes) or ssd ([N, A, C] "
+                            "class scores beside [N, A, 4] boxes) (default: from the outputs' "
+                            "shapes and graph)")
+    group.add_argument("--box-format", choices=BOX_FORMATS, default="auto",
+                       help="detection, ssd/detr boxes: xyxy, yxyx (TF Object Detection API) "
+                            "or cxcywh (default: detr cxcywh; ssd xyxy, or cxcywh where the "
+                            "boxes are a Sigmoid's)")
+    group.add_argument("--box-scale", choices=BOX_SCALES, default="auto",
+                       help="detection, ssd/detr boxes: pixels of the model input or "
+                            "normalised (fractions of it) (default: detr normalised; ssd "
+                            "normalised where every coordinate is within ±2)")
     group.add_argument("--alphabet", type=Path, metavar="FILE",
                        help="sequence: the characters, one a line (default: the model's "
                             "fg_onnx.alphabet metadata, else class indices)")
     group.add_argument("--blank", type=int, default=0, metavar="K",
                        help="sequence: the CTC blank class (default 0)")
+    group.add_argument("--sequence-layout", choices=SEQUENCE_LAYOUTS, default="auto",
+                       help="sequence: ntc [N, T, C] or tnc [T, N, C] (time first: a "
+                            "seq-first LSTM) (default: from the graph)")
     group.add_argument("--time-step", type=int, metavar="T",
                        help="sequence: explain this step's class (--target, default its "
                             "arg-max) instead of each decoded character")
@@ -316,7 +331,9 @@ def uses_targets(args: argparse.Namespace) -> bool:
     """Whether the run names anything beyond today's one class per image."""
     given = (args.top_k, args.label, args.labels, args.box, args.mask, args.threshold,
              args.alphabet, args.time_step, args.reference)
-    return args.task not in ("auto", "classification") or any(v is not None for v in given)
+    chosen = (args.detection_format, args.box_format, args.box_scale, args.sequence_layout)
+    return args.task not in ("auto", "classification") or any(v is not None for v in given) \
+        or any(v != "auto" for v in chosen)
 
 
 def read_lines(path: Path, what: str) -> list[str]:

@@ -17,6 +17,7 @@ from fg_onnx.choices import (
     LayoutChoice,
     Precision,
     Provider,
+    SequenceLayout,
     channel_axis,
     spatial_axes,
 )
@@ -37,7 +38,13 @@ from fg_onnx.fullgrad.contract import (
     tap_output,
     write_facts,
 )
-from fg_onnx.fullgrad.explained import Explained, choose_input, detect_layout, resolve
+from fg_onnx.fullgrad.explained import (
+    Explained,
+    choose_input,
+    detect_layout,
+    explained_batch_axis,
+    resolve,
+)
 from fg_onnx.fullgrad.maps import CAM_LAYER_MAPS, MapInputs, graph_map, map_term
 from fg_onnx.fullgrad.precision import Numerics, check_precision
 from fg_onnx.fullgrad.sizes import canonical, equal_size_dims
@@ -45,6 +52,7 @@ from fg_onnx.fullgrad.taps import Tap, is_exact_with, make_taps, tap_description
 from fg_onnx.grad.backprop import active_nodes, build_backward
 from fg_onnx.grad.registry import Cotangents, VJPContext
 from fg_onnx.grad.rules.recurrent import RECURRENT_OPS
+from fg_onnx.graph.batch_axis import batch_axes
 from fg_onnx.graph.builder import GraphBuilder
 from fg_onnx.graph.float16 import to_float16
 from fg_onnx.graph.info import GraphInfo, Shape
@@ -77,6 +85,9 @@ class AugmentOptions:
     outputs stay float32; see fg_onnx.fullgrad.precision)."""
     gradient_scale: float | None = None
     """float16 only: the factor on the backward seed (default DEFAULT_GRADIENT_SCALE)."""
+    sequence_layout: SequenceLayout = "auto"
+    """seed_input only: a [N, T, C] ("ntc") or [T, N, C] ("tnc") explained tensor, where
+    the graph does not say which axis is the batch (a CTC head of a fixed batch of 1)."""
 
 
 @dataclass
@@ -197,6 +208,7 @@ class _Augmenter:
         self.cam_layer: str | None = None
         self._map_size: MapSize | None = None
         self._equal_dims: dict[str, str] = {}
+        self.batch_axes = self._batch_axes()
         half = options.precision == "float16"
         if half and self.elem != TensorProto.FLOAT:
             raise UnsupportedModelError(
@@ -283,7 +295,8 @@ class _Augmenter:
         if self.options.seed_input:
             seed = b.reserve(GRAD_OUTPUT)
             self._input(seed, self.info.elem_type(scores), self.info.shape(scores))
-            score = self.numerics.sample_total(b.Mul(seed, scores), self.batch)
+            score = self.numerics.sample_total(self._batch_first(b.Mul(seed, scores)),
+                                               self.batch)
             if self.numerics.scale != 1.0:
                 seed = b.Mul(seed, b.scalar(self.numerics.scale, self.elem))
             return seed, score, None
@@ -304,6 +317,32 @@ class _Augmenter:
         score = b.Squeeze(b.GatherElements(classes, b.Unsqueeze(used, b.ints([1])), axis=1),
                           b.ints([1]))
         return seed, score, used
+
+    def _batch_axes(self) -> dict[str, int]:
+        """The batch axes other than 0 of what a seed-input model's forward part returns
+        (its outputs and the explained tensor: a [T, N, C] CTC head), by name; axis 0 where
+        the graph does not say."""
+        ex, layout = self.ex, self.options.sequence_layout
+        if not self.options.seed_input:
+            if layout != "auto":
+                raise FgOnnxError("--sequence-layout is for targets (a seed-input model)")
+            return {}
+        names = list(dict.fromkeys([*self.info.graph_outputs, ex.output, ex.scores]))
+        found = batch_axes(self.model, self.info, ex.input, names,
+                           spatial_axes(ex.layout)[1])
+        found[ex.scores] = explained_batch_axis(self.info, ex, layout, found[ex.scores])
+        if found[ex.output] is None and self.info.shape(ex.output) == self.info.shape(
+                ex.scores):
+            found[ex.output] = found[ex.scores]  # through the skipped Softmax
+        return {name: axis for name, axis in found.items() if axis}
+
+    def _batch_first(self, tensor: str) -> str:
+        """A tensor shaped like the explained one with its batch axis moved first."""
+        axis = self.batch_axes.get(self.ex.scores, 0)
+        if not axis:
+            return tensor
+        rank = self.info.rank(self.ex.scores) or 3  # only a sequence layout gives no shape
+        return self.b.Transpose(tensor, perm=[axis, *(a for a in range(rank) if a != axis)])
 
     def _bias_total(self) -> str:
         b, numerics = self.b, self.numerics
@@ -368,7 +407,8 @@ class _Augmenter:
         write_facts(self.model, AugmentFacts(
             ex.input, ex.output, ex.scores, ex.skipped_op, ex.layout, options.implicit_biases,
             options.seed_input, options.method, self.cam_layer, options.precision,
-            self.numerics.scale, [tap_description(t) for t in self.taps], components))
+            self.numerics.scale, [tap_description(t) for t in self.taps], components,
+            self.batch_axes))
 
 
 def _check(model: onnx.ModelProto) -> None:

@@ -3,7 +3,8 @@ completeness check its outputs allow. Everything that reads or writes an augment
 (the augment pass, sessions, the scorer, the Ray engine, tools and tests) uses these names.
 
 inputs:  every original input; ``fg_target`` int64 [N] (class per sample, -1 = arg-max), or
-         ``fg_grad_output`` shaped like the explained tensor with ``seed_input``.
+         ``fg_grad_output`` shaped like the explained tensor with ``seed_input`` (its batch
+         on the explained tensor's batch axis: ``AugmentFacts.batch_axes``, 0 if not named).
 outputs: every original output; ``fg_score`` [N]; ``fg_target_used`` int64 [N] (not with
          ``seed_input``); ``fg_input_grad`` (shape of the input); ``fg_bias_total`` [N];
          ``fg_saliency`` [N, H, W]; with ``components``, ``fg_tap_<i>`` per map tap; with
@@ -57,6 +58,9 @@ class AugmentFacts:
     gradient_scale: float = 1.0
     taps: list[dict[str, Any]] = field(default_factory=list)
     components: list[dict[str, Any]] = field(default_factory=list)
+    batch_axes: dict[str, int] = field(default_factory=dict)
+    """seed_input: the outputs (and the explained tensor) whose batch is not axis 0, by name
+    (a [T, N, C] CTC head: 1); seeds and samples are read along it."""
 
     def to_json(self) -> str:
         """The metadata value."""
@@ -82,7 +86,10 @@ def read_facts(model: onnx.ModelProto) -> AugmentFacts:
         raise FgOnnxError(f"the model's fg_onnx.augment metadata is damaged: {exc}") from None
     allowed = ((facts.layout, LAYOUTS), (facts.method, GRAPH_METHODS),
                (facts.precision, PRECISIONS))
-    bad = next((value for value, choices in allowed if value not in choices), None)
+    bad: object = next((value for value, choices in allowed if value not in choices), None)
+    if not isinstance(facts.batch_axes, dict) or not all(
+            isinstance(a, int) and a >= 0 for a in facts.batch_axes.values()):
+        bad = facts.batch_axes
     if bad is not None:
         raise FgOnnxError(f"the model's fg_onnx.augment metadata is damaged: {bad!r} is "
                           "not a value fg-onnx writes")

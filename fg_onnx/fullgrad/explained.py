@@ -7,7 +7,13 @@ from dataclasses import dataclass
 import onnx
 from onnx import TensorProto
 
-from fg_onnx.choices import LAYOUT_CHOICES, Layout, LayoutChoice
+from fg_onnx.choices import (
+    LAYOUT_CHOICES,
+    SEQUENCE_LAYOUTS,
+    Layout,
+    LayoutChoice,
+    sequence_batch_axis,
+)
 from fg_onnx.errors import UnsupportedModelError
 from fg_onnx.graph.info import DEFAULT_DOMAINS, GraphInfo, node_attributes
 
@@ -198,3 +204,28 @@ def _check_classes_shape(info: GraphInfo, scores: str) -> None:
         "(trailing size-1 axes allowed); use --seed-input to explain any linear functional "
         "of it"
     )
+
+
+def explained_batch_axis(info: GraphInfo, explained: Explained, sequence_layout: str,
+                         found: int | None) -> int | None:
+    """The explained tensor's batch axis: ``sequence_layout``'s (ntc: 0, tnc: 1), which the
+    graph's evidence ``found`` (fg_onnx.graph.batch_axis) must not contradict, or ``found``
+    itself for "auto" (None where the graph does not say)."""
+    if sequence_layout not in SEQUENCE_LAYOUTS:
+        raise UnsupportedModelError(f"unknown sequence layout {sequence_layout!r}; use "
+                                    f"{', '.join(SEQUENCE_LAYOUTS)}")
+    if sequence_layout == "auto":
+        return found
+    scores = explained.scores
+    shape = info.shape(scores)
+    shown = "unknown" if shape is None else str(list(shape))
+    if shape is not None and len(shape) != 3:
+        raise UnsupportedModelError(f"--sequence-layout is for [N, T, C] or [T, N, C] "
+                                    f"outputs; {scores!r} is {shown}")
+    wanted = sequence_batch_axis(sequence_layout)
+    if found is not None and found != wanted:
+        named = {0: ", so it is ntc", 1: ", so it is tnc"}.get(found, "")
+        raise UnsupportedModelError(
+            f"--sequence-layout {sequence_layout} contradicts the graph: {scores!r} {shown} "
+            f"has the input's batch at axis {found}{named}")
+    return wanted

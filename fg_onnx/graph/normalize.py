@@ -164,46 +164,64 @@ def _has_open_dims(model: onnx.ModelProto) -> bool:
                for value in model.graph.value_info if value.type.HasField("tensor_type"))
 
 
+def trial_types(weightless: onnx.ModelProto, sizes: tuple[int, ...] = TRIAL_BATCHES,
+                axis: int = 0, inputs: tuple[str, ...] | None = None,
+                ) -> list[dict[str, onnx.ValueInfoProto]] | None:
+    """Every tensor's inferred type (value_info and graph outputs, by name) at each of
+    ``sizes`` for the symbolic dim ``axis`` (default: the batch) of the graph inputs
+    (``inputs``, default all), for a model without its weights; None where no input has that
+    dim open, or inference fails or contradicts a concrete size."""
+    trials = []
+    for size in sizes:
+        trial = onnx.ModelProto()
+        trial.CopyFrom(weightless)
+        if not _set_symbolic_dim(trial, axis, size, inputs):
+            return None
+        try:
+            result = _run_inference(trial)
+        except UnsupportedModelError:
+            return None  # the concrete size contradicts the graph
+        if result is None:
+            return None
+        trials.append({v.name: v for v in [*result.graph.value_info, *result.graph.output]})
+    return trials
+
+
 def _fill_batch_independent_dims(weightless: onnx.ModelProto,
                                  inferred: onnx.ModelProto) -> None:
     """Gives the open dims of ``inferred``'s value_info the values they take at every one of
     TRIAL_BATCHES, in place, where the graph inputs have a symbolic batch (dim 0)."""
-    trials = []
-    for batch in TRIAL_BATCHES:
-        trial = onnx.ModelProto()
-        trial.CopyFrom(weightless)
-        if not _set_symbolic_batch(trial, batch):
-            return
-        try:
-            result = _run_inference(trial)
-        except UnsupportedModelError:
-            return  # the concrete batch contradicts the graph: keep what symbolic inference has
-        if result is None:
-            return
-        trials.append({v.name: v for v in result.graph.value_info})
+    trials = trial_types(weightless)
+    if trials is None:
+        return  # keep what symbolic inference has
     inputs = {d.dim_param for v in weightless.graph.input
               for d in v.type.tensor_type.shape.dim if d.dim_param}
     for value in inferred.graph.value_info:
         shapes = [trial.get(value.name) for trial in trials]
         if all(s is not None and s.type.HasField("tensor_type") for s in shapes):
-            _fill_dims(value, [_dims(s) for s in shapes if s is not None], inputs)
+            _fill_dims(value, [known_dims(s) for s in shapes if s is not None], inputs)
 
 
-def _set_symbolic_batch(model: onnx.ModelProto, batch: int) -> bool:
-    """Sets every graph input's symbolic dim 0 to ``batch``; False when there is none."""
+def _set_symbolic_dim(model: onnx.ModelProto, axis: int, size: int,
+                      inputs: tuple[str, ...] | None) -> bool:
+    """Sets the symbolic dim ``axis`` of the graph inputs (``inputs``, default every one) to
+    ``size``; False when none has it open."""
     weights = {t.name for t in model.graph.initializer}
     changed = False
     for value in model.graph.input:
         dims = value.type.tensor_type.shape.dim
-        if value.name not in weights and len(dims) and not dims[0].HasField("dim_value"):
-            dims[0].Clear()
-            dims[0].dim_value = batch
+        if value.name in weights or (inputs is not None and value.name not in inputs):
+            continue
+        if len(dims) > axis and not dims[axis].HasField("dim_value"):
+            dims[axis].Clear()
+            dims[axis].dim_value = size
             changed = True
     del model.graph.value_info[:]
     return changed
 
 
-def _dims(value: onnx.ValueInfoProto) -> list[int | None] | None:
+def known_dims(value: onnx.ValueInfoProto) -> list[int | None] | None:
+    """A tensor type's dims (None for open ones), or None when it has no shape."""
     tensor = value.type.tensor_type
     if not tensor.HasField("shape"):
         return None

@@ -236,9 +236,12 @@ class FullGrad:
             raise FgOnnxError("forward runs on models augmented with --seed-input")
         batch = self._checked_batch(batch)
         session, names = self._forward, self.forward_names
+        axes = [self.facts.batch_axes.get(name, 0) for name in names]
 
         def execute(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-            return [np.asarray(v) for v in session.run(names, feeds)]
+            # Batch first (a [T, N, C] head's too), for the chunks to pad and join.
+            return [np.moveaxis(np.asarray(v), axis, 0)
+                    for v, axis in zip(session.run(names, feeds), axes, strict=True)]
 
         try:
             parts = [self.batches.run(execute, {self.input_name: batch[part]})
@@ -249,7 +252,8 @@ class FullGrad:
 
     def explain_seeds(self, batch: np.ndarray, seeds: np.ndarray) -> SeedExplanation:
         """Explains ⟨seed, explained tensor⟩ per input (a seed-input model): ``seeds`` is
-        shaped like the explained tensor of ``batch``, one seed per row."""
+        shaped like the explained tensor of ``batch`` with the batch first, one seed per row
+        (as :meth:`forward` returns it; moved to the tensor's own batch axis to run)."""
         if not self.facts.seed_input:
             raise FgOnnxError("explain_seeds needs a model augmented with seed_input")
         batch = self._checked_batch(batch)
@@ -321,6 +325,7 @@ class FullGrad:
                 scores_out.argmax(1), error.astype(np.float32))
 
     def _execute(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        feeds = self._in_model_layout(feeds)
         if not self.io_binding:
             return [np.asarray(v) for v in self.session.run(names, feeds)]
         device = "cuda" if self.provider.on_cuda else "cpu"
@@ -331,6 +336,15 @@ class FullGrad:
             binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(binding)
         return [np.asarray(v) for v in binding.copy_outputs_to_cpu()]
+
+    def _in_model_layout(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``feeds`` as the model takes them: a batch-first seed moved to the explained
+        tensor's batch axis (after the chunk was padded along axis 0)."""
+        axis = self.facts.batch_axes.get(self.facts.scores, 0)
+        seed = feeds.get(contract.GRAD_OUTPUT)
+        if not axis or seed is None:
+            return feeds
+        return {**feeds, contract.GRAD_OUTPUT: np.ascontiguousarray(np.moveaxis(seed, 0, axis))}
 
 
 def _targets(targets: int | Sequence[int] | None, n: int) -> np.ndarray:

@@ -1,12 +1,14 @@
-"""Which task an output is for, read from its shape and the graph that makes it, and the
-tensor a detector's class scores are the Sigmoid of."""
+"""Which task an output is for, read from its shape and the graph that makes it; the tensor
+a detector's class scores are the Sigmoid of; class scores beside a boxes output."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fg_onnx.fullgrad.explained import choose_scores
 from fg_onnx.graph.info import GraphInfo
 from fg_onnx.targets.base import TASKS, TargetError, Task
+from fg_onnx.targets.detection import PairGraph
 
 
 def detect_task(sample_shape: Sequence[object] | None, producer: str | None,
@@ -42,3 +44,29 @@ def sigmoid_logits(info: GraphInfo, output: str) -> str | None:
     if last is None or last.op_type != "Sigmoid":
         return None
     return str(last.input[0])
+
+
+def box_pair(info: GraphInfo, scores: str | None = None) -> tuple[str, str] | None:
+    """(class scores, boxes): [N, A, K] ``scores`` (default: the first graph output of that
+    rank that has one) beside a [N, A, 4] graph output of the same A (K is not 4); else
+    None. DETR's logits and query boxes, an SSD's class scores and decoded boxes."""
+    outputs = info.graph_outputs
+    for candidate in [scores] if scores is not None else outputs:
+        shape = info.shape(candidate)
+        if shape is None or len(shape) != 3 or shape[2] == 4:
+            continue
+        for name in outputs:
+            other = info.shape(name)
+            if name != candidate and other is not None and len(other) == 3 \
+                    and other[2] == 4 and other[1] == shape[1]:
+                return candidate, name
+    return None
+
+
+def pair_graph(info: GraphInfo, scores: str, boxes: str) -> PairGraph:
+    """What the graph says of class scores beside boxes: the Sigmoid/Softmax that makes the
+    scores (found back through shape-only ops, as the explained logits are), and the op that
+    makes the boxes (a Sigmoid: fractions cx, cy, w, h, as DETR-family heads make them)."""
+    activation = choose_scores(info, scores, False)[2]
+    producer = info.producer.get(boxes)
+    return PairGraph(boxes, activation, producer.op_type if producer is not None else None)

@@ -100,6 +100,12 @@ class TargetRequest:
     mask: np.ndarray | None = None
     """Segmentation: a region of any size (resized, nearest; nonzero = inside)."""
     detection_format: str = "auto"
+    box_format: str = "auto"
+    """Detection, boxes beside the class scores (ssd, detr): xyxy, yxyx or cxcywh; auto:
+    cxcywh for detr, for ssd xyxy unless the boxes are a Sigmoid's (cxcywh)."""
+    box_scale: str = "auto"
+    """pixels or normalised (fractions of the input); auto: normalised for detr, for ssd
+    normalised where every coordinate is within ±2."""
     alphabet: Sequence[str] = ()
     blank: int = 0
     time_step: int | None = None

@@ -9,21 +9,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 
 from fg_onnx.choices import spatial_axes
 from fg_onnx.fullgrad.augment import AugmentOptions
 from fg_onnx.fullgrad.contract import is_augmented, read_facts
-from fg_onnx.fullgrad.explained import resolve
-from fg_onnx.graph.info import GraphInfo
 from fg_onnx.graph.load import ModelSource, load_model
-from fg_onnx.graph.normalize import normalize
 from fg_onnx.runtime.providers import Device
 from fg_onnx.runtime.session import FullGrad
-from fg_onnx.targets.auto import detect_task, sigmoid_logits
 from fg_onnx.targets.base import (
     ALPHABET_KEY,
-    TASKS,
     Box,
     Forward,
     Picked,
@@ -35,6 +29,7 @@ from fg_onnx.targets.base import (
 from fg_onnx.targets.classification import classification_targets, scalar_targets
 from fg_onnx.targets.detection import detection_targets
 from fg_onnx.targets.embedding import embedding_targets
+from fg_onnx.targets.plan import plan
 from fg_onnx.targets.segmentation import segmentation_targets
 from fg_onnx.targets.sequence import sequence_targets
 
@@ -65,8 +60,10 @@ class TargetExplainer:
     """Explains targets of ``task`` (default: read from the output's shape and graph).
 
     ``model`` is the original (augmented in memory with ``seed_input``) or a model augmented
-    with ``--seed-input``. For detection, where the class scores are a final Sigmoid's and
-    ``options.output`` names nothing, the Sigmoid's input (the logits) is explained.
+    with ``--seed-input``. For detection, where the class scores are a final Sigmoid's (or
+    Softmax's, beside a boxes output) and ``options.output`` names nothing, the logits before
+    it are explained. A CTC head's [T, N, C] output is read along its batch axis (found in
+    the graph, else ``options.sequence_layout``).
     """
 
     def __init__(self, model: ModelSource, *, task: str = "auto", device: Device = "auto",
@@ -74,10 +71,12 @@ class TargetExplainer:
                  threads: int | None = None) -> None:
         proto = load_model(model)
         options = dataclasses.replace(options or AugmentOptions(), seed_input=True)
-        self.raw_output, self.task = _plan(proto, task, options)
-        if self.task == "detection" and options.output is None and not is_augmented(proto):
-            logits = sigmoid_logits(GraphInfo(normalize(proto)), self.raw_output)
-            options = dataclasses.replace(options, output=logits) if logits else options
+        planned = plan(proto, task, options)
+        self.task: Task = planned.task
+        self.raw_output = planned.raw
+        self.pair = planned.pair
+        if planned.output is not None:
+            options = dataclasses.replace(options, output=planned.output)
         self.session = FullGrad(proto, device=device, batch_size=batch_size, options=options,
                                 threads=threads)
         self.metadata = self.session.metadata
@@ -146,70 +145,9 @@ class TargetExplainer:
             "sequence": sequence_targets, "embedding": embedding_targets,
             "segmentation": lambda f, r: segmentation_targets(
                 f, r, f.outputs.get(self.raw_output)),
-            "detection": lambda f, r: detection_targets(f, r, self.raw_output),
+            "detection": lambda f, r: detection_targets(f, r, self.raw_output, self.pair),
         }
         return pickers[self.task](forward, request)
-
-
-def _plan(proto: onnx.ModelProto, task: str, options: AugmentOptions) -> tuple[str, Task]:
-    """The output the task reads (a detector's boxes: the named output where it is a graph
-    output, else the model's first) and the task."""
-    if is_augmented(proto):
-        facts = read_facts(proto)
-        if not facts.seed_input:
-            raise TargetError("targets need the original model or one augmented with "
-                              "--seed-input")
-        output, scores, skipped = facts.output, facts.scores, facts.skipped_op
-        info = GraphInfo(proto)
-        # Outputs an augmented model adds come after the original ones: its first output
-        # is the original's (a detector's boxes and scores when --output named the logits).
-        raw = proto.graph.output[0].name
-    else:
-        info = GraphInfo(normalize(proto))
-        explained = resolve(info, options.input, options.output,
-                            options.explain_probabilities, options.layout, True)
-        output, scores, skipped = explained.output, explained.scores, explained.skipped_op
-        raw = output if output in info.graph_outputs else info.graph_outputs[0]
-    if task != "auto":
-        if task not in TASKS:
-            raise TargetError(f"unknown task {task!r}: choose auto, {', '.join(TASKS)}")
-        return raw if task == "detection" else output, task
-    try:
-        found = _task_of(info, output, scores, skipped)
-    except TargetError:
-        if _has_boxes_beside(info, scores):
-            return output, "detection"  # DETR-style: logits beside a boxes output
-        if raw == output or not _is_detector(info, raw):
-            raise
-        found = "detection"  # --output named a detector's logits: its first output tells
-    return raw if found == "detection" else output, found
-
-
-def _has_boxes_beside(info: GraphInfo, scores: str) -> bool:
-    """Whether [N, Q, K] ``scores`` have a [N, Q, 4] graph output beside them."""
-    shape = info.shape(scores)
-    if shape is None or len(shape) != 3:
-        return False
-    for name in info.graph_outputs:
-        other = info.shape(name)
-        if name != scores and other is not None and len(other) == 3 and other[2] == 4 \
-                and other[1] == shape[1] and shape[2] != 4:
-            return True
-    return False
-
-
-def _is_detector(info: GraphInfo, output: str) -> bool:
-    try:
-        return _task_of(info, output, output, None) == "detection"
-    except TargetError:
-        return False
-
-
-def _task_of(info: GraphInfo, output: str, scores: str, skipped: str | None) -> Task:
-    shape = info.shape(scores)
-    producer = info.producer.get(output)
-    return detect_task(None if shape is None else list(shape)[1:],
-                       producer.op_type if producer else None, skipped, scores)
 
 
 def plan_task(model: ModelSource, task: str = "auto", options: AugmentOptions | None = None,
@@ -219,4 +157,4 @@ def plan_task(model: ModelSource, task: str = "auto", options: AugmentOptions | 
     proto = load_model(model)
     if is_augmented(proto) and not read_facts(proto).seed_input:
         return "classification"
-    return _plan(proto, task, options or AugmentOptions())[1]
+    return plan(proto, task, options or AugmentOptions()).task

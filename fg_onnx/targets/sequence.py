@@ -1,5 +1,7 @@
-"""Sequence targets of a CTC recogniser ([T, C] logits per image): one target per character
-of the greedy decoding, or one time step and class."""
+"""Sequence targets of a CTC recogniser ([T, C] logits per image, of a [N, T, C] output or
+a time-first [T, N, C] one: the session reads samples and places seeds along the output's
+batch axis, fg_onnx.graph.batch_axis): one target per character of the greedy decoding, or
+one time step and class."""
 
 from __future__ import annotations
 
@@ -35,8 +37,8 @@ def sequence_targets(forward: Forward, request: TargetRequest) -> Picked:
     arg-max) at that step."""
     logits = forward.explained
     if logits.ndim != 2:
-        raise TargetError(f"sequence explains [N, T, C] CTC outputs; this one is "
-                          f"[N, {', '.join(map(str, logits.shape))}]")
+        raise TargetError(f"sequence explains [N, T, C] or [T, N, C] CTC outputs; this one "
+                          f"is [N, {', '.join(map(str, logits.shape))}] per image")
     steps, classes = logits.shape
     if not 0 <= request.blank < classes:
         raise TargetError(f"blank {request.blank} is not a class (0..{classes - 1})")

@@ -41,9 +41,14 @@ def test_top_k_writes_one_row_and_map_per_class(tmp_path: Path) -> None:
         assert len(list(csv.DictReader(stream))) == 3
 
 
-def test_detections_have_boxes_in_the_image_pixels(tmp_path: Path,
+@pytest.mark.parametrize("kind", ["yolov8", "ssd"])
+def test_detections_have_boxes_in_the_image_pixels(kind: str, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    model = exported(BoxDetector(), tmp_path / "det.onnx")
+    from target_models import exported_ssd
+
+    # The SSD: class scores after a Softmax (class 0 the background), boxes as fractions.
+    model = (exported(BoxDetector(), tmp_path / "det.onnx") if kind == "yolov8" else
+             exported_ssd(tmp_path / "ssd.onnx", softmax=True, normalised=True))
     image = _image(tmp_path / "scene.png")  # 96 wide, 64 high: 3x and 2x the model's 32
     out = tmp_path / "out"
     assert main(["explain", str(model), str(image), "-o", str(out), "--threshold", "0",
@@ -54,11 +59,13 @@ def test_detections_have_boxes_in_the_image_pixels(tmp_path: Path,
         x0, y0, x1, y1 = row["box"]
         assert (x1 - x0, y1 - y0) == (24.0, 16.0)  # an 8x8 cell, scaled
         assert cv2.imread(str(out / row["overlay"])).shape == (64, 96, 3)
-        assert row["completeness_error"] < 1e-4
+        assert row["completeness_error"] < 1e-5 and 0 < row["confidence"] < 1
+        assert kind == "yolov8" or row["target"] != 0
     assert "explained 2 target(s) in 1 image(s) (detection)" in capsys.readouterr().out
     none = tmp_path / "none"
+    named = [] if kind == "yolov8" else ["--detection-format", "ssd", "--box-format", "xyxy"]
     assert main(["explain", str(model), str(image), "-o", str(none), "--threshold", "1",
-                 "--device", "cpu"]) == 0
+                 *named, "--device", "cpu"]) == 0
     (row,) = json.loads((none / "summary.json").read_text())
     assert row["note"] == "no detection above the threshold 1" and row["map"] is None
 
@@ -118,3 +125,26 @@ def test_ctc_characters_and_an_embedding_similarity(tmp_path: Path) -> None:
     np.save(tmp_path / "short.npy", np.ones(3))
     assert main(["explain", str(embedder), str(first), "-o", str(tmp_path / "bad"),
                  "--reference", str(tmp_path / "short.npy"), "--device", "cpu"]) == 2
+
+
+def test_time_first_ctc_characters_and_its_layout_option(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from target_models import exported_time_first_ctc
+
+    ctc = exported_time_first_ctc(tmp_path / "tnc.onnx")
+    line = _image(tmp_path / "line.png", (8, 16))
+    (tmp_path / "alphabet.txt").write_text("a\nb\nc\nd\n")
+    out = tmp_path / "ctc"
+    assert main(["explain", str(ctc), str(line), "-o", str(out), "--alphabet",
+                 str(tmp_path / "alphabet.txt"), "--size", "8x16", "--device", "cpu"]) == 0
+    rows = json.loads((out / "summary.json").read_text())
+    assert len(rows) > 1 and {row["task"] for row in rows} == {"sequence"}
+    assert "".join(row["character"] for row in rows) == rows[0]["text"]
+    assert all(row["completeness_error"] < 1e-4 for row in rows)
+    assert np.load(out / rows[0]["map"]).shape == (8, 16)
+    capsys.readouterr()
+    assert main(["explain", str(ctc), str(line), "-o", str(tmp_path / "bad"), "--size", "8x16",
+                 "--sequence-layout", "ntc", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--sequence-layout ntc contradicts the graph" in err[0]
+    assert not (tmp_path / "bad").exists()
