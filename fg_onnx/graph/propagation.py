@@ -59,7 +59,7 @@ def _may_be_long(value: onnx.ValueInfoProto) -> bool:
     if len(dims) != 1:
         return False
     if dims[0].HasField("dim_value"):
-        return dims[0].dim_value > LONG_VECTOR
+        return bool(dims[0].dim_value > LONG_VECTOR)
     return tensor.elem_type not in INTEGER_TYPES
 
 
