@@ -20,6 +20,7 @@ import io
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,10 +74,12 @@ def make_dataset(seed: int, count: int) -> tuple[np.ndarray, np.ndarray]:
 # Model
 
 
-def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+def conv_bn_relu(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
     """3x3 convolution, batch norm and ReLU (BN folds into the Conv bias on export)."""
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation,
+                  bias=False),
+        nn.BatchNorm2d(cout), nn.ReLU()
     )
 
 
@@ -124,27 +127,35 @@ class TrainConfig:
     lr: float = 3e-3
 
 
-def train(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig) -> None:
-    """Adam with a one-cycle schedule; prints the loss per epoch."""
+def fit(model: nn.Module, count: int, batch_loss: Callable[[torch.Tensor], torch.Tensor],
+        cfg: TrainConfig) -> None:
+    """AdamW with a one-cycle schedule over ``count`` examples in seeded random batches;
+    ``batch_loss`` maps a batch's example indices to its mean loss. Prints the loss per
+    epoch (the task models of tools/make_task_models.py train with it too)."""
     gen = torch.Generator().manual_seed(cfg.seed)
-    xs = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-    ys = torch.from_numpy(y)
-    steps = cfg.epochs * ((len(xs) + cfg.batch_size - 1) // cfg.batch_size)
+    steps = cfg.epochs * ((count + cfg.batch_size - 1) // cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
     model.train()
     for epoch in range(cfg.epochs):
-        order = torch.randperm(len(xs), generator=gen)
+        order = torch.randperm(count, generator=gen)
         total = 0.0
-        for start in range(0, len(xs), cfg.batch_size):
+        for start in range(0, count, cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            loss = nn.functional.cross_entropy(model(xs[idx]), ys[idx])
+            loss = batch_loss(idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
-        print(f"epoch {epoch + 1}/{cfg.epochs}: loss {total / len(xs):.4f}")
+        print(f"epoch {epoch + 1}/{cfg.epochs}: loss {total / count:.4f}", flush=True)
+
+
+def train(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig) -> None:
+    """Cross-entropy training of the classifier (see :func:`fit`)."""
+    xs = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+    ys = torch.from_numpy(y)
+    fit(model, len(xs), lambda idx: nn.functional.cross_entropy(model(xs[idx]), ys[idx]), cfg)
 
 
 @torch.no_grad()
@@ -159,25 +170,34 @@ def predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
 # Export and samples
 
 
-def export_onnx(model: nn.Module, path: Path) -> onnx.ModelProto:
-    """ONNX opset 17 with a dynamic batch axis, input "image", and fg-onnx metadata."""
+def export_model(model: nn.Module, path: Path, example: tuple[int, ...], outputs: list[str],
+                 metadata: dict[str, str], doc: str) -> onnx.ModelProto:
+    """Writes ``model`` as ONNX opset 17 with input "image" (shaped like ``example``) and a
+    dynamic batch axis on it and every output, with ``metadata`` and the doc string."""
     model.eval().to(memory_format=torch.contiguous_format)
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated but still exact
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            model, (torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE),), buffer,
-            dynamo=False, opset_version=17, input_names=["image"], output_names=["logits"],
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            model, (torch.zeros(*example),), buffer,
+            dynamo=False, opset_version=17, input_names=["image"], output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in ["image", *outputs]},
         )
     proto = onnx.load_from_string(buffer.getvalue())
-    proto.doc_string = f"Synthetic shapes classifier made by `{COMMAND}`."
+    proto.doc_string = doc
     del proto.metadata_props[:]
-    for key, value in (("fg_onnx.preprocess", "imagenet"), ("fg_onnx.labels", json.dumps(CLASSES))):
+    for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto, full_check=True)
     path.write_bytes(proto.SerializeToString())
     return proto
+
+
+def export_onnx(model: nn.Module, path: Path) -> onnx.ModelProto:
+    """The classifier with fg-onnx metadata: its preprocessing preset and class names."""
+    return export_model(model, path, (1, 3, INPUT_SIZE, INPUT_SIZE), ["logits"],
+                        {"fg_onnx.preprocess": "imagenet", "fg_onnx.labels": json.dumps(CLASSES)},
+                        f"Synthetic shapes classifier made by `{COMMAND}`.")
 
 
 def onnx_logits(path: Path, x: np.ndarray) -> np.ndarray:
@@ -214,14 +234,30 @@ def write_samples(image_dir: Path, mask_dir: Path, seed: int,
 
 def write_readme(path: Path, accuracy: float, cfg: TrainConfig, params: int,
                  samples: list[tuple[str, str, str]], seconds: float) -> None:
-    """The README of sample_models/, with the measured numbers."""
+    """The README of sample_models/, with the measured numbers (the task models' section,
+    which tools/make_task_models.py writes, is kept)."""
     rows = "\n".join(f"| `images/{n}` | {t} | {p} |" for n, t, p in samples)
-    path.write_text(README.format(
+    text = README.format(
         command=COMMAND, accuracy=100 * accuracy, test_count=cfg.test_count,
         train_count=cfg.train_count, epochs=cfg.epochs, params=params, seed=cfg.seed,
         classes=json.dumps(CLASSES), rows=rows, seconds=seconds, model=MODEL_NAME,
         size=(path.parent / MODEL_NAME).stat().st_size // 1024, torch_version=torch.__version__,
-    ), encoding="utf-8")
+    )
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    kept = old[old.index(TASK_MODELS_HEADING):] if TASK_MODELS_HEADING in old else ""
+    path.write_text(replace_section(text, TASK_MODELS_HEADING, kept), encoding="utf-8")
+
+
+TASK_MODELS_HEADING = "## Task models"
+"""The last section of sample_models/README.md: tools/make_task_models.py's."""
+
+
+def replace_section(text: str, heading: str, section: str) -> str:
+    """``text`` with everything from the line ``heading`` on (the last section) replaced by
+    ``section`` (appended where ``text`` has no such heading)."""
+    start = text.find(f"\n{heading}")
+    head = text if start < 0 else text[:start + 1]
+    return head.rstrip("\n") + "\n\n" + section if section else head
 
 
 README = """# Sample models
