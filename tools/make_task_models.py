@@ -422,7 +422,8 @@ tools/shapes_world.py) draws seeded training and test scenes, trains each model 
 and a one-cycle schedule on the CPU with one thread ({training}; torch {torch}), exports
 it, checks it against torch on onnxruntime, measures it on the test scenes (its numbers go
 to `tasks/training.json`), then draws the samples and writes this section. `--only NAME`
-remakes one model.
+remakes one model. With the same torch build, a rerun writes the models and images byte for
+byte the same (checked with two runs).
 
 ## Task sample images
 
@@ -452,7 +453,8 @@ def write_readme(readme: Path, record: dict[str, dict[str, object]],
     ious = ", ".join(f"{k} {v:.2f}" for k, v in measures["segmenter"].items())  # type: ignore[attr-defined]
     training = "; ".join(f"{s.name}: {record[s.name]['train_count']} scenes, "
                          f"{record[s.name]['epochs']} epochs, "
-                         f"{record[s.name]['training_cpu_s']} s of CPU" for s in SPECS)
+                         f"{record[s.name]['training_cpu_s']} s of CPU "
+                         f"({record[s.name]['training_s']} s of wall time)" for s in SPECS)
     rows = "\n".join(f"| `tasks/images/{name}` | " + (
         str(drawn["text"]) if "text" in drawn else ", ".join(
             s["label"] for s in drawn["shapes"])) + " |"  # type: ignore[attr-defined]
