@@ -24,7 +24,7 @@ def test_the_task_section_has_an_example_and_a_picture_per_task() -> None:
     pictures = [e.picture for e in EXAMPLES if e.picture is not None]
     assert len(pictures) >= len(TASKS)
     for picture in pictures:
-        assert picture.suffix == ".png" and (ROOT / picture).stat().st_size < 120 * 1024
+        assert picture.suffix == ".png" and (ROOT / picture).stat().st_size <= 100 * 1024
 
 
 @pytest.mark.parametrize("index", range(len(EXAMPLES)))

@@ -29,10 +29,11 @@ CONTRAST = 5.0
 """The least ratio of a segmentation map's mean on its region to its mean elsewhere."""
 
 
-def _explain(tmp_path: Path, model: str, image: str, *options: str,
+def _explain(tmp_path: Path, model: str, images: str | list[str], *options: str,
              ) -> tuple[list[dict[str, object]], Path]:
     out = tmp_path / "out"
-    assert main(["explain", str(TASKS / f"{model}.onnx"), str(IMAGES / image), "-o", str(out),
+    paths = [str(IMAGES / name) for name in ([images] if isinstance(images, str) else images)]
+    assert main(["explain", str(TASKS / f"{model}.onnx"), *paths, "-o", str(out),
                  "--map-size", "image", "--device", "cpu", *options]) == 0
     return json.loads((out / "summary.json").read_text()), out
 
@@ -92,11 +93,27 @@ def test_segmentation_regions_are_the_drawn_classes_and_hold_their_maps(
         assert inside > 0.2 and contrast > CONTRAST, row
 
 
-def test_the_reader_reads_the_row_that_was_drawn(tmp_path: Path) -> None:
-    rows, _ = _explain(tmp_path, "reader", "row_1.png")
-    text = TRUTH["row_1.png"]["text"]
-    assert isinstance(text, str) and [row["text"] for row in rows] == [text] * len(text)
-    assert "".join(str(row["character"]) for row in rows) == text
-    for position, row in enumerate(rows):
-        assert row["task"] == "sequence" and row["position"] == position
-        assert isinstance(row["completeness_error"], float) and row["completeness_error"] < 1e-4
+def test_the_reader_reads_the_rows_that_were_drawn(tmp_path: Path) -> None:
+    names = sorted(name for name in TRUTH if name.startswith("row_"))
+    rows, _ = _explain(tmp_path, "reader", names)
+    for name in names:
+        text = TRUTH[name]["text"]
+        mine = [row for row in rows if Path(str(row["file"])).name == name]
+        assert isinstance(text, str) and [row["text"] for row in mine] == [text] * len(text)
+        assert "".join(str(row["character"]) for row in mine) == text
+        for position, row in enumerate(mine):
+            assert row["task"] == "sequence" and row["position"] == position
+            error = row["completeness_error"]
+            assert isinstance(error, float) and error < 1e-4
+
+
+def test_the_samples_and_their_truth_are_what_the_generator_draws(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="tools/make_task_models.py imports torch")
+    import make_task_models  # tools/ is on pytest's pythonpath
+
+    assert make_task_models.write_samples(tmp_path) == TRUTH
+    drawn = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.png"))
+    shipped = sorted(p.relative_to(TASKS) for p in TASKS.rglob("*.png"))
+    assert drawn == shipped
+    for path in drawn:
+        assert (tmp_path / path).read_bytes() == (TASKS / path).read_bytes(), path
