@@ -7,6 +7,9 @@ Linear) on the CPU, exports it to ONNX with fg-onnx preprocessing metadata, and 
 images, their shape masks and a README. Everything is deterministic for a given seed and torch
 build.
 
+The images come from tools/shapes_world.py, which tools/make_task_models.py draws its
+scenes with too.
+
 Usage: ``python tools/make_sample_model.py [--out sample_models]``
 """
 
@@ -17,6 +20,7 @@ import io
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,17 +29,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from shapes_world import CLASSES, draw, jpeg_roundtrip, render
 from torch import nn
 
 from fg_onnx.vision.images import load_image
 from fg_onnx.vision.overlay import save_png
 from fg_onnx.vision.preprocess import preprocess_batch, preset
 
-CLASSES = ("circle", "square", "triangle", "cross")
 INPUT_SIZE = 64
 MODEL_NAME = "shapes_cnn.onnx"
 COMMAND = "python tools/make_sample_model.py"
-SUPERSAMPLE = 4  # shapes are drawn at 4x and reduced with INTER_AREA, so edges are antialiased
 RENDER_SIZES = (64, 96, 128)  # training sees the resize that preprocessing applies at run time
 PREPROCESS = preset("imagenet", (INPUT_SIZE, INPUT_SIZE))
 SAMPLE_SEED = 3  # training, test and sample images: seeds 1, 2 and 3
@@ -50,123 +53,7 @@ SAMPLES = (  # (file name, class, size, distractor)
 
 
 # ---------------------------------------------------------------------------------------------
-# Synthetic images
-
-
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A two-colour linear gradient with low-frequency texture, float32 HxWx3 in 0..255."""
-    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    angle = rng.uniform(0, 2 * np.pi)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / (size - 1)
-    t = np.clip(0.5 + (xx - 0.5) * np.cos(angle) + (yy - 0.5) * np.sin(angle), 0, 1)
-    image = c0 + t[..., None] * (c1 - c0)
-    coarse = rng.normal(0, 18, (6, 6, 3)).astype(np.float32)
-    texture = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
-    return (image + texture).astype(np.float32)
-
-
-def _shape_polygon(label: str, centre: np.ndarray, radius: float, angle: float) -> np.ndarray:
-    """Vertices (Nx2) of a square, triangle or cross of circumradius ``radius``."""
-    if label == "square":
-        unit = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], np.float64) / np.sqrt(2)
-    elif label == "triangle":
-        turns = np.pi / 2 + np.arange(3) * 2 * np.pi / 3
-        unit = np.stack([np.cos(turns), -np.sin(turns)], axis=1)
-    else:
-        a, b = 1.0, 0.32  # arm length and half-width relative to the radius
-        unit = np.array(
-            [[b, a], [-b, a], [-b, b], [-a, b], [-a, -b], [-b, -b],
-             [-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b]], np.float64,
-        )
-    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    return centre + radius * unit @ rot.T
-
-
-def _contrasting_colour(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
-    """A colour far enough from the mean background colour to stay visible."""
-    mean = background.reshape(-1, 3).mean(axis=0)
-    while True:
-        colour = rng.uniform(0, 255, 3)
-        if np.linalg.norm(colour - mean) > 110:
-            return colour
-
-
-def _draw_mask(label: str, rng: np.random.Generator, size: int) -> np.ndarray:
-    """Antialiased coverage mask (float32 in [0, 1]) of one random shape."""
-    big = size * SUPERSAMPLE
-    scale = big / INPUT_SIZE
-    radius = rng.uniform(10, 22) * scale
-    margin = radius * 1.05
-    centre = rng.uniform(margin, big - margin, 2)
-    mask = np.zeros((big, big), np.uint8)
-    if label == "circle":
-        cx, cy = np.round(centre).astype(int)
-        cv2.circle(mask, (int(cx), int(cy)), int(radius * 0.8), 255, -1, cv2.LINE_AA)
-    else:
-        points = _shape_polygon(label, centre, radius, rng.uniform(0, 2 * np.pi))
-        cv2.fillPoly(mask, [np.round(points).astype(np.int32)], 255, cv2.LINE_AA)
-    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
-
-
-def _distractor_mask(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A small blurred ellipse: clutter that belongs to no class."""
-    scale = size / INPUT_SIZE
-    mask = np.zeros((size, size), np.float32)
-    centre = tuple(int(v) for v in rng.uniform(4 * scale, size - 4 * scale, 2))
-    axes = tuple(int(v) for v in rng.uniform(2, 5, 2) * scale)
-    cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
-    return cv2.GaussianBlur(mask, (0, 0), 1.2 * scale)
-
-
-@dataclass
-class Drawing:
-    """The parts of one rendered image, so that variants (no shape, a flat background) can be
-    composed from the same draw."""
-
-    background: np.ndarray
-    """float32 HxWx3 in 0..255: the gradient, texture and distractor, without the shape."""
-    colour: np.ndarray
-    """[3]: the shape's colour."""
-    coverage: np.ndarray
-    """float32 HxW in [0, 1]: the shape's antialiased coverage."""
-    noise: np.ndarray
-    """float HxWx3: the pixel noise added last."""
-
-    def compose(self, background: np.ndarray | None = None, shape: bool = True) -> np.ndarray:
-        """RGB uint8: the shape over ``background`` (default: its own), with the noise."""
-        image = self.background if background is None else background
-        if shape:
-            cover = self.coverage[..., None]
-            image = image * (1 - cover) + self.colour * cover
-        return np.clip(np.round(image + self.noise), 0, 255).astype(np.uint8)
-
-    @property
-    def mask(self) -> np.ndarray:
-        """bool HxW: the pixels the shape covers at least half."""
-        return self.coverage >= 0.5
-
-
-def draw(label: str, rng: np.random.Generator, size: int, distractor: bool) -> Drawing:
-    """The parts of one image of ``label`` at ``size`` x ``size`` (see :func:`render`)."""
-    image = _background(rng, size)
-    if distractor:
-        blob = _distractor_mask(rng, size)[..., None]
-        image = image * (1 - blob) + rng.uniform(0, 255, 3) * blob
-    coverage = _draw_mask(label, rng, size)
-    colour = _contrasting_colour(rng, image)
-    return Drawing(image.astype(np.float32), colour, coverage, rng.normal(0, 6, image.shape))
-
-
-def render(label: str, rng: np.random.Generator, size: int, distractor: bool) -> np.ndarray:
-    """One RGB uint8 image of ``label`` at ``size`` x ``size``."""
-    return draw(label, rng, size, distractor).compose()
-
-
-def _jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
-    """Compression artefacts like those of the JPEG samples."""
-    ok, data = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-    assert ok
-    return np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1])
+# Data set
 
 
 def make_dataset(seed: int, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -178,7 +65,7 @@ def make_dataset(seed: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         size = int(rng.choice(RENDER_SIZES))
         image = render(CLASSES[label], rng, size, distractor=bool(rng.random() < 0.5))
         if rng.random() < 0.3:
-            image = _jpeg_roundtrip(image, int(rng.integers(70, 96)))
+            image = jpeg_roundtrip(image, int(rng.integers(70, 96)))
         images.append(image)
     return preprocess_batch(images, PREPROCESS), labels
 
@@ -187,10 +74,12 @@ def make_dataset(seed: int, count: int) -> tuple[np.ndarray, np.ndarray]:
 # Model
 
 
-def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+def conv_bn_relu(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
     """3x3 convolution, batch norm and ReLU (BN folds into the Conv bias on export)."""
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation,
+                  bias=False),
+        nn.BatchNorm2d(cout), nn.ReLU()
     )
 
 
@@ -238,27 +127,35 @@ class TrainConfig:
     lr: float = 3e-3
 
 
-def train(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig) -> None:
-    """Adam with a one-cycle schedule; prints the loss per epoch."""
+def fit(model: nn.Module, count: int, batch_loss: Callable[[torch.Tensor], torch.Tensor],
+        cfg: TrainConfig) -> None:
+    """AdamW with a one-cycle schedule over ``count`` examples in seeded random batches;
+    ``batch_loss`` maps a batch's example indices to its mean loss. Prints the loss per
+    epoch (the task models of tools/make_task_models.py train with it too)."""
     gen = torch.Generator().manual_seed(cfg.seed)
-    xs = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-    ys = torch.from_numpy(y)
-    steps = cfg.epochs * ((len(xs) + cfg.batch_size - 1) // cfg.batch_size)
+    steps = cfg.epochs * ((count + cfg.batch_size - 1) // cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
     model.train()
     for epoch in range(cfg.epochs):
-        order = torch.randperm(len(xs), generator=gen)
+        order = torch.randperm(count, generator=gen)
         total = 0.0
-        for start in range(0, len(xs), cfg.batch_size):
+        for start in range(0, count, cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            loss = nn.functional.cross_entropy(model(xs[idx]), ys[idx])
+            loss = batch_loss(idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
-        print(f"epoch {epoch + 1}/{cfg.epochs}: loss {total / len(xs):.4f}")
+        print(f"epoch {epoch + 1}/{cfg.epochs}: loss {total / count:.4f}", flush=True)
+
+
+def train(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig) -> None:
+    """Cross-entropy training of the classifier (see :func:`fit`)."""
+    xs = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+    ys = torch.from_numpy(y)
+    fit(model, len(xs), lambda idx: nn.functional.cross_entropy(model(xs[idx]), ys[idx]), cfg)
 
 
 @torch.no_grad()
@@ -273,25 +170,34 @@ def predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
 # Export and samples
 
 
-def export_onnx(model: nn.Module, path: Path) -> onnx.ModelProto:
-    """ONNX opset 17 with a dynamic batch axis, input "image", and fg-onnx metadata."""
+def export_model(model: nn.Module, path: Path, example: tuple[int, ...], outputs: list[str],
+                 metadata: dict[str, str], doc: str) -> onnx.ModelProto:
+    """Writes ``model`` as ONNX opset 17 with input "image" (shaped like ``example``) and a
+    dynamic batch axis on it and every output, with ``metadata`` and the doc string."""
     model.eval().to(memory_format=torch.contiguous_format)
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated but still exact
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            model, (torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE),), buffer,
-            dynamo=False, opset_version=17, input_names=["image"], output_names=["logits"],
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            model, (torch.zeros(*example),), buffer,
+            dynamo=False, opset_version=17, input_names=["image"], output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in ["image", *outputs]},
         )
     proto = onnx.load_from_string(buffer.getvalue())
-    proto.doc_string = f"Synthetic shapes classifier made by `{COMMAND}`."
+    proto.doc_string = doc
     del proto.metadata_props[:]
-    for key, value in (("fg_onnx.preprocess", "imagenet"), ("fg_onnx.labels", json.dumps(CLASSES))):
+    for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto, full_check=True)
     path.write_bytes(proto.SerializeToString())
     return proto
+
+
+def export_onnx(model: nn.Module, path: Path) -> onnx.ModelProto:
+    """The classifier with fg-onnx metadata: its preprocessing preset and class names."""
+    return export_model(model, path, (1, 3, INPUT_SIZE, INPUT_SIZE), ["logits"],
+                        {"fg_onnx.preprocess": "imagenet", "fg_onnx.labels": json.dumps(CLASSES)},
+                        f"Synthetic shapes classifier made by `{COMMAND}`.")
 
 
 def onnx_logits(path: Path, x: np.ndarray) -> np.ndarray:
@@ -328,14 +234,30 @@ def write_samples(image_dir: Path, mask_dir: Path, seed: int,
 
 def write_readme(path: Path, accuracy: float, cfg: TrainConfig, params: int,
                  samples: list[tuple[str, str, str]], seconds: float) -> None:
-    """The README of sample_models/, with the measured numbers."""
+    """The README of sample_models/, with the measured numbers (the task models' section,
+    which tools/make_task_models.py writes, is kept)."""
     rows = "\n".join(f"| `images/{n}` | {t} | {p} |" for n, t, p in samples)
-    path.write_text(README.format(
+    text = README.format(
         command=COMMAND, accuracy=100 * accuracy, test_count=cfg.test_count,
         train_count=cfg.train_count, epochs=cfg.epochs, params=params, seed=cfg.seed,
         classes=json.dumps(CLASSES), rows=rows, seconds=seconds, model=MODEL_NAME,
         size=(path.parent / MODEL_NAME).stat().st_size // 1024, torch_version=torch.__version__,
-    ), encoding="utf-8")
+    )
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    kept = old[old.index(TASK_MODELS_HEADING):] if TASK_MODELS_HEADING in old else ""
+    path.write_text(replace_section(text, TASK_MODELS_HEADING, kept), encoding="utf-8")
+
+
+TASK_MODELS_HEADING = "## Task models"
+"""The last section of sample_models/README.md: tools/make_task_models.py's."""
+
+
+def replace_section(text: str, heading: str, section: str) -> str:
+    """``text`` with everything from the line ``heading`` on (the last section) replaced by
+    ``section`` (appended where ``text`` has no such heading)."""
+    start = text.find(f"\n{heading}")
+    head = text if start < 0 else text[:start + 1]
+    return head.rstrip("\n") + "\n\n" + section if section else head
 
 
 README = """# Sample models

@@ -22,15 +22,8 @@ from typing import Any
 import cv2
 import numpy as np
 import onnxruntime as ort
-from make_sample_model import (
-    CLASSES,
-    PREPROCESS,
-    RENDER_SIZES,
-    SAMPLE_SEED,
-    SAMPLES,
-    Drawing,
-    draw,
-)
+from make_sample_model import PREPROCESS, RENDER_SIZES, SAMPLE_SEED, SAMPLES
+from shapes_world import CLASSES, Drawing, draw
 
 import fg_onnx
 from fg_onnx.evaluation import Evaluation, evaluate, report
