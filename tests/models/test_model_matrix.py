@@ -5,12 +5,14 @@ two input sizes."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import types
 from pathlib import Path
 
 import matrix_checks
 import numpy as np
+import onnx
 import pytest
 from matrix_checks import FLOAT16_TOLERANCE, TOLERANCE, MatrixResult, ModelSpec
 
@@ -151,3 +153,38 @@ def test_gradient_error_is_the_best_reference_and_says_which() -> None:
     # 1 / 5, float64 from the first by 0.4 / 4.
     assert match == "float64 reference, onnxruntime optimised"
     assert error == pytest.approx(0.1)
+
+
+def test_seeded_check_serves_both_sizes_and_fails_a_wrong_reference(tmp_path: Path) -> None:
+    """check_seeded on a small Conv + ReLU net whose width alone differs between the sizes:
+    the export leaves the batch and the width open, and a reference gradient twice the
+    true one fails the gradient criterion only."""
+    module = _framework("matrix_torch")
+    if module is None:
+        pytest.skip("torchvision is not installed")
+    import torch.nn as nn
+
+    spec = ModelSpec("conv", "conv", lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1),
+                                                           nn.ReLU()),
+                     0, True, "fast", sizes=((8, 8), (8, 12)), seed=True,
+                     no_float16="not needed here")
+    model = module.build_model(spec)
+    path = module.export(model, module.sample_input(spec), tmp_path / "conv.onnx",
+                         "torchscript", module.open_axes(model, spec))
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value or d.dim_param for d in dims] == ["N", 3, 8, "W"]
+    right = module.float32_and_float64_reference(model, module.seed_reference)
+
+    def doubled(x: np.ndarray, seed: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        output, grads = right(x, seed)
+        return output, {precision: 2 * grad for precision, grad in grads.items()}
+
+    inputs = functools.partial(module.sample_input, spec)
+    good = matrix_checks.check_seeded(path, spec, right, inputs,
+                                      matrix_checks.new_result(spec, "torchscript"))
+    assert good.passed, good.failures
+    assert (good.sizes, good.explained) == ("8×8, 8×12", "seed")
+    bad = matrix_checks.check_seeded(path, spec, doubled, inputs,
+                                     matrix_checks.new_result(spec, "torchscript"))
+    assert bad.failures == ["input gradient differs from the framework"]
+    assert bad.input_seeds == matrix_checks.INPUT_SEEDS  # every input was tried
