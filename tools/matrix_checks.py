@@ -107,6 +107,7 @@ class MatrixResult:
     float16_skipped: str = ""
     """Why float16 is not checked (then it is no criterion)."""
     float16_note: str = ""
+    """How float16 is checked where that differs from the default (e.g. its gradient scale)."""
     opset: int = 0
     nodes: int = 0
     output_error: float = float("nan")
