@@ -12,7 +12,12 @@ with the TorchScript exporter (``dynamo=False``, opset 17) and the dynamo export
   biases for ReLU networks and with them for all.
 - augmented with implicit biases and ``precision="float16"``, completeness must hold to 1e-3
   of the decomposition's size under float16 rounding (emulated on the CPU:
-  tools/float16_emulation.py; see matrix_checks.float16_completeness_error).
+  tools/float16_emulation.py; see matrix_checks.float16_completeness_error), where float16
+  is checked.
+
+Classifiers are explained through ``fg_target``; detectors, segmenters and CRNNs through a
+seed (a fixed random linear functional of the output, ``fg_grad_output``), augmented once
+and checked at two input sizes (matrix_checks.check_seeded).
 
 ``python tools/make_model_matrix.py`` runs the fast tier (CI-sized models, one per family and
 exporter) and writes ``docs/model_matrix.md``; ``--tier slow`` or ``all`` adds full-size
@@ -44,20 +49,27 @@ def specs(module: types.ModuleType, tier: str) -> list[ModelSpec]:
     return {"fast": fast, "slow": slow, "all": [*fast, *slow]}[tier]
 
 
+NotExported = list[tuple[str, str, str]]
+"""(model, exporter, why) of the models an exporter does not export."""
+
+
 def run_framework(name: str, tier: str, only: Sequence[str] | None,
-                  folder: Path) -> tuple[list[MatrixResult], str]:
-    """Results of one framework's models, and its version string ("" when not installed)."""
+                  folder: Path) -> tuple[list[MatrixResult], str, NotExported]:
+    """Results of one framework's models, its version string ("" when not installed) and
+    what it does not export."""
     try:
         module = importlib.import_module(FRAMEWORKS[name])
     except ImportError as exc:
         print(f"skipping {name} models: {exc}", file=sys.stderr)
-        return [], ""
+        return [], "", []
     run_one: Callable[[ModelSpec, str, Path], MatrixResult] = module.run_one
     results = []
+    skipped: NotExported = []
     for spec in specs(module, tier):
         if only and spec.name not in only:
             continue
-        for exporter in module.EXPORTERS:
+        skipped += [(spec.name, exporter, why) for exporter, why in spec.not_exported.items()]
+        for exporter in spec.exporters(module.EXPORTERS):
             start = time.perf_counter()
             result = run_one(spec, exporter, folder)
             results.append(result)
@@ -66,7 +78,7 @@ def run_framework(name: str, tier: str, only: Sequence[str] | None,
                   f"plain {number(result.completeness_plain)} implicit "
                   f"{number(result.completeness_implicit)} "
                   f"({time.perf_counter() - start:.1f} s) {status}", flush=True)
-    return results, str(module.VERSIONS)
+    return results, str(module.VERSIONS), skipped
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,18 +93,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = list(FRAMEWORKS) if args.framework == "all" else [args.framework]
     results: list[MatrixResult] = []
     versions: list[str] = []
+    not_exported: NotExported = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.keep or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
         for name in names:
-            found, version = run_framework(name, args.tier, args.only, folder)
+            found, version, skipped = run_framework(name, args.tier, args.only, folder)
             results += found
+            not_exported += skipped
             versions += [version] if version else []
     if str(args.doc) != "-":
         command = "python tools/make_model_matrix.py " + " ".join(
             a for a in (argv if argv is not None else sys.argv[1:]) if a != str(args.doc))
-        args.doc.write_text(markdown_table(results, command.strip(), ", ".join(versions)),
-                            encoding="utf-8")
+        page = markdown_table(results, command.strip(), ", ".join(versions), not_exported)
+        args.doc.write_text(page, encoding="utf-8")
     return 0 if results and all(r.passed for r in results) else 1
 
 

@@ -2,7 +2,9 @@
 
 A framework module supplies, per model, the exported ONNX file, deterministic inputs and a
 reference (logits and input gradient by the framework's own autodiff); this module augments
-the file and compares.
+the file and compares. A classifier is explained through ``fg_target`` (classes ``TARGETS``,
+:func:`check_exported`); a model whose spec says ``seed`` through ``fg_grad_output`` (a fixed
+random linear functional of its output, :func:`check_seeded`), at each of its input sizes.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 import datetime
 import gc
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +34,20 @@ TARGETS = np.array([3, 7], dtype=np.int64)
 BATCH = len(TARGETS)
 CLASSES = 10
 
+OUTPUT_SEED = 11
+"""The random generator's seed of the seeds (see :func:`output_seed`)."""
+
 Reference = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, dict[str, np.ndarray]]]
-"""(input, targets) -> (model output, {precision: ∂ Σ_n logits[n, targets[n]] / ∂ input}):
+"""(input, targets) -> (model output, {precision: ∂ Σ_n logits[n, targets[n]] / ∂ input});
+for a ``seed`` spec (input, seed) -> (model output, {precision: ∂ ⟨seed, output⟩ / ∂ input}):
 the framework's gradient in float32 and, where the framework can, in float64."""
 Inputs = Callable[[int], np.ndarray]
 """seed -> a deterministic float32 input batch."""
+SizedInputs = Callable[[int, tuple[int, int]], np.ndarray]
+"""(seed, (height, width)) -> a deterministic float32 input batch of that size."""
+Explain = Callable[[np.ndarray], tuple[str, np.ndarray]]
+"""The exported model's output -> (the augmented model's input that says what is explained,
+its value)."""
 
 
 @dataclass(frozen=True)
@@ -47,12 +58,37 @@ class ModelSpec:
     family: str
     build: Callable[[], object]
     size: int
-    """Input height and width."""
+    """Input height and width (0 where ``sizes`` says them)."""
     relu: bool
     """Positively homogeneous (ReLU/MaxPool) apart from explicit biases: completeness must
     hold without implicit biases."""
     tier: str
     """"fast" (CI) or "slow" (full-size, opt-in)."""
+    task: str = "classification"
+    sizes: tuple[tuple[int, int], ...] = ()
+    """Input sizes (height, width) of a model exported with the dims that differ between
+    them (and the batch) left open: augmented once, checked at each."""
+    channels: int = 3
+    seed: bool = False
+    """Explains ⟨seed, output⟩ for a fixed random seed fed through ``fg_grad_output`` (the
+    augment option ``seed_input``) instead of the classes ``TARGETS`` through ``fg_target``."""
+    opset: int | None = None
+    """The export's opset (None: the framework module's)."""
+    not_exported: Mapping[str, str] = field(default_factory=dict)
+    """Exporter -> why this model is not exported with it (the page lists them)."""
+    no_float16: str = ""
+    """Why float16 is not checked (empty: it is)."""
+    float16_gradient_scale: tuple[float, str] | None = None
+    """float16's ``gradient_scale`` where the default does not suit the model, and why."""
+
+    @property
+    def input_sizes(self) -> tuple[tuple[int, int], ...]:
+        """Every (height, width) the model is checked at."""
+        return self.sizes or ((self.size, self.size),)
+
+    def exporters(self, available: Sequence[str]) -> list[str]:
+        """The exporters of ``available`` this model is exported with."""
+        return [name for name in available if name not in self.not_exported]
 
 
 @dataclass
@@ -64,6 +100,15 @@ class MatrixResult:
     exporter: str
     tier: str
     relu: bool
+    task: str = "classification"
+    sizes: str = ""
+    """The input sizes checked, e.g. "64×64, 96×128"; the errors are the worst over them."""
+    explained: str = "classes"
+    """"classes" (``fg_target``) or "seed" (``fg_grad_output``)."""
+    float16_skipped: str = ""
+    """Why float16 is not checked (then it is no criterion)."""
+    float16_note: str = ""
+    """How float16 is checked where that differs from the default (e.g. its gradient scale)."""
     opset: int = 0
     nodes: int = 0
     output_error: float = float("nan")
@@ -103,6 +148,8 @@ class MatrixResult:
             "incomplete with implicit biases": self.completeness_implicit < TOLERANCE,
             "incomplete in float16": self.completeness_float16 < FLOAT16_TOLERANCE,
         }
+        if self.float16_skipped:
+            del checks["incomplete in float16"]
         if self.relu:
             checks["incomplete without implicit biases"] = self.completeness_plain < TOLERANCE
         # NaN compares false, so a missing number counts as a failure.
@@ -121,6 +168,19 @@ class MatrixResult:
 
 
 DEFAULT_MATCH = "float32 reference, onnxruntime optimised"
+
+
+def new_result(spec: ModelSpec, exporter: str) -> MatrixResult:
+    """The empty result of ``spec`` exported with ``exporter``."""
+    float16_note = ""
+    if spec.float16_gradient_scale is not None:
+        scale, why = spec.float16_gradient_scale
+        float16_note = f"float16 with gradient_scale {scale:g}: {why}"
+    return MatrixResult(
+        spec.name, spec.family, exporter, spec.tier, spec.relu, task=spec.task,
+        sizes=", ".join(f"{h}×{w}" for h, w in spec.input_sizes),
+        explained="seed" if spec.seed else "classes", float16_skipped=spec.no_float16,
+        float16_note=float16_note)
 
 
 def session(model: onnx.ModelProto | Path, optimise: bool = True) -> ort.InferenceSession:
@@ -201,6 +261,79 @@ def _check_gradients(proto: onnx.ModelProto, reference: Reference, inputs: Input
             break
 
 
+def check_seeded(path: Path, spec: ModelSpec, reference: Reference, inputs: SizedInputs,
+                 result: MatrixResult) -> MatrixResult:
+    """Augments ``path`` once with a seed input (plain, with implicit biases and, unless
+    ``spec.no_float16``, in float16) and checks it at every size of ``spec.input_sizes``,
+    each as :func:`check_exported` checks a classifier; ``result`` holds the worst errors.
+
+    What is explained is ⟨seed, output⟩ with :func:`output_seed`'s seed of the output's shape
+    at that size, so the one augmented model must serve every size.
+    """
+    proto = onnx.load(str(path))
+    result.opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    result.nodes = len(proto.graph.node)
+    start = time.perf_counter()
+    plain = fg_onnx.augment(proto, seed_input=True)
+    result.augment_seconds = time.perf_counter() - start
+    implicit = fg_onnx.augment(proto, seed_input=True, implicit_biases=True)
+    sessions = _Sessions(proto, (plain, implicit))
+    half = None
+    if not spec.no_float16:
+        options = AugmentOptions(implicit_biases=True, precision="float16", components=True,
+                                 seed_input=True, gradient_scale=_float16_scale(spec))
+        half = fg_onnx.augment_with_report(proto, options).model
+    per_size = []
+    for size in spec.input_sizes:
+        at_size = replace(result)
+        _check_size(sessions, half, reference, _at(inputs, size), at_size)
+        per_size.append(at_size)
+    return _worst(result, per_size)
+
+
+def _at(inputs: SizedInputs, size: tuple[int, int]) -> Inputs:
+    return lambda seed: inputs(seed, size)
+
+
+def _float16_scale(spec: ModelSpec) -> float | None:
+    return None if spec.float16_gradient_scale is None else spec.float16_gradient_scale[0]
+
+
+def _check_size(sessions: _Sessions, half: onnx.ModelProto | None, reference: Reference,
+                inputs: Inputs, result: MatrixResult) -> None:
+    """:func:`check_seeded` at one input size (``inputs`` makes batches of it)."""
+    for seed in range(INPUT_SEEDS):
+        result.input_seeds = seed + 1
+        _compare(sessions, reference, inputs(seed), result, explain=_output_seed)
+        if result.grad_error < TOLERANCE:
+            break
+    if half is None:
+        return
+    x = inputs(0)
+    image = sessions.original.get_inputs()[0].name
+    output = run(sessions.original, {image: x})[sessions.original.get_outputs()[0].name]
+    out = run_emulated(half, {image: x, contract.GRAD_OUTPUT: output_seed(output.shape)})
+    result.completeness_float16 = float16_completeness_error(out, x)
+    result.completeness_float16_score = completeness_error(out, x)
+
+
+_WORST_OF_SIZES = ("output_error", "export_error", "grad_error", "completeness_plain",
+                   "completeness_implicit", "completeness_float16",
+                   "completeness_float16_score")
+
+
+def _worst(result: MatrixResult, per_size: Sequence[MatrixResult]) -> MatrixResult:
+    """``result`` with the worst of ``per_size``'s measurements (NaN: one is missing)."""
+    for name in _WORST_OF_SIZES:
+        values = [getattr(r, name) for r in per_size]
+        setattr(result, name, float("nan") if np.isnan(values).any() else max(values))
+    result.grad_scale = min(r.grad_scale for r in per_size)
+    result.input_seeds = max(r.input_seeds for r in per_size)
+    matches = sorted({r.gradient_match for r in per_size} - {DEFAULT_MATCH})
+    result.gradient_match = "; ".join(matches) or DEFAULT_MATCH
+    return result
+
+
 class _Sessions:
     """The exported model's session and the augmented models' (plain, implicit) sessions,
     optimised; unoptimised ones are made when first asked for."""
@@ -233,14 +366,28 @@ def float16_completeness_error(out: dict[str, np.ndarray], x: np.ndarray) -> flo
     return float(contract.outputs_completeness_error(out, x, scale).max())
 
 
+def _class_targets(output: np.ndarray) -> tuple[str, np.ndarray]:
+    return contract.TARGET, TARGETS
+
+
+def output_seed(shape: Sequence[int]) -> np.ndarray:
+    """The seed of a ``seed`` spec's output of ``shape``: standard normal, fixed per shape."""
+    return np.random.default_rng(OUTPUT_SEED).standard_normal(tuple(shape)).astype(np.float32)
+
+
+def _output_seed(output: np.ndarray) -> tuple[str, np.ndarray]:
+    return contract.GRAD_OUTPUT, output_seed(output.shape)
+
+
 def _compare(sessions: _Sessions, reference: Reference, x: np.ndarray,
-             result: MatrixResult) -> None:
+             result: MatrixResult, explain: Explain = _class_targets) -> None:
     image = sessions.original.get_inputs()[0].name
     output = sessions.original.get_outputs()[0].name
     original = run(sessions.original, {image: x})[output]
-    expected_output, expected_grads = reference(x, TARGETS)
+    explained_input, explained = explain(original)
+    expected_output, expected_grads = reference(x, explained)
     result.export_error = relative_error(original, expected_output)
-    feeds = {image: x, contract.TARGET: TARGETS}
+    feeds = {image: x, explained_input: explained}
     out_plain, out_implicit = (run(s, feeds) for s in sessions.optimised)
     result.output_error = max(relative_error(out[output], original)
                               for out in (out_plain, out_implicit))
@@ -285,8 +432,10 @@ def number(value: float) -> str:
     return "-" if np.isnan(value) else f"{value:.1e}"
 
 
-def markdown_table(results: Sequence[MatrixResult], command: str, versions: str) -> str:
-    """The documentation page for ``results``."""
+def markdown_table(results: Sequence[MatrixResult], command: str, versions: str,
+                   not_exported: Sequence[tuple[str, str, str]] = ()) -> str:
+    """The documentation page for ``results``; ``not_exported``: (model, exporter, why) of
+    the models an exporter does not export."""
     today = datetime.date.today().isoformat()
     passed = sum(r.passed for r in results)
     lines = [
@@ -297,8 +446,33 @@ def markdown_table(results: Sequence[MatrixResult], command: str, versions: str)
         f"Generated on {today} with {versions}, onnx {onnx.__version__}, onnxruntime "
         f"{ort.__version__} (CPU provider). **{passed} of {len(results)} pass.**",
         "",
+        *_criteria(),
+        "",
+        "| Model | Family | Task | Tier | Exporter | Opset | Nodes | Input sizes | Explained | "
+        "ReLU | Passes | Gradient error | Inputs | Completeness plain | "
+        "Completeness implicit | Completeness float16 | Augment s | Notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *(_row(r) for r in results),
+    ]
+    if not_exported:
+        lines += ["", "Not exported:", "",
+                  *(f"- {model} with the {exporter} exporter: {why}"
+                    for model, exporter, why in not_exported)]
+    return "\n".join(lines) + "\n"
+
+
+def _criteria() -> list[str]:
+    """The page's paragraphs on what the columns mean."""
+    return [
         "Each model has deterministic random weights (non-trivial BatchNorm statistics), batch "
-        f"{BATCH}, {CLASSES} classes and a dynamic batch dimension. *Gradient*: "
+        f"{BATCH} and a dynamic batch dimension. Classifiers have {CLASSES} classes and are "
+        f"explained through `fg_target` (classes {', '.join(map(str, TARGETS))}; *Explained*: "
+        "classes); the detector, segmenters and CRNNs through `fg_grad_output` "
+        "(`seed_input`; *Explained*: seed): a fixed random linear functional ⟨seed, output⟩ "
+        "of their whole output (standard normal, shaped like the output at that input size), "
+        "the reference being torch autograd's ∂⟨seed, output⟩/∂input. Those are exported "
+        "with the input dims that differ between their *input sizes* open, augmented once "
+        "and checked at each size; a row shows the worst over its sizes. *Gradient*: "
         "max |fg_input_grad − reference| / max |reference|, the reference being the "
         "framework's own autodiff (torch autograd, TF GradientTape) in float32. "
         "*Completeness*: max over the batch of |score − (Σ input·grad + bias total)| / "
@@ -309,7 +483,8 @@ def markdown_table(results: Sequence[MatrixResult], command: str, versions: str)
         "into a much smaller score), then relative to the score. Criteria: gradient and "
         f"completeness with implicit biases below {TOLERANCE:g}; plain completeness too for "
         f"ReLU networks (✓ in the ReLU column); float16 completeness below "
-        f"{FLOAT16_TOLERANCE:g}; the original output unchanged (1e-6). "
+        f"{FLOAT16_TOLERANCE:g} where it is checked (the notes say why not); the original "
+        "output unchanged (1e-6). "
         "*Inputs*: how many input batches were tried until the gradient agreed (at most "
         f"{INPUT_SEEDS}): two float32 forward passes round differently, and a pre-activation "
         "within rounding of a ReLU/MaxPool kink takes a different branch in each; at each "
@@ -320,21 +495,24 @@ def markdown_table(results: Sequence[MatrixResult], command: str, versions: str)
         "further from a reference than that (the notes give the number). *Fast* "
         "models run in CI (`tests/models/test_model_matrix.py`); *slow* ones with "
         "`pytest -m slow`.",
-        "",
-        "| Model | Family | Tier | Exporter | Opset | Nodes | ReLU | Passes | Gradient error | "
-        "Inputs | Completeness plain | Completeness implicit | Completeness float16 | "
-        "Augment s | Notes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in results:
-        notes = "; ".join(r.failures or _match_note(r)).replace("|", "\\|")
-        seconds = "-" if np.isnan(r.augment_seconds) else f"{r.augment_seconds:.2f}"
-        lines.append(
-            f"| {r.model} | {r.family} | {r.tier} | {r.exporter} | {r.opset or '-'} | "
-            f"{r.nodes or '-'} | {'✓' if r.relu else ''} | {'yes' if r.passed else '**no**'} | "
-            f"{number(r.grad_error)} | {r.input_seeds or '-'} | "
-            f"{number(r.completeness_plain)} | {number(r.completeness_implicit)} | "
-            f"{number(r.completeness_float16)}, {number(r.completeness_float16_score)} | "
-            f"{seconds} | {notes} |"
-        )
-    return "\n".join(lines) + "\n"
+
+
+def _row(r: MatrixResult) -> str:
+    """One model's line of the table."""
+    notes = r.failures or _match_note(r)
+    if r.float16_skipped:
+        notes = [*notes, f"float16 not checked: {r.float16_skipped}"]
+    if r.float16_note:
+        notes = [*notes, r.float16_note]
+    seconds = "-" if np.isnan(r.augment_seconds) else f"{r.augment_seconds:.2f}"
+    text = "; ".join(notes).replace("|", "\\|")
+    return (
+        f"| {r.model} | {r.family} | {r.task} | {r.tier} | {r.exporter} | {r.opset or '-'} | "
+        f"{r.nodes or '-'} | {r.sizes or '-'} | {r.explained} | {'✓' if r.relu else ''} | "
+        f"{'yes' if r.passed else '**no**'} | {number(r.grad_error)} | "
+        f"{r.input_seeds or '-'} | {number(r.completeness_plain)} | "
+        f"{number(r.completeness_implicit)} | "
+        f"{number(r.completeness_float16)}, {number(r.completeness_float16_score)} | "
+        f"{seconds} | {text} |"
+    )

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tf2onnx
-from matrix_checks import BATCH, CLASSES, MatrixResult, ModelSpec, check_exported
+from matrix_checks import BATCH, CLASSES, MatrixResult, ModelSpec, check_exported, new_result
 
 EXPORTERS = ("tf2onnx",)
 OPSET = 17
@@ -123,7 +123,7 @@ def tf_reference(model: keras.Model, x: np.ndarray,
 
 def run_one(spec: ModelSpec, exporter: str, folder: Path) -> MatrixResult:
     """Builds, converts and checks one model; errors are recorded, not raised."""
-    result = MatrixResult(spec.name, spec.family, exporter, spec.tier, spec.relu)
+    result = new_result(spec, exporter)
     try:
         model = build_model(spec)
         path = export(model, spec, folder / f"{spec.name}.{exporter}.onnx")

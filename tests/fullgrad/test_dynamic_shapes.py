@@ -15,7 +15,8 @@ import torch
 import torchvision
 from helpers import completeness
 from helpers import run_on_onnxruntime as run
-from torch_models import TinyYolo, export_any_size, images, randomize_batchnorm
+from torch_models import export_any_size, images, randomize_batchnorm
+from torch_task_models import SegmentationLogits, TinyYolo
 
 import fg_onnx
 
@@ -54,17 +55,6 @@ def _segmenter(path: Path) -> tuple[torch.nn.Module, Path]:
 
     wrapped = SegmentationLogits(model).eval()
     return wrapped, export_any_size(wrapped, path, {0: "N", 2: "H", 3: "W"})
-
-
-class SegmentationLogits(torch.nn.Module):
-    """A torchvision segmenter's "out" logits (its forward returns a dict)."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)["out"]
 
 
 MODELS = {"yolo": (_yolo, _class_row), "lraspp": (_segmenter, _class_logits)}

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 from helpers import completeness
+from torch_task_models import CRNN
 
 from fg_onnx.errors import UnsupportedModelError
 from fg_onnx.fullgrad.augment import AugmentOptions, AugmentResult, build_fullgrad
@@ -22,25 +23,6 @@ from fg_onnx.grad import SEED_INPUT, gradient_model
 TOL = 1e-4
 WIDTHS = (16, 28)
 """Image widths of the CRNN tests: 4 and 7 steps of the recurrent layer."""
-
-
-class CRNN(nn.Module):
-    """Two Conv + ReLU + MaxPool stages; the width becomes the time axis of a bidirectional
-    LSTM or GRU, whose outputs are averaged over time into a Linear classifier."""
-
-    def __init__(self, cell: str, classes: int = 5, hidden: int = 8) -> None:
-        super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                  nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-        recurrent = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
-        self.rnn = recurrent(6 * 8, hidden, bidirectional=True)
-        self.head = nn.Linear(2 * hidden, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.conv(x)                              # [N, C, 8, W/4]
-        sequence = features.permute(3, 0, 1, 2).flatten(2)   # [T, N, C*8]
-        states, _ = self.rnn(sequence)
-        return self.head(states.mean(0))
 
 
 class SequenceClassifier(nn.Module):

@@ -11,7 +11,8 @@ import onnx
 import pytest
 import torch
 from helpers import completeness, run_on_onnxruntime
-from torch_models import TinyYolo, randomize_batchnorm
+from torch_models import randomize_batchnorm
+from torch_task_models import TinyYolo
 
 import fg_onnx
 from fg_onnx.fullgrad.contract import GRAD_OUTPUT, INPUT_GRAD, SCORE
