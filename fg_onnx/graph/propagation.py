@@ -28,13 +28,27 @@ def infer_with_data_propagation(model: onnx.ModelProto) -> onnx.ModelProto:
         ValueError, onnx.shape_inference.InferenceError: as ONNX's shape inference does.
     """
     plain = _infer(model, data_prop=False)
-    long_vectors = _long_vectors(plain)
-    if not long_vectors:
+    guarded = _long_vectors(plain)
+    if not guarded:
         return _infer(model, data_prop=True)
-    inferred = _infer(_guarded(model, long_vectors), data_prop=True)
+    for _ in range(GUARD_ROUNDS):
+        inferred = _infer(_guarded(model, guarded), data_prop=True)
+        # A guarded vector's own length is inferred with propagation: the ones that come out
+        # short (a Reshape to a computed shape) are shapes' business after all.
+        short = {name for name in guarded if _is_short(inferred, name)}
+        if not short:
+            break
+        guarded -= short
+        if not guarded:
+            return _infer(model, data_prop=True)
     _drop_guards(inferred)
     _fill_from(inferred, plain)
     return inferred
+
+
+GUARD_ROUNDS = 3
+"""Passes that release guarded vectors found short; those still guarded after the last keep
+their consumers' shapes from the pass without propagation."""
 
 
 def _infer(model: onnx.ModelProto, data_prop: bool) -> onnx.ModelProto:
@@ -49,6 +63,14 @@ def _long_vectors(inferred: onnx.ModelProto) -> set[str]:
     graph = inferred.graph
     return {value.name for value in [*graph.input, *graph.value_info]
             if _may_be_long(value)}
+
+
+def _is_short(inferred: onnx.ModelProto, name: str) -> bool:
+    value = next((v for v in inferred.graph.value_info if v.name == name), None)
+    if value is None:
+        return False
+    dims = value.type.tensor_type.shape.dim
+    return len(dims) == 1 and dims[0].HasField("dim_value") and dims[0].dim_value <= LONG_VECTOR
 
 
 def _may_be_long(value: onnx.ValueInfoProto) -> bool:

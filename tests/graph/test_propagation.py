@@ -83,3 +83,25 @@ def test_the_rewrite_infers_through_the_guard() -> None:
     model = infer_shapes(_flattened_then_cast(2, 64))
     assert _shapes(model)["flattened"] == [2 * 4 * 64 * 64]
     assert not any(n.op_type == "Tile" for n in model.graph.node)
+
+
+def test_a_vector_only_propagation_finds_short_keeps_its_consumers_shapes() -> None:
+    # flat = Reshape(x, c·h·w) has no length without propagation, 192 with it: a shape's
+    # business, so the Reshape after it still resolves its -1.
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        *(helper.make_node("Gather", ["shape", f"i{k}"], [f"d{k}"], axis=0) for k in range(3)),
+        helper.make_node("Mul", ["d0", "d1"], ["d01"]),
+        helper.make_node("Mul", ["d01", "d2"], ["length"]),
+        helper.make_node("Reshape", ["x", "length"], ["flat"]),
+        helper.make_node("Reshape", ["flat", "two_rows"], ["rows"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 8, 8])],
+        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, None)],
+        [*(helper.make_tensor(f"i{k}", TensorProto.INT64, [1], [k]) for k in range(3)),
+         helper.make_tensor("two_rows", TensorProto.INT64, [2], [2, -1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    unguarded = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    assert _shapes(infer_with_data_propagation(model)) == _shapes(unguarded)
+    assert _shapes(unguarded)["rows"] == [2, 96]
