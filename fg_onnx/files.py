@@ -1,11 +1,14 @@
-"""Atomic file writes: readers see the old file or the complete new one, never half of it."""
+"""Atomic file writes (readers see the old file or the complete new one, never half of it),
+and the names of the per-image files a run writes, whichever engine writes them."""
 
 from __future__ import annotations
 
 import io
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -71,3 +74,29 @@ def save_npy_atomic(path: str | os.PathLike[str], array: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.save(buffer, array)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+def outputs_of(outdir: Path, stem: str, method: str) -> tuple[Path, Path]:
+    """The overlay and the map ``explain`` writes for the image given ``stem``."""
+    # Not with_suffix: a stem like "x.y" would lose ".y_<method>" to it.
+    return outdir / f"{stem}_{method}.png", outdir / f"{stem}_{method}.npy"
+
+
+@dataclass(frozen=True)
+class FileOutputs:
+    """Per-image files, as ``fg-onnx explain`` names them (:func:`outputs_of`): what the
+    local run writes, and what Ray workers write (``fg_onnx.ray``).
+
+    ``outdir`` must be reachable by every worker (a shared file system). Files are written
+    atomically, so a retried Ray batch rewrites the same files.
+    """
+
+    outdir: Path
+    method: str = "fullgrad"
+    alpha: float = 0.5
+    overlays: bool = True
+    maps: bool = True
+    map_size: Literal["model", "image"] = "model"
+    """The .npy maps at the model's input size, or resized to each image's."""
+    thumbnails: bool = True
+    """Return each image's JPEG thumbnail (for report.html)."""

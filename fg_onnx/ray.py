@@ -6,7 +6,7 @@ so no image is lost or explained twice. ``explain_files`` is the whole run of ``
 explain --engine ray``: Ray started (or joined), image files explained and written, one row
 per file back; ``explain_target_files`` is that run with task targets (``--top-k``,
 ``--box``, ...), its actors running the local run's own code per batch
-(``fg_onnx.cli.explain_targets.explain_loaded``). ``ray`` is imported only when these are
+(``fg_onnx.targets.outputs.explain_loaded``). ``ray`` is imported only when these are
 used.
 """
 
@@ -21,16 +21,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from fg_onnx.cli.explain_targets import ImageRows, explain_loaded, finite_target
-from fg_onnx.cli.outputs import FileOutputs, outputs_of
 from fg_onnx.errors import FgOnnxError, ImageError
-from fg_onnx.files import save_npy_atomic
+from fg_onnx.files import FileOutputs, outputs_of, save_npy_atomic
 from fg_onnx.fullgrad.augment import AugmentOptions
 from fg_onnx.graph.load import ModelSource
 from fg_onnx.methods.explainer import Explainer
 from fg_onnx.methods.params import MethodParams
 from fg_onnx.runtime.providers import Device
 from fg_onnx.targets.base import TargetRequest
+from fg_onnx.targets.outputs import ImageRows, explain_loaded, finite_target
 from fg_onnx.targets.run import TargetExplainer
 from fg_onnx.vision.images import load_image
 from fg_onnx.vision.overlay import (
@@ -80,11 +79,14 @@ def _batch_images(batch: dict[str, np.ndarray]) -> list[np.ndarray | str]:
     if PATH_COLUMN not in batch:
         raise FgOnnxError(f"the dataset needs a {PATH_COLUMN!r} or {IMAGE_COLUMN!r} column")
     images: list[np.ndarray | str] = []
-    for path in batch[PATH_COLUMN]:
+    # The drivers' rows also carry the path as the user gave it: their messages name that
+    # one, as the local run's do, not the absolute path the workers read.
+    given = batch.get("file", batch[PATH_COLUMN])
+    for path, name in zip(batch[PATH_COLUMN], given, strict=True):
         try:
             images.append(load_image(str(path)))
         except ImageError as exc:
-            images.append(str(exc))
+            images.append(str(exc).replace(str(path), str(name)))
     return images
 
 

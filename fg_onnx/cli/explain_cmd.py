@@ -28,16 +28,16 @@ from fg_onnx.cli.options import (
     runtime_options,
     uses_targets,
 )
-from fg_onnx.cli.outputs import is_result_name, output_folder, outputs_of
+from fg_onnx.cli.outputs import is_result_name, output_folder
 from fg_onnx.cli.progress import Progress, status
 from fg_onnx.cli.reports import write_explain_report
-from fg_onnx.cli.summary import Row, labels_of, summary_row, write_summary
 from fg_onnx.errors import FgOnnxError, ImageError
-from fg_onnx.files import save_npy_atomic
+from fg_onnx.files import FileOutputs, outputs_of, save_npy_atomic
 from fg_onnx.methods import METHOD_NAMES, Explainer, get_method
 from fg_onnx.report.html import REPORT_NAME
 from fg_onnx.runtime.providers import Device
 from fg_onnx.runtime.session import Explanation, FullGrad
+from fg_onnx.summary import Row, labels_of, summary_row, write_summary
 from fg_onnx.targets.run import TargetExplainer, plan_task
 from fg_onnx.vision.images import iter_image_paths, load_image
 from fg_onnx.vision.overlay import (
@@ -294,7 +294,7 @@ def _run_ray(args: argparse.Namespace, jobs: list[_Job], spec: Preprocess,
              labels: list[str], progress: Progress) -> tuple[list[Row], list[bytes], int]:
     """Explains ``jobs`` with Ray actors that write the files; returns the summary rows and
     thumbnails (in ``jobs`` order) and the number of skipped images."""
-    from fg_onnx.ray import FileOutputs, explain_files
+    from fg_onnx.ray import explain_files
 
     results = explain_files(
         [(job.source, job.stem) for job in jobs], args.model,

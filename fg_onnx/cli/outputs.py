@@ -1,13 +1,11 @@
-"""What ``explain`` and ``evaluate`` write, by name: the per-image files and the recognition of
-earlier results (so that a second run does not explain the first one's images)."""
+"""What ``explain`` and ``evaluate`` write, by name (the per-image files: fg_onnx.files), and the
+recognition of earlier results (so that a second run does not explain the first one's images)."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from fg_onnx.errors import FgOnnxError
 from fg_onnx.files import make_folder
@@ -24,32 +22,6 @@ def is_result_name(name: str) -> bool:
     method)."""
     return name in RESULT_IMAGES or any(name.endswith(f"_{method}.png")
                                         for method in METHOD_NAMES)
-
-
-def outputs_of(outdir: Path, stem: str, method: str) -> tuple[Path, Path]:
-    """The overlay and the map ``explain`` writes for the image given ``stem``."""
-    # Not with_suffix: a stem like "x.y" would lose ".y_<method>" to it.
-    return outdir / f"{stem}_{method}.png", outdir / f"{stem}_{method}.npy"
-
-
-@dataclass(frozen=True)
-class FileOutputs:
-    """Per-image files, as ``fg-onnx explain`` names them (:func:`outputs_of`): what the
-    local run writes, and what Ray workers write (``fg_onnx.ray``).
-
-    ``outdir`` must be reachable by every worker (a shared file system). Files are written
-    atomically, so a retried Ray batch rewrites the same files.
-    """
-
-    outdir: Path
-    method: str = "fullgrad"
-    alpha: float = 0.5
-    overlays: bool = True
-    maps: bool = True
-    map_size: Literal["model", "image"] = "model"
-    """The .npy maps at the model's input size, or resized to each image's."""
-    thumbnails: bool = True
-    """Return each image's JPEG thumbnail (for report.html)."""
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from fg_onnx import __version__
 from fg_onnx.cli.outputs import EVALUATION_FILES, SANITY_FILES
-from fg_onnx.cli.summary import Row
 from fg_onnx.evaluation import RANDOM, Evaluation
 from fg_onnx.evaluation.sanity import Sanity, SanityStep
 from fg_onnx.report.html import (
@@ -23,6 +22,7 @@ from fg_onnx.report.html import (
     table,
     write_page,
 )
+from fg_onnx.summary import Row
 
 EXPLAIN_COLUMNS = (
     Column("index", "#", "number"),
