@@ -14,7 +14,13 @@ from fg_onnx.fullgrad.explained import Explained, explained_batch_axis, resolve
 from fg_onnx.graph.batch_axis import batch_axes
 from fg_onnx.graph.info import GraphInfo
 from fg_onnx.graph.normalize import normalize
-from fg_onnx.targets.auto import box_pair, detect_task, pair_graph, sigmoid_logits
+from fg_onnx.targets.auto import (
+    box_pair,
+    detect_task,
+    pair_graph,
+    scores_pair,
+    sigmoid_logits,
+)
 from fg_onnx.targets.base import TASKS, TargetError, Task
 from fg_onnx.targets.detection import PairGraph
 
@@ -26,8 +32,9 @@ class Plan:
     task: Task
     raw: str
     """The output the task reads: a YOLO detector's raw output (the named output where it
-    is a graph output, else the model's first), class scores beside boxes, a segmenter's
-    probabilities; else the explained output."""
+    is a graph output, else the model's first), class scores beside boxes (the Softmax's or
+    Sigmoid's output where the explained tensor is its logits), a segmenter's probabilities;
+    else the explained output."""
     output: str | None = None
     """The tensor to explain where the options name none (a detector's class scores beside
     its boxes, the logits its Sigmoid reads); None: the options' own."""
@@ -58,10 +65,10 @@ def plan(proto: onnx.ModelProto, task: str, options: AugmentOptions) -> Plan:
                           "or [T, N, C]: give --sequence-layout ntc|tnc")
     if chosen != "detection":
         return Plan(chosen, ex.output)
-    pair = box_pair(model.info, ex.output)
+    pair = scores_pair(model.info, ex.output)
     if pair is not None:
         named = None if options.output is not None or model.augmented else ex.output
-        return Plan(chosen, ex.output, named, pair_graph(model.info, *pair))
+        return Plan(chosen, pair[0], named, pair_graph(model.info, *pair))
     logits = (sigmoid_logits(model.info, model.raw)
               if options.output is None and not model.augmented else None)
     return Plan(chosen, model.raw, logits)
@@ -105,7 +112,7 @@ def _task(model: _Model, task: str) -> Task:
             raise TargetError(f"unknown task {task!r}: choose auto, {', '.join(TASKS)}")
         return task
     ex, info = model.explained, model.info
-    if box_pair(info, ex.output) is not None:
+    if scores_pair(info, ex.output) is not None:
         return "detection"  # class scores beside a boxes output: DETR, SSD
     try:
         return _task_of(info, ex.output, ex.scores, ex.skipped_op, model.batch_axis or 0)
