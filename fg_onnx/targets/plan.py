@@ -55,7 +55,8 @@ class _Model:
 
 def plan(proto: onnx.ModelProto, task: str, options: AugmentOptions) -> Plan:
     """The plan of a targets run of ``task`` (auto: from the output's shape and graph)."""
-    model = _augmented(proto) if is_augmented(proto) else _original(proto, task, options)
+    model = (_augmented(proto, options.sequence_layout) if is_augmented(proto)
+             else _original(proto, task, options))
     chosen = _task(model, task)
     ex = model.explained
     if chosen == "sequence" and model.batch_axis is None:
@@ -74,17 +75,38 @@ def plan(proto: onnx.ModelProto, task: str, options: AugmentOptions) -> Plan:
     return Plan(chosen, model.raw, logits)
 
 
-def _augmented(proto: onnx.ModelProto) -> _Model:
+def _augmented(proto: onnx.ModelProto, sequence_layout: str) -> _Model:
     facts = read_facts(proto)
     if not facts.seed_input:
         raise TargetError("targets need the original model or one augmented with "
                           "--seed-input")
     explained = Explained(facts.input, facts.output, facts.scores, facts.skipped_op,
                           facts.layout)
+    info = GraphInfo(proto)
+    axis = _augmented_batch_axis(info, explained, facts.batch_axes.get(facts.scores),
+                                 sequence_layout)
     # Outputs an augmented model adds come after the original ones: its first output is the
     # original's (a detector's boxes and scores when --output named the logits).
-    return _Model(GraphInfo(proto), explained, facts.batch_axes.get(facts.scores, 0),
-                  proto.graph.output[0].name, True)
+    return _Model(info, explained, axis, proto.graph.output[0].name, True)
+
+
+def _augmented_batch_axis(info: GraphInfo, explained: Explained, recorded: int | None,
+                          sequence_layout: str) -> int | None:
+    """The explained tensor's batch axis in an augmented model: the one its metadata records,
+    which ``sequence_layout`` must not contradict. Where none is recorded the graph reads the
+    batch at axis 0, which is all a layout may say, and a rank-3 tensor's is unknown (None:
+    the graph did not say when it was augmented) unless the layout says it."""
+    if recorded is not None:
+        return explained_batch_axis(info, explained, sequence_layout, recorded)
+    if sequence_layout == "auto":
+        return None if info.rank(explained.scores) == 3 else 0
+    wanted = explained_batch_axis(info, explained, sequence_layout, None)
+    if wanted != 0:
+        raise TargetError(f"--sequence-layout {sequence_layout} does not fit the augmented "
+                          f"model: it reads {explained.scores!r} with the batch at axis 0; "
+                          f"augment it again with --seed-input --sequence-layout "
+                          f"{sequence_layout}")
+    return wanted
 
 
 def _original(proto: onnx.ModelProto, task: str, options: AugmentOptions) -> _Model:
