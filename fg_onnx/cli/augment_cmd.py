@@ -7,7 +7,11 @@ from pathlib import Path
 
 from fg_onnx.choices import GRAPH_METHODS, PROVIDERS
 from fg_onnx.cli import SUMMARIES
-from fg_onnx.cli.options import add_augment_options, augment_options
+from fg_onnx.cli.options import (
+    add_augment_options,
+    add_sequence_layout_option,
+    augment_options,
+)
 from fg_onnx.errors import OutputExistsError
 from fg_onnx.fullgrad.augment import build_fullgrad
 from fg_onnx.graph.load import load_model
@@ -29,6 +33,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     parser.add_argument("--seed-input", action="store_true",
                         help="replace fg_target by an input fg_grad_output shaped like the "
                              "explained output (any linear functional of it)")
+    add_sequence_layout_option(parser)
     parser.add_argument("--components", action="store_true",
                         help="also output every map tap's bias-gradient tensor")
     parser.add_argument("--method", choices=GRAPH_METHODS, default="fullgrad",

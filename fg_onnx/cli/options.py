@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fg_onnx.choices import LAYOUT_CHOICES, PRECISIONS, GraphMethod, Provider
+from fg_onnx.choices import (
+    LAYOUT_CHOICES,
+    PRECISIONS,
+    SEQUENCE_LAYOUTS,
+    GraphMethod,
+    Provider,
+)
 from fg_onnx.errors import FgOnnxError
 from fg_onnx.fullgrad.augment import AugmentOptions
 from fg_onnx.fullgrad.precision import DEFAULT_GRADIENT_SCALE
@@ -271,7 +277,6 @@ def _probability(text: str) -> float:
 
 def add_target_options(parser: argparse.ArgumentParser) -> None:
     """What is explained in each image, for every task (README: Task targets)."""
-    from fg_onnx.choices import SEQUENCE_LAYOUTS
     from fg_onnx.targets.base import TASK_CHOICES
     from fg_onnx.targets.detection import BOX_FORMATS, BOX_SCALES, DETECTION_FORMATS
     from fg_onnx.targets.embedding import SIMILARITIES
@@ -315,9 +320,7 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
                             "fg_onnx.alphabet metadata, else class indices)")
     group.add_argument("--blank", type=int, default=0, metavar="K",
                        help="sequence: the CTC blank class (default 0)")
-    group.add_argument("--sequence-layout", choices=SEQUENCE_LAYOUTS, default="auto",
-                       help="sequence: ntc [N, T, C] or tnc [T, N, C] (time first: a "
-                            "seq-first LSTM) (default: from the graph)")
+    add_sequence_layout_option(group)
     group.add_argument("--time-step", type=int, metavar="T",
                        help="sequence: explain this step's class (--target, default its "
                             "arg-max) instead of each decoded character")
@@ -325,6 +328,14 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
                        help="embedding: the reference, another image or a .npy vector")
     group.add_argument("--similarity", choices=SIMILARITIES, default="cosine",
                        help="embedding: cosine (default) or dot")
+
+
+def add_sequence_layout_option(group: argparse._ActionsContainer) -> None:
+    """``--sequence-layout``: a targets option, and augment's with --seed-input (the seed's
+    batch axis is built into the graph)."""
+    group.add_argument("--sequence-layout", choices=SEQUENCE_LAYOUTS, default="auto",
+                       help="sequence: ntc [N, T, C] or tnc [T, N, C] (time first: a "
+                            "seq-first LSTM) (default: from the graph)")
 
 
 def uses_targets(args: argparse.Namespace) -> bool:

@@ -320,8 +320,9 @@ class _Augmenter:
 
     def _batch_axes(self) -> dict[str, int]:
         """The batch axes other than 0 of what a seed-input model's forward part returns
-        (its outputs and the explained tensor: a [T, N, C] CTC head), by name; axis 0 where
-        the graph does not say."""
+        (its outputs and the explained tensor: a [T, N, C] CTC head), by name, and the
+        explained tensor's 0 where the graph says it (for targets to tell it from a sequence
+        layout nothing gave); axis 0 where the graph does not say."""
         ex, layout = self.ex, self.options.sequence_layout
         if not self.options.seed_input:
             if layout != "auto":
@@ -334,7 +335,8 @@ class _Augmenter:
         if found[ex.output] is None and self.info.shape(ex.output) == self.info.shape(
                 ex.scores):
             found[ex.output] = found[ex.scores]  # through the skipped Softmax
-        return {name: axis for name, axis in found.items() if axis}
+        return {name: axis for name, axis in found.items()
+                if axis or (name == ex.scores and axis is not None)}
 
     def _batch_first(self, tensor: str) -> str:
         """A tensor shaped like the explained one with its batch axis moved first."""

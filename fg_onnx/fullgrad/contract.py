@@ -60,7 +60,8 @@ class AugmentFacts:
     components: list[dict[str, Any]] = field(default_factory=list)
     batch_axes: dict[str, int] = field(default_factory=dict)
     """seed_input: the outputs (and the explained tensor) whose batch is not axis 0, by name
-    (a [T, N, C] CTC head: 1); seeds and samples are read along it."""
+    (a [T, N, C] CTC head: 1), and the explained tensor's 0 where the graph or
+    --sequence-layout said it; seeds and samples are read along it (0 where not named)."""
 
     def to_json(self) -> str:
         """The metadata value."""

@@ -63,6 +63,26 @@ def box_pair(info: GraphInfo, scores: str | None = None) -> tuple[str, str] | No
     return None
 
 
+def scores_pair(info: GraphInfo, explained: str) -> tuple[str, str] | None:
+    """(class scores, boxes) for an ``explained`` tensor: the pair of the graph output a
+    final Sigmoid/Softmax makes of it where there is one (--output named an SSD's logits:
+    its probabilities are read from that output), else ``explained``'s own (box_pair)."""
+    probabilities = _probabilities_of(info, explained)
+    pair = box_pair(info, probabilities) if probabilities is not None else None
+    return pair or box_pair(info, explained)
+
+
+def _probabilities_of(info: GraphInfo, logits: str) -> str | None:
+    """The float graph output whose logits, as choose_scores finds them back through
+    order-keeping shape-only ops, are ``logits``; None where there is none."""
+    for output in info.graph_outputs:
+        if output != logits and info.is_float(output):
+            _, scores, activation, _ = choose_scores(info, output, False)
+            if scores == logits and activation is not None:
+                return output
+    return None
+
+
 def pair_graph(info: GraphInfo, scores: str, boxes: str) -> PairGraph:
     """What the graph says of class scores beside boxes: the Sigmoid/Softmax that makes the
     scores (found back through shape-only ops, as the explained logits are), and the op that

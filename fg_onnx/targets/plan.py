@@ -14,7 +14,13 @@ from fg_onnx.fullgrad.explained import Explained, explained_batch_axis, resolve
 from fg_onnx.graph.batch_axis import batch_axes
 from fg_onnx.graph.info import GraphInfo
 from fg_onnx.graph.normalize import normalize
-from fg_onnx.targets.auto import box_pair, detect_task, pair_graph, sigmoid_logits
+from fg_onnx.targets.auto import (
+    box_pair,
+    detect_task,
+    pair_graph,
+    scores_pair,
+    sigmoid_logits,
+)
 from fg_onnx.targets.base import TASKS, TargetError, Task
 from fg_onnx.targets.detection import PairGraph
 
@@ -26,8 +32,9 @@ class Plan:
     task: Task
     raw: str
     """The output the task reads: a YOLO detector's raw output (the named output where it
-    is a graph output, else the model's first), class scores beside boxes, a segmenter's
-    probabilities; else the explained output."""
+    is a graph output, else the model's first), class scores beside boxes (the Softmax's or
+    Sigmoid's output where the explained tensor is its logits), a segmenter's probabilities;
+    else the explained output."""
     output: str | None = None
     """The tensor to explain where the options name none (a detector's class scores beside
     its boxes, the logits its Sigmoid reads); None: the options' own."""
@@ -48,7 +55,8 @@ class _Model:
 
 def plan(proto: onnx.ModelProto, task: str, options: AugmentOptions) -> Plan:
     """The plan of a targets run of ``task`` (auto: from the output's shape and graph)."""
-    model = _augmented(proto) if is_augmented(proto) else _original(proto, task, options)
+    model = (_augmented(proto, options.sequence_layout) if is_augmented(proto)
+             else _original(proto, task, options))
     chosen = _task(model, task)
     ex = model.explained
     if chosen == "sequence" and model.batch_axis is None:
@@ -58,26 +66,47 @@ def plan(proto: onnx.ModelProto, task: str, options: AugmentOptions) -> Plan:
                           "or [T, N, C]: give --sequence-layout ntc|tnc")
     if chosen != "detection":
         return Plan(chosen, ex.output)
-    pair = box_pair(model.info, ex.output)
+    pair = scores_pair(model.info, ex.output)
     if pair is not None:
         named = None if options.output is not None or model.augmented else ex.output
-        return Plan(chosen, ex.output, named, pair_graph(model.info, *pair))
+        return Plan(chosen, pair[0], named, pair_graph(model.info, *pair))
     logits = (sigmoid_logits(model.info, model.raw)
               if options.output is None and not model.augmented else None)
     return Plan(chosen, model.raw, logits)
 
 
-def _augmented(proto: onnx.ModelProto) -> _Model:
+def _augmented(proto: onnx.ModelProto, sequence_layout: str) -> _Model:
     facts = read_facts(proto)
     if not facts.seed_input:
         raise TargetError("targets need the original model or one augmented with "
                           "--seed-input")
     explained = Explained(facts.input, facts.output, facts.scores, facts.skipped_op,
                           facts.layout)
+    info = GraphInfo(proto)
+    axis = _augmented_batch_axis(info, explained, facts.batch_axes.get(facts.scores),
+                                 sequence_layout)
     # Outputs an augmented model adds come after the original ones: its first output is the
     # original's (a detector's boxes and scores when --output named the logits).
-    return _Model(GraphInfo(proto), explained, facts.batch_axes.get(facts.scores, 0),
-                  proto.graph.output[0].name, True)
+    return _Model(info, explained, axis, proto.graph.output[0].name, True)
+
+
+def _augmented_batch_axis(info: GraphInfo, explained: Explained, recorded: int | None,
+                          sequence_layout: str) -> int | None:
+    """The explained tensor's batch axis in an augmented model: the one its metadata records,
+    which ``sequence_layout`` must not contradict. Where none is recorded the graph reads the
+    batch at axis 0, which is all a layout may say, and a rank-3 tensor's is unknown (None:
+    the graph did not say when it was augmented) unless the layout says it."""
+    if recorded is not None:
+        return explained_batch_axis(info, explained, sequence_layout, recorded)
+    if sequence_layout == "auto":
+        return None if info.rank(explained.scores) == 3 else 0
+    wanted = explained_batch_axis(info, explained, sequence_layout, None)
+    if wanted != 0:
+        raise TargetError(f"--sequence-layout {sequence_layout} does not fit the augmented "
+                          f"model: it reads {explained.scores!r} with the batch at axis 0; "
+                          f"augment it again with --seed-input --sequence-layout "
+                          f"{sequence_layout}")
+    return wanted
 
 
 def _original(proto: onnx.ModelProto, task: str, options: AugmentOptions) -> _Model:
@@ -105,7 +134,7 @@ def _task(model: _Model, task: str) -> Task:
             raise TargetError(f"unknown task {task!r}: choose auto, {', '.join(TASKS)}")
         return task
     ex, info = model.explained, model.info
-    if box_pair(info, ex.output) is not None:
+    if scores_pair(info, ex.output) is not None:
         return "detection"  # class scores beside a boxes output: DETR, SSD
     try:
         return _task_of(info, ex.output, ex.scores, ex.skipped_op, model.batch_axis or 0)

@@ -6,6 +6,8 @@ import json
 import warnings
 from pathlib import Path
 
+import cv2
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -111,3 +113,28 @@ def test_bad_gradient_scale_is_one_line(tmp_path: Path, flags: list[str], messag
     assert main(["augment", str(SAMPLE), "-o", str(tmp_path / "x.onnx"), *flags]) == 2
     assert capsys.readouterr().err == message
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_seed_input_sequence_layout_is_recorded_and_kept(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from target_models import exported_time_first_ctc
+
+    from fg_onnx.fullgrad.contract import read_facts
+
+    ctc = exported_time_first_ctc(tmp_path / "tnc.onnx")
+    written = tmp_path / "tnc.fg.onnx"
+    assert main(["augment", str(ctc), "-o", str(written), "--seed-input",
+                 "--sequence-layout", "tnc"]) == 0
+    facts = read_facts(onnx.load(str(written)))
+    assert facts.batch_axes == {"out": 1, facts.scores: 1}  # [T, N, C]: the batch at axis 1
+    line = tmp_path / "line.png"
+    cv2.imwrite(str(line), np.random.default_rng(5).integers(0, 256, (8, 16, 3), np.uint8))
+    capsys.readouterr()
+    for argv in (["augment", str(ctc), "-o", str(tmp_path / "ntc.fg.onnx"), "--seed-input",
+                  "--sequence-layout", "ntc"],
+                 ["explain", str(written), str(line), "-o", str(tmp_path / "bad"), "--size",
+                  "8x16", "--sequence-layout", "ntc", "--device", "cpu"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--sequence-layout ntc contradicts the graph" in err[0]
+    assert not (tmp_path / "ntc.fg.onnx").exists() and not (tmp_path / "bad").exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from target_models import CELL, BoxDetector, exported, exported_query_detector, exported_ssd
 
@@ -246,6 +247,42 @@ def test_a_deployed_seed_input_ssd_explains_the_same_detections(
     deployed = TargetExplainer(tmp_path / "d.onnx", device="cpu")
     assert deployed.task == "detection" and deployed.pair == explainer.pair
     _same_detections(explainer, deployed)
+
+
+def _explained_alike(here: TargetExplainer, there: TargetExplainer,
+                     request: TargetRequest) -> list[dict[str, object]]:
+    """The detections both explain (equal fields and scores) of one image."""
+    mine, theirs = (e.explain(_batch(1), request)[0].results for e in (here, there))
+    assert [r.fields for r in theirs] == [r.fields for r in mine]
+    np.testing.assert_allclose([r.score for r in theirs], [r.score for r in mine], rtol=1e-6)
+    return [r.fields for r in mine]
+
+
+@pytest.mark.parametrize("detection_format", ["auto", "ssd"])
+def test_naming_an_ssd_softmax_logits_reads_its_probabilities(
+        tmp_path: Path, detection_format: str) -> None:
+    path = exported_ssd(tmp_path / "ssd.onnx", softmax=True)
+    softmax = next(n for n in onnx.load(str(path)).graph.node if n.op_type == "Softmax")
+    logits = softmax.input[0]
+    plain = TargetExplainer(path, device="cpu")
+    options = AugmentOptions(seed_input=True, output=logits)
+    save_model_atomic(fg_onnx.augment_with_report(path, options).model, tmp_path / "d.onnx")
+    request = TargetRequest(top_k=8, threshold=0.0, detection_format=detection_format)
+    for named in (TargetExplainer(path, device="cpu", options=AugmentOptions(output=logits)),
+                  TargetExplainer(tmp_path / "d.onnx", device="cpu")):  # deployed
+        assert named.explained == plain.explained == logits
+        assert named.raw_output == "scores" and named.pair == plain.pair
+        assert named.pair.activation == "Softmax"
+        found = _explained_alike(plain, named, request)
+        assert len(found) == 8 and all(f["target"] != 0 for f in found)  # 0: background
+
+
+def test_naming_a_yolov8_sigmoid_logits_explains_the_same_detections(
+        tmp_path: Path, explainer: TargetExplainer) -> None:
+    path = exported(BoxDetector(), tmp_path / "det.onnx")  # the fixture's weights (seed 0)
+    named = TargetExplainer(path, device="cpu", options=AugmentOptions(output=explainer.explained))
+    assert named.task == "detection" and named.raw_output == explainer.raw_output
+    assert len(_explained_alike(explainer, named, TargetRequest(top_k=3, threshold=0.0))) == 3
 
 
 def test_raw_logits_beside_plain_boxes_need_the_format_named(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from torch_models import export
 import fg_onnx
 from fg_onnx.errors import UnsupportedModelError
 from fg_onnx.fullgrad.augment import AugmentOptions
+from fg_onnx.fullgrad.contract import read_facts
 from fg_onnx.graph.save import save_model_atomic
 from fg_onnx.targets import TargetError, TargetRequest
 from fg_onnx.targets.run import TargetExplainer
@@ -131,6 +132,25 @@ def test_a_deployed_time_first_model_keeps_its_batch_axis(
                                    [r.score for r in mine.results], rtol=1e-5)
 
 
+def test_an_ntc_model_records_its_batch_axis_when_augmented(
+        explainer: TargetExplainer) -> None:
+    # Axis 0 recorded too: a deployed model tells a known [N, T, C] from an unknown layout.
+    assert explainer.session.facts.batch_axes == {explainer.explained: 0}
+
+
+def test_a_layout_the_deployed_model_contradicts_is_one_line(
+        tmp_path: Path, time_first: tuple[Path, TargetExplainer]) -> None:
+    deployed = tmp_path / "tnc.fg.onnx"
+    save_model_atomic(fg_onnx.augment_with_report(
+        time_first[0], AugmentOptions(seed_input=True)).model, deployed)
+    with pytest.raises(UnsupportedModelError, match=r"--sequence-layout ntc contradicts the "
+                       r"graph: .* has the input's batch at axis 1, so it is tnc"):
+        TargetExplainer(deployed, device="cpu", options=AugmentOptions(sequence_layout="ntc"))
+    there = TargetExplainer(deployed, device="cpu",
+                            options=AugmentOptions(sequence_layout="tnc"))
+    assert there.session.facts.batch_axes[there.explained] == 1
+
+
 def test_a_layout_the_graph_contradicts_is_one_line(
         time_first: tuple[Path, TargetExplainer]) -> None:
     path, _ = time_first
@@ -139,13 +159,18 @@ def test_a_layout_the_graph_contradicts_is_one_line(
         TargetExplainer(path, device="cpu", options=AugmentOptions(sequence_layout="ntc"))
 
 
-def test_an_ambiguous_layout_asks_for_it(tmp_path: Path) -> None:
-    # Batch 1 and one step: [1, 1, C] could be either, and the graph cannot say.
-    path = export(seeded(ColumnCTC(time_first=True), 2), tmp_path / "one.onnx", (1, 3, 8, 1))
+def _ambiguous(path: Path) -> Path:
+    """Batch 1 and one step: [1, 1, C] could be either, and the graph cannot say."""
+    path = export(seeded(ColumnCTC(time_first=True), 2), path, (1, 3, 8, 1))
     onnx_model = onnx.load(str(path))
     for value in [*onnx_model.graph.input, *onnx_model.graph.output]:
         value.type.tensor_type.shape.dim[0].dim_value = 1  # the export's "N": fixed at 1
     onnx.save(onnx_model, str(path))
+    return path
+
+
+def test_an_ambiguous_layout_asks_for_it(tmp_path: Path) -> None:
+    path = _ambiguous(tmp_path / "one.onnx")
     with pytest.raises(TargetError, match=r"cannot tell whether output .* \(\[1, 1, 5\]\) is "
                        r"\[N, T, C\] or \[T, N, C\]: give --sequence-layout ntc\|tnc"):
         TargetExplainer(path, device="cpu")
@@ -155,3 +180,33 @@ def test_an_ambiguous_layout_asks_for_it(tmp_path: Path) -> None:
     (result,) = explainer.explain(batch, TargetRequest(time_step=0))
     (r,) = result.results
     assert r.completeness_error is not None and r.completeness_error < 1e-4
+
+
+def test_a_deployed_ambiguous_layout_asks_for_it_unless_augmented_with_it(
+        tmp_path: Path) -> None:
+    path = _ambiguous(tmp_path / "one.onnx")
+    batch = np.random.default_rng(3).standard_normal((1, 3, 8, 1)).astype(np.float32)
+    for layout, axis in (("auto", None), ("tnc", 1)):
+        deployed = tmp_path / f"{layout}.fg.onnx"
+        options = AugmentOptions(seed_input=True, sequence_layout=layout)
+        save_model_atomic(fg_onnx.augment_with_report(path, options).model, deployed)
+        facts = read_facts(onnx.load(str(deployed)))
+        assert facts.batch_axes.get(facts.scores) == axis
+    with pytest.raises(TargetError, match=r"cannot tell whether output .* \(\[1, 1, 5\]\) is "
+                       r"\[N, T, C\] or \[T, N, C\]: give --sequence-layout ntc\|tnc"):
+        TargetExplainer(tmp_path / "auto.fg.onnx", device="cpu")
+    # Augmented without a layout, the graph reads the batch at axis 0: ntc, never tnc.
+    with pytest.raises(TargetError, match=r"--sequence-layout tnc does not fit the augmented "
+                       r"model: .* augment it again with --seed-input --sequence-layout tnc"):
+        TargetExplainer(tmp_path / "auto.fg.onnx", device="cpu",
+                        options=AugmentOptions(sequence_layout="tnc"))
+    for deployed, layout in (("auto", "ntc"), ("tnc", "auto"), ("tnc", "tnc")):
+        explainer = TargetExplainer(tmp_path / f"{deployed}.fg.onnx", device="cpu",
+                                    options=AugmentOptions(sequence_layout=layout))
+        (result,) = explainer.explain(batch, TargetRequest(time_step=0))
+        (r,) = result.results
+        assert r.completeness_error is not None and r.completeness_error < 1e-4
+    with pytest.raises(UnsupportedModelError, match=r"--sequence-layout ntc contradicts the "
+                       r"graph: .* has the input's batch at axis 1, so it is tnc"):
+        TargetExplainer(tmp_path / "tnc.fg.onnx", device="cpu",
+                        options=AugmentOptions(sequence_layout="ntc"))
