@@ -215,6 +215,10 @@ def completeness_error(out: dict[str, np.ndarray], x: np.ndarray) -> float:
     return float(contract.outputs_completeness_error(out, x, scale).max())
 
 
+def _class_targets(output: np.ndarray) -> tuple[str, np.ndarray]:
+    return contract.TARGET, TARGETS
+
+
 def check_exported(path: Path, reference: Reference, inputs: Inputs,
                    result: MatrixResult) -> MatrixResult:
     """Augments ``path`` (plain and with implicit biases) and fills in ``result``.
@@ -231,9 +235,7 @@ def check_exported(path: Path, reference: Reference, inputs: Inputs,
     of float32 there. A wrong rule fails at every input, in every setting, and completeness,
     which holds at onnxruntime's own branches, is checked without that allowance.
     """
-    proto = onnx.load(str(path))
-    result.opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-    result.nodes = len(proto.graph.node)
+    proto = _described(path, result)
     _check_gradients(proto, reference, inputs, result)
     # The gradient checks' sessions are gone by now: a full-size model's six sessions and the
     # float16 emulation's do not fit in memory together.
@@ -249,14 +251,36 @@ def check_exported(path: Path, reference: Reference, inputs: Inputs,
 
 def _check_gradients(proto: onnx.ModelProto, reference: Reference, inputs: Inputs,
                      result: MatrixResult) -> None:
+    # A function of its own: its sessions are released when it returns.
+    _compare_until_agreeing(_augmented_sessions(proto, result), reference, inputs, result)
+
+
+def _described(path: Path, result: MatrixResult) -> onnx.ModelProto:
+    """The exported model, its opset and node count recorded in ``result``."""
+    proto = onnx.load(str(path))
+    result.opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    result.nodes = len(proto.graph.node)
+    return proto
+
+
+def _augmented_sessions(proto: onnx.ModelProto, result: MatrixResult,
+                        seed_input: bool = False) -> _Sessions:
+    """Sessions of the model augmented plain (timed into ``result``) and with implicit
+    biases."""
     start = time.perf_counter()
-    plain = fg_onnx.augment(proto)
+    plain = fg_onnx.augment(proto, seed_input=seed_input)
     result.augment_seconds = time.perf_counter() - start
-    implicit = fg_onnx.augment(proto, implicit_biases=True)
-    sessions = _Sessions(proto, (plain, implicit))
+    implicit = fg_onnx.augment(proto, seed_input=seed_input, implicit_biases=True)
+    return _Sessions(proto, (plain, implicit))
+
+
+def _compare_until_agreeing(sessions: _Sessions, reference: Reference, inputs: Inputs,
+                            result: MatrixResult, explain: Explain = _class_targets) -> None:
+    """:func:`_compare` at up to INPUT_SEEDS inputs, stopping at the first whose gradient
+    agrees (see :func:`check_exported`)."""
     for seed in range(INPUT_SEEDS):
         result.input_seeds = seed + 1
-        _compare(sessions, reference, inputs(seed), result)
+        _compare(sessions, reference, inputs(seed), result, explain=explain)
         if result.gradient_agrees:
             break
 
@@ -270,14 +294,8 @@ def check_seeded(path: Path, spec: ModelSpec, reference: Reference, inputs: Size
     What is explained is ⟨seed, output⟩ with :func:`output_seed`'s seed of the output's shape
     at that size, so the one augmented model must serve every size.
     """
-    proto = onnx.load(str(path))
-    result.opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-    result.nodes = len(proto.graph.node)
-    start = time.perf_counter()
-    plain = fg_onnx.augment(proto, seed_input=True)
-    result.augment_seconds = time.perf_counter() - start
-    implicit = fg_onnx.augment(proto, seed_input=True, implicit_biases=True)
-    sessions = _Sessions(proto, (plain, implicit))
+    proto = _described(path, result)
+    sessions = _augmented_sessions(proto, result, seed_input=True)
     half = None
     if not spec.no_float16:
         options = AugmentOptions(implicit_biases=True, precision="float16", components=True,
@@ -302,11 +320,7 @@ def _float16_scale(spec: ModelSpec) -> float | None:
 def _check_size(sessions: _Sessions, half: onnx.ModelProto | None, reference: Reference,
                 inputs: Inputs, result: MatrixResult) -> None:
     """:func:`check_seeded` at one input size (``inputs`` makes batches of it)."""
-    for seed in range(INPUT_SEEDS):
-        result.input_seeds = seed + 1
-        _compare(sessions, reference, inputs(seed), result, explain=_output_seed)
-        if result.grad_error < TOLERANCE:
-            break
+    _compare_until_agreeing(sessions, reference, inputs, result, explain=_output_seed)
     if half is None:
         return
     x = inputs(0)
@@ -364,10 +378,6 @@ def float16_completeness_error(out: dict[str, np.ndarray], x: np.ndarray) -> flo
     score = np.abs(out[contract.SCORE].astype(np.float64))
     scale = np.maximum(np.maximum(score, size), 1e-3)
     return float(contract.outputs_completeness_error(out, x, scale).max())
-
-
-def _class_targets(output: np.ndarray) -> tuple[str, np.ndarray]:
-    return contract.TARGET, TARGETS
 
 
 def output_seed(shape: Sequence[int]) -> np.ndarray:
