@@ -35,7 +35,8 @@ def infer_with_data_propagation(model: onnx.ModelProto) -> onnx.ModelProto:
         inferred = _infer(_guarded(model, guarded), data_prop=True)
         # A guarded vector's own length is inferred with propagation: the ones that come out
         # short (a Reshape to a computed shape) are shapes' business after all.
-        short = {name for name in guarded if _is_short(inferred, name)}
+        values = {v.name: v for v in inferred.graph.value_info}
+        short = {name for name in guarded if name in values and _is_short(values[name])}
         if not short:
             break
         guarded -= short
@@ -65,10 +66,7 @@ def _long_vectors(inferred: onnx.ModelProto) -> set[str]:
             if _may_be_long(value)}
 
 
-def _is_short(inferred: onnx.ModelProto, name: str) -> bool:
-    value = next((v for v in inferred.graph.value_info if v.name == name), None)
-    if value is None:
-        return False
+def _is_short(value: onnx.ValueInfoProto) -> bool:
     dims = value.type.tensor_type.shape.dim
     return len(dims) == 1 and dims[0].HasField("dim_value") and dims[0].dim_value <= LONG_VECTOR
 
