@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or default_output(args.model)
     check_output_path(out, args.force, args.model)
     options = augment_options(args, method=args.method, provider=args.provider,
-                              seed_input=args.seed_input, components=args.components)
+                              seed_input=args.seed_input, components=args.components,
+                              sequence_layout=args.sequence_layout)
     result = blaming_invalid_input(load_model(args.model),
                                    lambda model: build_fullgrad(model, options))
     if is_large(result.model) and data_file_of(out).exists() and not args.force:

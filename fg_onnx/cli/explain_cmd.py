@@ -33,6 +33,7 @@ from fg_onnx.cli.progress import Progress, status
 from fg_onnx.cli.reports import write_explain_report
 from fg_onnx.errors import FgOnnxError, ImageError
 from fg_onnx.files import FileOutputs, outputs_of, save_npy_atomic
+from fg_onnx.fullgrad.augment import AugmentOptions
 from fg_onnx.methods import METHOD_NAMES, Explainer, get_method
 from fg_onnx.report.html import REPORT_NAME
 from fg_onnx.runtime.providers import Device
@@ -173,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         # With Ray the workers hold the sessions; this one only reads the model's facts.
         explainer = Explainer(args.model, args.method, params=method_params(args),
                               device="cpu" if args.engine == "ray" else runtime.device,
-                              batch_size=runtime.batch_size, options=augment_options(args))
+                              batch_size=runtime.batch_size, options=_augment_options(args))
         fullgrad = explainer.session
     require_one_input(fullgrad.session, fullgrad.input_name, "explain")
     spec = preprocess_options(args, fullgrad)
@@ -224,7 +225,7 @@ def _targeted_explainer(args: argparse.Namespace, device: Device, batch_size: in
     --top-k, --label, ...); None for today's one class per image."""
     task = args.task
     if not uses_targets(args):
-        task = plan_task(args.model, args.task, augment_options(args))
+        task = plan_task(args.model, args.task, _augment_options(args))
         if task == "classification":
             return None
     if get_method(args.method).runner is not None:
@@ -301,7 +302,7 @@ def _run_ray(args: argparse.Namespace, jobs: list[_Job], spec: Preprocess,
         FileOutputs(args.outdir.resolve(), args.method, args.alpha, map_size=args.map_size),
         address=args.address,
         workers=args.workers, method=args.method, params=method_params(args),
-        options=augment_options(args), preprocess=spec, target=args.target,
+        options=_augment_options(args), preprocess=spec, target=args.target,
         device=args.device, batch_size=args.batch_size, progress=progress.advance)
     progress.finish()
     rows: list[Row] = []
@@ -357,3 +358,7 @@ def _non_finite(saliency: np.ndarray, score: float, error: float | None) -> list
     broken = [] if np.isfinite(score) else ["score"]
     broken += [] if np.all(np.isfinite(saliency)) else ["map"]
     return broken + ([] if error is None or np.isfinite(error) else ["completeness error"])
+
+
+def _augment_options(args: argparse.Namespace) -> AugmentOptions:
+    return augment_options(args, sequence_layout=args.sequence_layout)

@@ -84,7 +84,8 @@ def _reference(args: argparse.Namespace, explainer: TargetExplainer,
 def target_options(args: argparse.Namespace) -> AugmentOptions:
     """The augmentation a targets run takes: the seed-input model of ``--method``'s map
     (the session adds ``seed_input``)."""
-    return augment_options(args, method=get_method(args.method).graph)
+    return augment_options(args, method=get_method(args.method).graph,
+                           sequence_layout=args.sequence_layout)
 
 
 def run_targets(args: argparse.Namespace, explainer: TargetExplainer, jobs: Sequence[Job],

@@ -21,6 +21,7 @@ from fg_onnx.choices import (
     SEQUENCE_LAYOUTS,
     GraphMethod,
     Provider,
+    SequenceLayout,
 )
 from fg_onnx.errors import FgOnnxError
 from fg_onnx.fullgrad.augment import AugmentOptions
@@ -119,16 +120,16 @@ def add_augment_options(parser: argparse.ArgumentParser) -> None:
 
 def augment_options(args: argparse.Namespace, *, method: GraphMethod = "fullgrad",
                     provider: Provider = "any", seed_input: bool = False,
-                    components: bool = False) -> AugmentOptions:
-    """AugmentOptions from the group's arguments and the command's own settings."""
+                    components: bool = False,
+                    sequence_layout: SequenceLayout = "auto") -> AugmentOptions:
+    """AugmentOptions from the group's arguments and the command's own settings
+    (``sequence_layout``: ``--sequence-layout``, which explain and augment have)."""
     return AugmentOptions(
         input=args.input, output=args.output, layout=args.layout,
         implicit_biases=args.implicit_biases, explain_probabilities=args.explain_probabilities,
         seed_input=seed_input, components=components, input_size=args.input_size,
         method=method, cam_layer=args.cam_layer, provider=provider, precision=args.precision,
-        gradient_scale=args.gradient_scale,
-        # A target option (explain only), read by the augment pass: the seed's batch axis.
-        sequence_layout=getattr(args, "sequence_layout", "auto"),
+        gradient_scale=args.gradient_scale, sequence_layout=sequence_layout,
     )
 
 
